@@ -1,0 +1,13 @@
+// The wasm module's exports: plain functions over pointers into this module's memory.
+// The TypeScript side (src/cpu/) owns the memory layout; nothing here allocates.
+export { packPanelsB, unpackPanelsB, packedPanelsLength, gemmPanels } from "./gemm";
+export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
+export { normalNoise } from "./rng";
+export { topkSoftmax } from "./topk";
+export { balanceLosses } from "./losses";
+export { buildPlan, gatherRows, activate, expertsForward, combine } from "./experts";
+
+/** First free byte after the module's static data: the TypeScript arena starts here. */
+export function heapBase(): usize {
+  return __heap_base;
+}

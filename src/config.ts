@@ -1,0 +1,120 @@
+// Validation at the door: every option and weight of createMoE, with errors a user can act on.
+import { fail } from "./errors.ts";
+import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights } from "./types.ts";
+
+export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
+const BACKENDS: readonly BackendChoice[] = ["cpu", "gpu", "auto"];
+
+/** A validated configuration with every default filled in. */
+export interface LayerSpec {
+  dModel: number;
+  dHidden: number;
+  numExperts: number;
+  k: number;
+  expert: ExpertKind;
+  noisyGating: boolean;
+  noiseEpsilon: number;
+  wImportance: number;
+  wLoad: number;
+  backend: BackendChoice;
+  seed: number;
+  checkFinite: boolean;
+}
+
+/** Name and expected length of every weight an expert kind needs, in the input layout. */
+export function weightShapes(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating">): Array<[keyof MoEWeights, number[]]> {
+  const { dModel: d, dHidden: h, numExperts: n } = spec;
+  const shapes: Array<[keyof MoEWeights, number[]]> = [["wGate", [d, n]]];
+  if (spec.noisyGating) shapes.push(["wNoise", [d, n]]);
+  if (spec.expert === "swiglu") {
+    shapes.push(["wGateProj", [n, d, h]], ["wUp", [n, d, h]], ["wDown", [n, h, d]]);
+  } else {
+    shapes.push(["w1", [n, d, h]], ["b1", [n, h]], ["w2", [n, h, d]], ["b2", [n, d]]);
+  }
+  return shapes;
+}
+
+function positiveInteger(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+    fail("INVALID_CONFIG", `${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}
+
+function finiteNumber(name: string, value: unknown, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min) {
+    fail("INVALID_CONFIG", `${name} must be a finite number ≥ ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function checkSeed(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    fail("INVALID_CONFIG", `${name} must be an integer in [0, 2^53), got ${String(value)}`);
+  }
+  return value;
+}
+
+export function validateConfig(config: MoEConfig): LayerSpec {
+  if (typeof config !== "object" || config === null) fail("INVALID_CONFIG", "createMoE needs a configuration object");
+  const dModel = positiveInteger("dModel", config.dModel);
+  const dHidden = positiveInteger("dHidden", config.dHidden);
+  const numExperts = positiveInteger("numExperts", config.numExperts);
+  if (typeof config.k !== "number" || !Number.isInteger(config.k) || config.k < 1 || config.k > numExperts) {
+    fail("INVALID_CONFIG", `k must be an integer with 1 ≤ k ≤ numExperts (${numExperts}), got ${String(config.k)}`);
+  }
+  if (!EXPERT_KINDS.includes(config.expert)) {
+    fail("UNKNOWN_EXPERT", `expert must be one of ${EXPERT_KINDS.map((e) => `"${e}"`).join(", ")}, got ${JSON.stringify(config.expert)}`);
+  }
+  const backend = config.backend ?? "cpu";
+  if (!BACKENDS.includes(backend)) {
+    fail("INVALID_CONFIG", `backend must be "cpu", "gpu" or "auto", got ${JSON.stringify(backend)}`);
+  }
+  const noisyGating = config.noisyGating ?? true;
+  if (typeof noisyGating !== "boolean") fail("INVALID_CONFIG", "noisyGating must be a boolean");
+  const checkFinite = config.checkFinite ?? true;
+  if (typeof checkFinite !== "boolean") fail("INVALID_CONFIG", "checkFinite must be a boolean");
+  // Limits of the 32-bit wasm address space: the largest single weight tensor must fit.
+  const biggest = numExperts * dModel * dHidden;
+  if (biggest > 2 ** 29) {
+    fail("INVALID_CONFIG", `numExperts·dModel·dHidden = ${biggest} floats exceeds what a 4 GiB wasm memory can hold (2^29)`);
+  }
+  return {
+    dModel,
+    dHidden,
+    numExperts,
+    k: config.k,
+    expert: config.expert,
+    noisyGating,
+    noiseEpsilon: finiteNumber("noiseEpsilon", config.noiseEpsilon, 1e-2),
+    wImportance: finiteNumber("wImportance", config.wImportance, 0.1),
+    wLoad: finiteNumber("wLoad", config.wLoad, 0.1),
+    backend,
+    seed: config.seed === undefined ? 0 : checkSeed("seed", config.seed),
+    checkFinite,
+  };
+}
+
+/** Checks presence, type and length of every weight the spec needs; returns them by name. */
+export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined): Map<keyof MoEWeights, Float32Array> {
+  if (typeof weights !== "object" || weights === null) {
+    fail("MISSING_WEIGHT", "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown })");
+  }
+  const out = new Map<keyof MoEWeights, Float32Array>();
+  for (const [name, shape] of weightShapes(spec)) {
+    const value = weights[name];
+    const expected = shape.reduce((a, b) => a * b, 1);
+    if (value === undefined || value === null) {
+      fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer${name === "wNoise" ? " with noisyGating" : ""}`);
+    }
+    if (!(value instanceof Float32Array)) {
+      fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array, got ${Object.prototype.toString.call(value)}`);
+    }
+    if (value.length !== expected) {
+      fail("WEIGHT_SHAPE", `weights.${name} must hold ${expected} floats ([${shape.join(", ")}]), got ${value.length}`);
+    }
+    out.set(name, value);
+  }
+  return out;
+}

@@ -1,0 +1,50 @@
+/**
+ * Every failure the package reports is an `MoEError` with a stable `code`.
+ * The message says what was wrong and what to do about it.
+ */
+export type MoEErrorCode =
+  /** dModel, dHidden, numExperts or k is not a positive integer; k > numExperts; bad option value. */
+  | "INVALID_CONFIG"
+  /** `expert` is not "relu" | "gelu" | "swiglu". */
+  | "UNKNOWN_EXPERT"
+  /** A weight the expert kind needs was not given. */
+  | "MISSING_WEIGHT"
+  /** A weight is not a Float32Array of the expected length. */
+  | "WEIGHT_SHAPE"
+  /** A weight holds NaN or ±Infinity (checked once, at creation). */
+  | "NON_FINITE_WEIGHT"
+  /** x is empty, not a Float32Array, or its length is not a multiple of dModel. */
+  | "INPUT_SHAPE"
+  /** x holds NaN or ±Infinity. */
+  | "NON_FINITE_INPUT"
+  /** The caller's noise matrix has the wrong length or type, or holds NaN/Inf. */
+  | "NOISE_SHAPE"
+  /** A caller-provided output buffer has the wrong type or length. */
+  | "OUTPUT_SHAPE"
+  /** The layer was disposed. */
+  | "DISPOSED"
+  /** The bytes are not a valid safetensors file. */
+  | "BAD_SAFETENSORS"
+  /** The WebAssembly module could not be loaded or instantiated. */
+  | "WASM_LOAD"
+  /** backend "gpu" was asked for and no WebGPU adapter/device is available. */
+  | "NO_GPU"
+  /** The GPU device was lost or a GPU call failed. */
+  | "GPU_ERROR"
+  /** backward() was called without a preceding training-mode forward(). */
+  | "NO_FORWARD_STATE"
+  /** The upstream gradient dy has the wrong length or type. */
+  | "GRAD_SHAPE";
+
+export class MoEError extends Error {
+  readonly code: MoEErrorCode;
+  constructor(code: MoEErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "MoEError";
+    this.code = code;
+  }
+}
+
+export function fail(code: MoEErrorCode, message: string): never {
+  throw new MoEError(code, message);
+}
