@@ -10,7 +10,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
-if [ "${EDGE_MOE_SKIP_APT:-}" != "1" ]; then
+# The demo needs only npm packages; the test suite also needs the Vulkan drivers and Chromium.
+if [ "${1:-}" != "--demo" ] && [ "${EDGE_MOE_SKIP_APT:-}" != "1" ]; then
   missing=()
   [ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || [ -f /usr/share/vulkan/icd.d/lvp_icd.aarch64.json ] || missing+=(mesa-vulkan-drivers)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)

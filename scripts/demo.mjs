@@ -1,0 +1,81 @@
+// npm run demo: a forward pass of a built-in layer (d=512, h=1024, n=16, k=2, relu, seeded random
+// weights), in inference and training mode, with the chosen experts, the losses and the time per call.
+import { createMoE } from "../dist/index.js";
+
+const d = 512, h = 1024, n = 16, k = 2;
+
+// Seeded standard normals (SplitMix32 + Box–Muller): the demo's weights are the same every run.
+function normals(seed) {
+  let state = seed >>> 0;
+  const u32 = () => {
+    state = (state + 0x9e3779b9) >>> 0;
+    let z = state;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  return (length, scale) => {
+    const out = new Float32Array(length);
+    for (let i = 0; i < length; i += 2) {
+      const r = Math.sqrt(-2 * Math.log((u32() + 0.5) / 2 ** 32)) * scale;
+      const t = (2 * Math.PI * (u32() + 0.5)) / 2 ** 32;
+      out[i] = r * Math.cos(t);
+      if (i + 1 < length) out[i + 1] = r * Math.sin(t);
+    }
+    return out;
+  };
+}
+
+const draw = normals(2017);
+const weights = {
+  wGate: draw(d * n, 1 / Math.sqrt(d)),
+  wNoise: draw(d * n, 0.5 / Math.sqrt(d)),
+  w1: draw(n * d * h, 1 / Math.sqrt(d)),
+  b1: draw(n * h, 0.1),
+  w2: draw(n * h * d, 1 / Math.sqrt(h)),
+  b2: draw(n * d, 0.1),
+};
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function time(layer, x, options, calls) {
+  for (let i = 0; i < 3; i++) await layer.forward(x, options); // warm-up (V8 tiers the wasm up)
+  const samples = [];
+  for (let i = 0; i < calls; i++) {
+    const t0 = performance.now();
+    await layer.forward(x, options);
+    samples.push(performance.now() - t0);
+  }
+  return median(samples);
+}
+
+const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k, expert: "relu", weights, backend: "cpu" });
+console.log(`edge-moe demo: d=${d} h=${h} n=${n} k=${k} relu, noisy top-${k} gating, seeded random weights`);
+
+const batch = 8;
+const x = draw(batch * d, 1);
+const evalOut = await layer.forward(x);
+console.log(`\ninference, B=${batch} (backend: ${evalOut.backend})`);
+for (let r = 0; r < batch; r++) {
+  const experts = Array.from(evalOut.topkIndices.subarray(r * k, r * k + k));
+  const gates = Array.from(evalOut.topkGates.subarray(r * k, r * k + k), (g) => g.toFixed(3));
+  const y = Array.from(evalOut.y.subarray(r * d, r * d + 3), (v) => v.toFixed(4));
+  console.log(`  row ${r}: experts [${experts.join(", ")}] gates [${gates.join(", ")}]  y[0..3] = [${y.join(", ")}]`);
+}
+
+const trainBatch = 64;
+const xTrain = draw(trainBatch * d, 1);
+const train = await layer.forward(xTrain, { train: true, seed: 42 });
+console.log(`\ntraining mode, B=${trainBatch}, noise seed 42`);
+console.log(`  importance  [${Array.from(train.importance, (v) => v.toFixed(2)).join(" ")}]`);
+console.log(`  load        [${Array.from(train.load, (v) => v.toFixed(2)).join(" ")}]`);
+console.log(`  lossImportance = ${train.lossImportance.toFixed(6)}   lossLoad = ${train.lossLoad.toFixed(6)}`);
+
+console.log("\ntime per forward call (median), CPU:");
+for (const b of [1, 8, 64]) {
+  const xb = draw(b * d, 1);
+  const ms = await time(layer, xb, {}, b >= 64 ? 10 : 30);
+  const flops = 2 * b * d * n + b * k * 4 * d * h;
+  console.log(`  B=${String(b).padStart(3)}  ${ms.toFixed(3).padStart(8)} ms   ${(flops / ms / 1e6).toFixed(1).padStart(6)} GFLOP/s useful`);
+}
+layer.dispose();
