@@ -63,36 +63,83 @@ export function gatherRows(x: usize, d: i32, k: i32, pairOf: usize, first: i32, 
   }
 }
 
-/** act[M, hp] = activation(pre[M, hw]). */
-export function activate(kind: i32, pre: usize, m: i32, hp: i32, act: usize): void {
-  if (kind == KIND_SWIGLU) {
-    // pre rows: [g(8) u(8)] blocks
-    const blocks = m * (hp >> 3);
-    for (let i = 0; i < blocks; i++) {
-      const src = pre + (<usize>i << 6);
-      const dst = act + (<usize>i << 5);
-      v128.store(dst, f32x4.mul(vsilu(v128.load(src)), v128.load(src, 32)));
-      v128.store(dst, f32x4.mul(vsilu(v128.load(src, 16)), v128.load(src, 48)), 16);
-    }
-    return;
-  }
-  const vecs = (m * hp) >> 2;
-  if (kind == KIND_RELU) {
-    const zero = f32x4.splat(0);
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      v128.store(act + o, f32x4.max(v128.load(pre + o), zero));
-    }
-  } else {
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      v128.store(act + o, vgelu(v128.load(pre + o)));
+/**
+ * act[r, 8u..8u+8] = activation(pre row r, unit u) for rows r < m and hidden-column units
+ * u ∈ [u0, u1) (8 columns each). pre has row stride ldPre floats, act ldAct. For swiglu a unit of
+ * pre is 16 floats [gate(8) up(8)] (the interleaved panels of packPanelsB, panelStep 2).
+ */
+export function activateColumns(kind: i32, pre: usize, ldPre: i32, m: i32, u0: i32, u1: i32, act: usize, ldAct: i32): void {
+  const rowPre = <usize>ldPre << 2;
+  const rowAct = <usize>ldAct << 2;
+  const zero = f32x4.splat(0);
+  for (let r = 0; r < m; r++) {
+    const preRow = pre + <usize>r * rowPre;
+    const actRow = act + <usize>r * rowAct;
+    for (let u = u0; u < u1; u++) {
+      const dst = actRow + (<usize>u << 5);
+      if (kind == KIND_SWIGLU) {
+        const src = preRow + (<usize>u << 6);
+        v128.store(dst, f32x4.mul(vsilu(v128.load(src)), v128.load(src, 32)));
+        v128.store(dst, f32x4.mul(vsilu(v128.load(src, 16)), v128.load(src, 48)), 16);
+      } else {
+        const src = preRow + (<usize>u << 5);
+        if (kind == KIND_RELU) {
+          v128.store(dst, f32x4.max(v128.load(src), zero));
+          v128.store(dst, f32x4.max(v128.load(src, 16), zero), 16);
+        } else {
+          v128.store(dst, vgelu(v128.load(src)));
+          v128.store(dst, vgelu(v128.load(src, 16)), 16);
+        }
+      }
     }
   }
 }
 
+/** act[M, hp] = activation(pre[M, hw]): activateColumns over every unit of contiguous rows. */
+export function activate(kind: i32, pre: usize, m: i32, hp: i32, act: usize): void {
+  activateColumns(kind, pre, kind == KIND_SWIGLU ? hp << 1 : hp, m, 0, hp >> 3, act, hp);
+}
+
+// ---- one expert, by column blocks (the serial and the threaded pass share these) --------------
+
 /**
- * Runs experts [eBegin, eEnd) on their gathered rows.
+ * Up-projection and activation of expert e (rows first..first+m of the gathered layout) for the
+ * hidden-column units [u0, u1): pre[:, unit] = x·W1[:, unit] (+ b1), act[:, unit] = act(pre).
+ * A unit is 8 hidden columns: one W1 panel, or a gate+up panel pair for swiglu.
+ */
+function expertUp(
+  kind: i32, d: i32, hp: i32, e: i32, first: i32, m: i32, u0: i32, u1: i32,
+  w1: usize, b1: usize, gathered: usize, pre: usize, act: usize,
+): void {
+  const swiglu = kind == KIND_SWIGLU;
+  const hw = swiglu ? hp << 1 : hp;
+  const panelsPerUnit = swiglu ? 2 : 1;
+  const panelBytes = <usize>d << 5;
+  const p0 = u0 * panelsPerUnit;
+  const a = gathered + ((<usize>first * <usize>d) << 2);
+  const preE = pre + ((<usize>first * <usize>hw) << 2);
+  const w1E = w1 + <usize>e * (<usize>(hw >> 3) * panelBytes);
+  const bias = swiglu ? <usize>0 : b1 + ((<usize>e * <usize>hp + (<usize>u0 << 3)) << 2);
+  gemmPanels(a, d, m, d, w1E + <usize>p0 * panelBytes, (u1 - u0) * panelsPerUnit, d, preE + (<usize>p0 << 5), hw, bias);
+  activateColumns(kind, preE, hw, m, u0, u1, act + ((<usize>first * <usize>hp) << 2), hp);
+}
+
+/** Down-projection of expert e for the output panels [q0, q1): out[:, panel] = act·W2[:, panel] (+ b2). */
+function expertDown(
+  kind: i32, hp: i32, dp: i32, e: i32, first: i32, m: i32, q0: i32, q1: i32,
+  w2: usize, b2: usize, act: usize, out: usize,
+): void {
+  const panelBytes = <usize>hp << 5;
+  const w2E = w2 + <usize>e * (<usize>(dp >> 3) * panelBytes);
+  const bias = kind == KIND_SWIGLU ? <usize>0 : b2 + ((<usize>e * <usize>dp + (<usize>q0 << 3)) << 2);
+  gemmPanels(
+    act + ((<usize>first * <usize>hp) << 2), hp, m, hp, w2E + <usize>q0 * panelBytes, q1 - q0, hp,
+    out + ((<usize>first * <usize>dp + (<usize>q0 << 3)) << 2), dp, bias,
+  );
+}
+
+/**
+ * Runs experts [eBegin, eEnd) on their gathered rows, one thread, expert by expert.
  * gathered [B·k, d], pre [B·k, hw], act [B·k, hp], out [B·k, dp]; expert e owns rows
  * expertOffsets[e] .. expertOffsets[e+1] of each. An expert with no rows costs nothing.
  */
@@ -103,21 +150,12 @@ export function expertsForward(
 ): void {
   const hp = roundUp8(h);
   const dp = roundUp8(d);
-  const hw = kind == KIND_SWIGLU ? hp << 1 : hp;
-  const w1Bytes = <usize>d * <usize>hw << 2;
-  const w2Bytes = <usize>hp * <usize>dp << 2;
-  const hasBias = kind != KIND_SWIGLU;
   for (let e = eBegin; e < eEnd; e++) {
     const first = load<i32>(expertOffsets + (<usize>e << 2));
     const m = load<i32>(expertOffsets + (<usize>(e + 1) << 2)) - first;
     if (m == 0) continue;
-    const a = gathered + ((<usize>first * <usize>d) << 2);
-    const preE = pre + ((<usize>first * <usize>hw) << 2);
-    const actE = act + ((<usize>first * <usize>hp) << 2);
-    const outE = out + ((<usize>first * <usize>dp) << 2);
-    gemmPanels(a, d, m, d, w1 + <usize>e * w1Bytes, hw >> 3, d, preE, hw, hasBias ? b1 + ((<usize>e * <usize>hp) << 2) : 0);
-    activate(kind, preE, m, hp, actE);
-    gemmPanels(actE, hp, m, hp, w2 + <usize>e * w2Bytes, dp >> 3, hp, outE, dp, hasBias ? b2 + ((<usize>e * <usize>dp) << 2) : 0);
+    expertUp(kind, d, hp, e, first, m, 0, hp >> 3, w1, b1, gathered, pre, act);
+    expertDown(kind, hp, dp, e, first, m, 0, dp >> 3, w2, b2, act, out);
   }
 }
 
@@ -126,9 +164,14 @@ export function expertsForward(
  * out: [B·k, dp]; y: [B, d].
  */
 export function combine(out: usize, d: i32, b: i32, k: i32, posOf: usize, topkGates: usize, y: usize): void {
+  combineRows(out, d, 0, b, k, posOf, topkGates, y);
+}
+
+/** combine for rows [r0, r1) only. */
+function combineRows(out: usize, d: i32, r0: i32, r1: i32, k: i32, posOf: usize, topkGates: usize, y: usize): void {
   const dp = roundUp8(d);
   const d4 = d & ~3;
-  for (let r = 0; r < b; r++) {
+  for (let r = r0; r < r1; r++) {
     const yRow = y + ((<usize>r * <usize>d) << 2);
     for (let s = 0; s < k; s++) {
       const q = r * k + s;
@@ -147,5 +190,208 @@ export function combine(out: usize, d: i32, b: i32, k: i32, posOf: usize, topkGa
         for (; j < d; j++) store<f32>(yRow + (<usize>j << 2), load<f32>(yRow + (<usize>j << 2)) + g * load<f32>(src + (<usize>j << 2)));
       }
     }
+  }
+}
+
+// ---- the expert pass on several threads ----------------------------------------------------------
+// Every thread (the caller is thread 0; src/cpu/threads.ts starts the others) runs
+// expertsThread(ctl, thread) on the same shared memory. The pass has four phases: gather the rows;
+// up-projection + activation; down-projection; combine. Each phase is cut into a fixed number of
+// chunks, which the threads claim one at a time (an atomic counter per phase) until none is left,
+// and a phase starts when every chunk of the one before is done. Gather and combine chunks are row
+// ranges; GEMM chunks are contiguous ranges of equal estimated cost over the (expert, column
+// block) pairs, so a thread streams its own part of the weights (both cores' bandwidth at small
+// batches) and does its part of the arithmetic (at large ones). Claiming instead of a fixed share
+// per thread means a worker the OS has not scheduled yet delays nobody: the others take its chunks.
+// The counters only grow (run r's chunks of a phase are claims r·chunks .. (r+1)·chunks − 1, taken
+// by compare-and-swap so no claim ever spills into the next run), so a worker that is late for a
+// run finds nothing left and nothing has to be reset or waited for between runs.
+// A column block is computed exactly as by the serial pass, so y has the same bits for any number
+// of threads and any claiming order.
+//
+// The control block: i32 slots at ctl, written by src/cpu/threads.ts (CONTROL there mirrors these).
+// Counters sit in their own 64-byte lines.
+export const CTL_GENERATION = 0; // bumped by the caller to start a run; idle workers wait on it
+export const CTL_CLAIMED = 16; // 16..19: chunks claimed, per phase
+export const CTL_FINISHED = 24; // 24..27: chunks finished, per phase
+export const CTL_FAILED = 33; // set by a worker whose share threw: nobody waits for it any more
+export const CTL_CALLER_MAY_BLOCK = 34; // 0 on a browser's main thread, where atomic waits trap
+export const CTL_JOB = 48; // what the run does: JOB_EXPERTS, or JOB_EXIT to end the workers
+export const CTL_THREADS = 49;
+export const CTL_RUN = 70; // index of this run (0, 1, 2, …), set with its parameters
+export const CTL_KIND = 50;
+export const CTL_D = 51;
+export const CTL_H = 52;
+export const CTL_N = 53;
+export const CTL_K = 54;
+export const CTL_BATCH = 55;
+export const CTL_X = 56; // pointers from here on
+export const CTL_W1 = 57;
+export const CTL_B1 = 58;
+export const CTL_W2 = 59;
+export const CTL_B2 = 60;
+export const CTL_EXPERT_OFFSETS = 61;
+export const CTL_PAIR_OF = 62;
+export const CTL_POS_OF = 63;
+export const CTL_TOPK_GATES = 64;
+export const CTL_GATHERED = 65;
+export const CTL_PRE = 66;
+export const CTL_ACT = 67;
+export const CTL_OUT = 68;
+export const CTL_Y = 69;
+export const CTL_SLOTS = 80; // size of the block in i32 (five cache lines)
+export const JOB_EXPERTS = 1;
+export const JOB_EXIT = 2;
+
+const PHASE_GATHER = 0;
+const PHASE_UP = 1;
+const PHASE_DOWN = 2;
+const PHASE_COMBINE = 3;
+/** Chunks per thread in the GEMM phases: enough to even out a late or slow thread, few enough to keep long weight streams. */
+const GEMM_CHUNKS_PER_THREAD = 4;
+
+/**
+ * The cost model of the split, in units of "one row times one column block": reading a block of
+ * weights from memory costs about as long as PANEL_COST_ROWS rows of arithmetic on it
+ * (2 flops per 4 bytes: 2·peak / bandwidth ≈ 2 · 20 GFLOP/s / 13 GB/s ≈ 3 on the machines of
+ * DESIGN.md "Performance facts").
+ */
+const PANEL_COST_ROWS: i64 = 3;
+
+/**
+ * About a millisecond of atomic loads: waits shorter than this (most: chunks are short) never pay
+ * for a sleep and a wake-up, which cost from tens of µs to milliseconds on a busy host.
+ */
+const SPINS_BEFORE_SLEEP = 1 << 20;
+
+// @ts-ignore: decorator
+@inline
+function slot(ctl: usize, index: i32): i32 {
+  return load<i32>(ctl + (<usize>index << 2));
+}
+
+/**
+ * Waits until the i32 at `counter` reaches `target` (or a worker failed): spins first, then, where
+ * this thread may block, sleeps on the counter in 1 ms naps (whoever completes it notifies), so
+ * that a thread the OS has descheduled is not waited for by busy cores.
+ */
+function waitFor(ctl: usize, counter: usize, target: i32, mayBlock: bool): void {
+  if (!ASC_FEATURE_THREADS) return; // single-threaded builds: one thread did every chunk
+  const failed = ctl + (<usize>CTL_FAILED << 2);
+  for (let spins = 0; ; spins++) {
+    const seen = atomic.load<i32>(counter);
+    if (seen >= target || atomic.load<i32>(failed) != 0) return;
+    if (mayBlock && spins >= SPINS_BEFORE_SLEEP) atomic.wait<i32>(counter, seen, 1_000_000);
+  }
+}
+
+/** Claims the next chunk of `phase` in the run whose claims end at `end`: its claim number, or −1 when none is left. */
+function claim(ctl: usize, phase: i32, end: i32): i32 {
+  const counter = ctl + (<usize>(CTL_CLAIMED + phase) << 2);
+  if (!ASC_FEATURE_THREADS) {
+    const c = load<i32>(counter);
+    if (c >= end) return -1;
+    store<i32>(counter, c + 1);
+    return c;
+  }
+  let c = atomic.load<i32>(counter);
+  while (c < end) {
+    const seen = atomic.cmpxchg<i32>(counter, c, c + 1);
+    if (seen == c) return c;
+    c = seen;
+  }
+  return -1;
+}
+
+/** Marks one chunk of `phase` finished; the run's last one wakes the threads sleeping on the phase. */
+function finish(ctl: usize, phase: i32, end: i32): void {
+  const counter = ctl + (<usize>(CTL_FINISHED + phase) << 2);
+  if (!ASC_FEATURE_THREADS) {
+    store<i32>(counter, load<i32>(counter) + 1);
+    return;
+  }
+  if (atomic.add<i32>(counter, 1) + 1 == end) atomic.notify(counter, -1);
+}
+
+/**
+ * Chunk `chunk` of `chunks` of a GEMM phase (PHASE_UP: up + activation, PHASE_DOWN: down): walks
+ * the experts with rows and runs the column blocks whose cost range starts in
+ * [total·chunk/chunks, total·(chunk+1)/chunks).
+ */
+function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
+  const kind = slot(ctl, CTL_KIND);
+  const d = slot(ctl, CTL_D);
+  const hp = roundUp8(slot(ctl, CTL_H));
+  const dp = roundUp8(d);
+  const n = slot(ctl, CTL_N);
+  const offsets = <usize>slot(ctl, CTL_EXPERT_OFFSETS);
+  const blocks = phase == PHASE_UP ? hp >> 3 : dp >> 3;
+  let total: i64 = 0;
+  for (let e = 0; e < n; e++) {
+    const m = load<i32>(offsets + (<usize>(e + 1) << 2)) - load<i32>(offsets + (<usize>e << 2));
+    if (m > 0) total += <i64>blocks * (<i64>m + PANEL_COST_ROWS);
+  }
+  const lo = total * chunk / chunks;
+  const hi = total * (chunk + 1) / chunks;
+  let start: i64 = 0;
+  for (let e = 0; e < n && start < hi; e++) {
+    const first = load<i32>(offsets + (<usize>e << 2));
+    const m = load<i32>(offsets + (<usize>(e + 1) << 2)) - first;
+    if (m == 0) continue;
+    const blockCost = <i64>m + PANEL_COST_ROWS;
+    // block u is this chunk's when lo ≤ start + u·blockCost < hi
+    const b0 = <i32>min<i64>(blocks, lo > start ? (lo - start + blockCost - 1) / blockCost : 0);
+    const b1 = <i32>min<i64>(blocks, (hi - start + blockCost - 1) / blockCost);
+    if (b0 < b1) {
+      if (phase == PHASE_UP) {
+        expertUp(kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
+          <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
+      } else {
+        expertDown(kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
+          <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT));
+      }
+    }
+    start += <i64>blocks * blockCost;
+  }
+}
+
+/** Chunk `chunk` of `chunks` of a row phase: gather (pairs) or combine (rows). */
+function rowChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
+  const d = slot(ctl, CTL_D);
+  const k = slot(ctl, CTL_K);
+  const batch = slot(ctl, CTL_BATCH);
+  if (phase == PHASE_GATHER) {
+    const pairs = batch * k;
+    const p0 = <i32>(<i64>pairs * chunk / chunks);
+    const p1 = <i32>(<i64>pairs * (chunk + 1) / chunks);
+    gatherRows(<usize>slot(ctl, CTL_X), d, k, <usize>slot(ctl, CTL_PAIR_OF), p0, p1 - p0, <usize>slot(ctl, CTL_GATHERED));
+  } else {
+    const r0 = <i32>(<i64>batch * chunk / chunks);
+    const r1 = <i32>(<i64>batch * (chunk + 1) / chunks);
+    combineRows(<usize>slot(ctl, CTL_OUT), d, r0, r1, k, <usize>slot(ctl, CTL_POS_OF), <usize>slot(ctl, CTL_TOPK_GATES), <usize>slot(ctl, CTL_Y));
+  }
+}
+
+/**
+ * Thread `thread`'s part of the expert pass described by the control block (JOB_EXPERTS): claims
+ * and runs chunks of each phase in turn. The caller (thread 0) returns when every chunk of the
+ * last phase is done.
+ */
+export function expertsThread(ctl: usize, thread: i32): void {
+  const threads = slot(ctl, CTL_THREADS);
+  const run = slot(ctl, CTL_RUN);
+  const mayBlock = thread != 0 || slot(ctl, CTL_CALLER_MAY_BLOCK) != 0;
+  for (let phase = PHASE_GATHER; phase <= PHASE_COMBINE; phase++) {
+    const gemm = phase == PHASE_UP || phase == PHASE_DOWN;
+    const chunks = gemm ? threads * GEMM_CHUNKS_PER_THREAD : threads;
+    const base = run * chunks;
+    const end = base + chunks;
+    for (let c = claim(ctl, phase, end); c >= 0; c = claim(ctl, phase, end)) {
+      if (gemm) gemmChunk(ctl, phase, c - base, chunks);
+      else rowChunk(ctl, phase, c - base, chunks);
+      finish(ctl, phase, end);
+    }
+    // the next phase reads what every chunk of this one wrote; workers need not wait for the last
+    if (phase < PHASE_COMBINE || thread == 0) waitFor(ctl, ctl + (<usize>(CTL_FINISHED + phase) << 2), end, mayBlock);
   }
 }

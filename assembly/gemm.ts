@@ -2,9 +2,10 @@
 //
 // B is packed once, at layer creation, into P column panels of width 8: panel p holds
 // B[0..K, 8p..8p+8] as K consecutive rows of 8 floats (two v128), zero-padded past N and past
-// the real K. The inner loop therefore streams one panel contiguously, and a 4×8 tile of C lives
-// in 8 v128 accumulators (V8 gives wasm 16 xmm registers: 8 accumulators + 2 B vectors + 4 A
-// splats fit). A is read row-major, one f32 at a time, splatted (v128.load32_splat).
+// the real K. The inner loop therefore streams panels contiguously, and a tile of C (4×8 for many
+// rows; 3×16, 2×16, 1×32 for few) lives in 8 v128 accumulators (V8 gives wasm 16 xmm registers:
+// 8 accumulators + 2 B vectors + 4 A splats fit). A is read row-major, one f32 at a time,
+// splatted (v128.load32_splat).
 
 // acc + a·b: fused where the build has relaxed SIMD (one rounding), mul + add otherwise.
 // @ts-ignore: decorator
@@ -61,69 +62,241 @@ export function unpackPanelsB(src: usize, k: i32, n: i32, dst: usize, ldDst: i32
   }
 }
 
+// ---- micro-kernels ---------------------------------------------------------------------------
+// Each computes an R × 8W tile of C from R rows of A and W adjacent panels (panelBytes apart):
+// C[r, :] = bias + Σ_kk A[r, kk] · B[kk, :], the sum taken in kk order, one madd per term. Every
+// tile shape therefore gives the same bits for the same element, whichever tile (and whichever
+// thread, src/cpu/threads.ts) computes it. At most 8 accumulators: V8 gives wasm 16 xmm registers.
+
+// The 8 bias floats of one panel, or zeros (bias == 0: no bias).
+// @ts-ignore: decorator
+@inline
+function bias4(bias: usize, offset: usize): v128 {
+  return bias != 0 ? v128.load(bias + offset) : f32x4.splat(0);
+}
+
+// 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds).
+function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA;
+  const a2 = a1 + rowA;
+  const a3 = a2 + rowA;
+  const init0 = bias4(bias, 0);
+  const init1 = bias4(bias, 16);
+  let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
+  let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    c00 = madd(x0, b0, c00);
+    c01 = madd(x0, b1, c01);
+    const x2 = v128.load32_splat(a2 + off);
+    c10 = madd(x1, b0, c10);
+    c11 = madd(x1, b1, c11);
+    const x3 = v128.load32_splat(a3 + off);
+    c20 = madd(x2, b0, c20);
+    c21 = madd(x2, b1, c21);
+    c30 = madd(x3, b0, c30);
+    c31 = madd(x3, b1, c31);
+    b += 32;
+  }
+  v128.store(c, c00); v128.store(c, c01, 16);
+  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
+  v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16);
+  v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16);
+}
+
+// 3 × 16: three rows over two panels (two read streams).
+function tile3x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA;
+  const a2 = a1 + rowA;
+  const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
+  let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
+  let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
+  let c20 = init0, c21 = init1, c22 = init2, c23 = init3;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    const x2 = v128.load32_splat(a2 + off);
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21);
+    const b2 = v128.load(b + panelBytes);
+    const b3 = v128.load(b + panelBytes, 16);
+    c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
+    c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
+    c22 = madd(x2, b2, c22); c23 = madd(x2, b3, c23);
+    b += 32;
+  }
+  const c1 = c + rowC;
+  const c2 = c1 + rowC;
+  v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
+  v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
+  v128.store(c2, c20); v128.store(c2, c21, 16); v128.store(c2, c22, 32); v128.store(c2, c23, 48);
+}
+
+// 3 × 8
+function tile3x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA;
+  const a2 = a1 + rowA;
+  const init0 = bias4(bias, 0);
+  const init1 = bias4(bias, 16);
+  let c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    const x2 = v128.load32_splat(a2 + off);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21);
+    b += 32;
+  }
+  v128.store(c, c00); v128.store(c, c01, 16);
+  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
+  v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16);
+}
+
+// 2 × 16: two rows over two panels (two read streams).
+function tile2x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA;
+  const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
+  let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
+  let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    const b2 = v128.load(b + panelBytes);
+    const b3 = v128.load(b + panelBytes, 16);
+    c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
+    c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
+    b += 32;
+  }
+  const c1 = c + rowC;
+  v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
+  v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
+}
+
+// 2 × 8
+function tile2x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA;
+  const init0 = bias4(bias, 0);
+  const init1 = bias4(bias, 16);
+  let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    b += 32;
+  }
+  v128.store(c, c00); v128.store(c, c01, 16);
+  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
+}
+
+// 1 × 32: one row over four panels (four read streams: a GEMV at memory speed).
+function tile1x32(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize): void {
+  let c0 = bias4(bias, 0), c1 = bias4(bias, 16), c2 = bias4(bias, 32), c3 = bias4(bias, 48);
+  let c4 = bias4(bias, 64), c5 = bias4(bias, 80), c6 = bias4(bias, 96), c7 = bias4(bias, 112);
+  const p1 = panelBytes;
+  const p2 = panelBytes << 1;
+  const p3 = p2 + panelBytes;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const x = v128.load32_splat(a0 + (<usize>kk << 2));
+    c0 = madd(x, v128.load(b), c0); c1 = madd(x, v128.load(b, 16), c1);
+    c2 = madd(x, v128.load(b + p1), c2); c3 = madd(x, v128.load(b + p1, 16), c3);
+    c4 = madd(x, v128.load(b + p2), c4); c5 = madd(x, v128.load(b + p2, 16), c5);
+    c6 = madd(x, v128.load(b + p3), c6); c7 = madd(x, v128.load(b + p3, 16), c7);
+    b += 32;
+  }
+  v128.store(c, c0); v128.store(c, c1, 16); v128.store(c, c2, 32); v128.store(c, c3, 48);
+  v128.store(c, c4, 64); v128.store(c, c5, 80); v128.store(c, c6, 96); v128.store(c, c7, 112);
+}
+
+// 1 × 8
+function tile1x8(a0: usize, k: i32, panel: usize, bias: usize, c: usize): void {
+  let c0 = bias4(bias, 0);
+  let c1 = bias4(bias, 16);
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const x = v128.load32_splat(a0 + (<usize>kk << 2));
+    c0 = madd(x, v128.load(b), c0);
+    c1 = madd(x, v128.load(b, 16), c1);
+    b += 32;
+  }
+  v128.store(c, c0);
+  v128.store(c, c1, 16);
+}
+
 /**
  * C[M, 8·P] = A[M, K] · Bpacked (+ bias[8·P] when bias ≠ 0).
  * a: row stride lda floats; c: row stride ldc floats, 16-byte aligned rows (ldc % 4 == 0).
- * Panels are the outer loop so one panel (K·32 bytes) stays in L1 while all rows stream past it.
+ * A column block of C (panels p0..p1 of B, bias and C offset by p0·8 floats) is the same call on
+ * bp + p0·kPad·32: that is how the threads split a GEMM (assembly/experts.ts).
+ *
+ * M ≤ 3 (small batches, memory bound): all rows in flight over 4 (M = 1) or 2 adjacent panels at a
+ * time, so every weight byte is read once and the memory system sees several streams.
+ * M ≥ 4 (compute bound): panels are the outer loop, so one panel (K·32 bytes) stays in L1/L2 while
+ * the 4-row tiles and then a 3-, 2- or 1-row tail stream past it.
  */
 export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
   const rowA = <usize>lda << 2;
   const rowC = <usize>ldc << 2;
   const panelBytes = <usize>kPad << 5;
+  if (m <= 0) return;
+  if (m <= 3) {
+    const group = m == 1 ? 4 : 2;
+    let p = 0;
+    for (; p + group <= panels; p += group) {
+      const panel = bp + <usize>p * panelBytes;
+      const col = <usize>p << 5;
+      const biasP = bias != 0 ? bias + col : 0;
+      if (m == 1) tile1x32(a, k, panel, panelBytes, biasP, c + col);
+      else if (m == 2) tile2x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
+      else tile3x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
+    }
+    for (; p < panels; p++) {
+      const panel = bp + <usize>p * panelBytes;
+      const col = <usize>p << 5;
+      const biasP = bias != 0 ? bias + col : 0;
+      if (m == 1) tile1x8(a, k, panel, biasP, c + col);
+      else if (m == 2) tile2x8(a, rowA, k, panel, biasP, c + col, rowC);
+      else tile3x8(a, rowA, k, panel, biasP, c + col, rowC);
+    }
+    return;
+  }
   for (let p = 0; p < panels; p++) {
     const panel = bp + <usize>p * panelBytes;
-    let init0 = f32x4.splat(0);
-    let init1 = f32x4.splat(0);
-    if (bias != 0) {
-      init0 = v128.load(bias + (<usize>p << 5));
-      init1 = v128.load(bias + (<usize>p << 5), 16);
-    }
-    const cCol = c + (<usize>p << 5);
+    const col = <usize>p << 5;
+    const biasP = bias != 0 ? bias + col : 0;
     let i = 0;
-    for (; i + 4 <= m; i += 4) {
-      const a0 = a + <usize>i * rowA;
-      const a1 = a0 + rowA;
-      const a2 = a1 + rowA;
-      const a3 = a2 + rowA;
-      let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
-      let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
-      let b = panel;
-      for (let kk = 0; kk < k; kk++) {
-        const off = <usize>kk << 2;
-        const b0 = v128.load(b);
-        const b1 = v128.load(b, 16);
-        const x0 = v128.load32_splat(a0 + off);
-        const x1 = v128.load32_splat(a1 + off);
-        c00 = madd(x0, b0, c00);
-        c01 = madd(x0, b1, c01);
-        const x2 = v128.load32_splat(a2 + off);
-        c10 = madd(x1, b0, c10);
-        c11 = madd(x1, b1, c11);
-        const x3 = v128.load32_splat(a3 + off);
-        c20 = madd(x2, b0, c20);
-        c21 = madd(x2, b1, c21);
-        c30 = madd(x3, b0, c30);
-        c31 = madd(x3, b1, c31);
-        b += 32;
-      }
-      const o = cCol + <usize>i * rowC;
-      v128.store(o, c00); v128.store(o, c01, 16);
-      v128.store(o + rowC, c10); v128.store(o + rowC, c11, 16);
-      v128.store(o + 2 * rowC, c20); v128.store(o + 2 * rowC, c21, 16);
-      v128.store(o + 3 * rowC, c30); v128.store(o + 3 * rowC, c31, 16);
-    }
-    for (; i < m; i++) {
-      const a0 = a + <usize>i * rowA;
-      let c00 = init0, c01 = init1;
-      let b = panel;
-      for (let kk = 0; kk < k; kk++) {
-        const x0 = v128.load32_splat(a0 + (<usize>kk << 2));
-        c00 = madd(x0, v128.load(b), c00);
-        c01 = madd(x0, v128.load(b, 16), c01);
-        b += 32;
-      }
-      const o = cCol + <usize>i * rowC;
-      v128.store(o, c00); v128.store(o, c01, 16);
-    }
+    for (; i + 4 <= m; i += 4) tile4x8(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
+    const ai = a + <usize>i * rowA;
+    const ci = c + <usize>i * rowC + col;
+    const rest = m - i;
+    if (rest == 3) tile3x8(ai, rowA, k, panel, biasP, ci, rowC);
+    else if (rest == 2) tile2x8(ai, rowA, k, panel, biasP, ci, rowC);
+    else if (rest == 1) tile1x8(ai, k, panel, biasP, ci);
   }
 }

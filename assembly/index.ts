@@ -5,7 +5,12 @@ export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
 export { normalNoise } from "./rng";
 export { topkSoftmax } from "./topk";
 export { balanceLosses } from "./losses";
-export { buildPlan, gatherRows, activate, expertsForward, combine } from "./experts";
+export { buildPlan, gatherRows, activate, expertsForward, combine, expertsThread } from "./experts";
+export {
+  expertOutputGrads, cvSquaredGrad, gatingBackward, gemmAtB, gemmABt, columnSums, activationBackward,
+  expertsBackward, scatterAddRows,
+} from "./backward";
+export { sgdStep, adamStep } from "./optim";
 
 /** First free byte after the module's static data: the TypeScript arena starts here. */
 export function heapBase(): usize {

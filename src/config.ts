@@ -19,6 +19,10 @@ export interface LayerSpec {
   backend: BackendChoice;
   seed: number;
   checkFinite: boolean;
+  /** Threads for the CPU expert pass ("auto": resolved at creation, src/cpu/threads.ts). */
+  threads: number | "auto";
+  /** Seed of the random expert weights the caller left out (config.init), if any. */
+  initSeed: number | undefined;
 }
 
 /** Name and expected length of every weight an expert kind needs, in the input layout. */
@@ -71,10 +75,23 @@ export function validateConfig(config: MoEConfig): LayerSpec {
   if (!BACKENDS.includes(backend)) {
     fail("INVALID_CONFIG", `backend must be "cpu", "gpu" or "auto", got ${JSON.stringify(backend)}`);
   }
+  if (config.gpu !== undefined && (typeof config.gpu !== "object" || config.gpu === null)) {
+    fail("INVALID_CONFIG", "gpu must be a GPUDevice (from adapter.requestDevice())");
+  }
+  if (config.crossover !== undefined && (typeof config.crossover !== "number" || !(config.crossover >= 1))) {
+    fail("INVALID_CONFIG", `crossover must be a number ≥ 1 (B·k; Infinity keeps backend "auto" on the CPU), got ${String(config.crossover)}`);
+  }
+  if (config.onWarning !== undefined && typeof config.onWarning !== "function") {
+    fail("INVALID_CONFIG", "onWarning must be a function (warning) => void");
+  }
   const noisyGating = config.noisyGating ?? true;
   if (typeof noisyGating !== "boolean") fail("INVALID_CONFIG", "noisyGating must be a boolean");
   const checkFinite = config.checkFinite ?? true;
   if (typeof checkFinite !== "boolean") fail("INVALID_CONFIG", "checkFinite must be a boolean");
+  const threads = config.threads ?? 1;
+  if (threads !== "auto" && (typeof threads !== "number" || !Number.isInteger(threads) || threads < 1 || threads > 256)) {
+    fail("INVALID_CONFIG", `threads must be an integer in [1, 256] or "auto", got ${String(threads)}`);
+  }
   // Limits of the 32-bit wasm address space: the largest single weight tensor must fit.
   const biggest = numExperts * dModel * dHidden;
   if (biggest > 2 ** 29) {
@@ -93,20 +110,34 @@ export function validateConfig(config: MoEConfig): LayerSpec {
     backend,
     seed: config.seed === undefined ? 0 : checkSeed("seed", config.seed),
     checkFinite,
+    threads,
+    initSeed: initSeedOf(config.init),
   };
 }
 
-/** Checks presence, type and length of every weight the spec needs; returns them by name. */
+function initSeedOf(init: MoEConfig["init"]): number | undefined {
+  if (init === undefined) return undefined;
+  if (typeof init !== "object" || init === null) fail("INVALID_CONFIG", "init must be an object { seed }");
+  return checkSeed("init.seed", init.seed);
+}
+
+/**
+ * Checks presence, type and length of every weight given; returns them by name. W_g and W_noise
+ * may be missing (they start at zero), expert weights only when spec.initSeed is set
+ * (src/train/init.ts fills in what is missing).
+ */
 export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined): Map<keyof MoEWeights, Float32Array> {
+  if (weights === undefined && spec.initSeed !== undefined) weights = {};
   if (typeof weights !== "object" || weights === null) {
-    fail("MISSING_WEIGHT", "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown })");
+    fail("MISSING_WEIGHT", "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown }), or init: { seed } to draw the expert weights");
   }
   const out = new Map<keyof MoEWeights, Float32Array>();
   for (const [name, shape] of weightShapes(spec)) {
     const value = weights[name];
     const expected = shape.reduce((a, b) => a * b, 1);
     if (value === undefined || value === null) {
-      fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer${name === "wNoise" ? " with noisyGating" : ""}`);
+      if (name === "wGate" || name === "wNoise" || spec.initSeed !== undefined) continue;
+      fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`);
     }
     if (!(value instanceof Float32Array)) {
       fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array, got ${Object.prototype.toString.call(value)}`);

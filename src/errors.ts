@@ -27,14 +27,21 @@ export type MoEErrorCode =
   | "BAD_SAFETENSORS"
   /** The WebAssembly module could not be loaded or instantiated. */
   | "WASM_LOAD"
+  /** A layer's worker (edge-moe/worker) failed to start, crashed, or could not take a message. */
+  | "WORKER_ERROR"
   /** backend "gpu" was asked for and no WebGPU adapter/device is available. */
   | "NO_GPU"
-  /** The GPU device was lost or a GPU call failed. */
+  /**
+   * backend "gpu": the GPU experts could not be set up (pipelines, buffers, the adapter's limits).
+   * A GPU failure during a call is no error: that call completes on the CPU, with a warning.
+   */
   | "GPU_ERROR"
   /** backward() was called without a preceding training-mode forward(). */
   | "NO_FORWARD_STATE"
   /** The upstream gradient dy has the wrong length or type. */
-  | "GRAD_SHAPE";
+  | "GRAD_SHAPE"
+  /** step() was called before any backward(): there are no gradients to apply. */
+  | "NO_GRADIENTS";
 
 export class MoEError extends Error {
   readonly code: MoEErrorCode;

@@ -5,12 +5,24 @@ export type { MoEErrorCode } from "./errors.ts";
 export type {
   BackendChoice,
   BackendName,
+  BackwardOptions,
+  Gradients,
+  StepOptions,
   ExpertKind,
   ForwardOptions,
   ForwardResult,
   MoEConfig,
   MoELayer,
+  MoELocalLayer,
+  MoEWarning,
+  GpuStatus,
+  CalibrateOptions,
+  Calibration,
   MoEWeights,
+  WasmBuild,
 } from "./types.ts";
 export { readSafetensors } from "./safetensors.ts";
+export { createMoEWorker } from "./worker-client.ts";
+export type { MoEWorkerLike } from "./worker-client.ts";
+export { bestWasmBuild } from "./cpu/wasm.ts";
 export type { SafetensorsDType, SafetensorsFile, SafetensorsTensor } from "./safetensors.ts";

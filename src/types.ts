@@ -40,9 +40,37 @@ export interface MoEConfig {
   wImportance?: number;
   /** Weight of the load loss. Default 0.1. */
   wLoad?: number;
-  weights: MoEWeights;
-  /** Where the experts run. Default "cpu". */
+  /**
+   * The weights. W_g and W_noise may be left out: they start at zero (the paper's
+   * initialisation). Expert weights may be left out when `init` is given.
+   */
+  weights?: MoEWeights;
+  /**
+   * Seeded random initialisation of the expert weights the caller leaves out: up-projections
+   * (w1, wGateProj, wUp) ~ N(0, 1/dModel), down-projections (w2, wDown) ~ N(0, 1/dHidden), biases
+   * zero; the same seed gives the same weights in every runtime.
+   */
+  init?: { seed: number };
+  /**
+   * Where the experts run. Default "cpu". "gpu": on a WebGPU device (fails with NO_GPU when
+   * there is none); "auto": on the GPU when there is one and B·k ≥ `crossover`, else on the CPU.
+   */
   backend?: BackendChoice;
+  /**
+   * The WebGPU device for backend "gpu" / "auto", instead of the one the package finds
+   * (navigator.gpu, or the optional `webgpu` package in Node and Bun). The caller keeps owning it.
+   */
+  gpu?: GPUDevice;
+  /**
+   * B·k (rows × experts per row) at or above which backend "auto" runs the experts on the GPU.
+   * Default: estimated from the expert size (Infinity on a software adapter); calibrate() measures it.
+   */
+  crossover?: number;
+  /**
+   * Receives the layer's warnings (e.g. the GPU device was lost: that call and later ones ran on the
+   * CPU). Default: console.warn.
+   */
+  onWarning?: (warning: MoEWarning) => void;
   /** Seed of the layer's own noise stream, used by training calls that give neither noise nor seed. */
   seed?: number;
   /** Check x for NaN/Inf on every call (one pass over x, ~0.1% of a forward). Default true. */
@@ -52,7 +80,28 @@ export interface MoEConfig {
    * package cannot fetch or read its own wasm file (e.g. Vercel edge).
    */
   wasm?: WebAssembly.Module | Response | ArrayBuffer | ArrayBufferView | Promise<Response>;
+  /**
+   * Which of the package's kernel builds to load when `wasm` is not given. "auto" (the default)
+   * takes the best one this host validates (`bestWasmBuild()`); "simd" gives the same bits in
+   * every runtime; "relaxed" fails with WASM_LOAD where relaxed SIMD is missing.
+   */
+  wasmBuild?: "auto" | WasmBuild;
+  /**
+   * Threads for the expert pass on the CPU. Default 1. More than 1 loads a threaded build (shared
+   * memory; needs SharedArrayBuffer, Atomics and workers: in browsers a cross-origin isolated page)
+   * and starts threads − 1 workers once, at creation; `dispose()` ends them. "auto": one per
+   * hardware thread where threads are available and the package picks the build (no `wasm`, and
+   * `wasmBuild` "auto" or a "-threads" one), else 1. Every thread count gives the same bits.
+   */
+  threads?: number | "auto";
 }
+
+/**
+ * A kernel build: "simd" (WebAssembly SIMD128, the baseline) or "relaxed" (adds relaxed SIMD:
+ * fused multiply-add in the GEMMs where the hardware has it); "-threads": the same on a shared
+ * memory, for threads > 1.
+ */
+export type WasmBuild = "simd" | "relaxed" | "simd-threads" | "relaxed-threads";
 
 export interface ForwardOptions {
   /** Training mode: noise (when noisyGating) and the balancing losses. Default false. */
@@ -63,6 +112,52 @@ export interface ForwardOptions {
   seed?: number;
   /** Caller-owned output buffers, written in place instead of fresh arrays. */
   out?: { y?: Float32Array; topkIndices?: Int32Array; topkGates?: Float32Array };
+  /**
+   * Where this call's experts run, overriding the layer's backend: "cpu", "gpu" (the layer must
+   * have a GPU: created with backend "gpu" or "auto"), or "auto". forwardSync always uses the CPU.
+   */
+  backend?: BackendChoice;
+}
+
+/** Something the caller should know that did not fail the call. */
+export interface MoEWarning {
+  /**
+   * GPU_LOST: the GPU device was lost; GPU_ERROR: a GPU operation failed, or the GPU experts could
+   * not be set up. Either way that call and every later one run their experts on the CPU.
+   */
+  code: "GPU_LOST" | "GPU_ERROR";
+  message: string;
+  cause?: unknown;
+}
+
+/** The layer's GPU, as the router sees it. */
+export interface GpuStatus {
+  /** The adapter, in words; undefined when the layer has no GPU. */
+  adapter: string | undefined;
+  /** A CPU implementation of WebGPU (SwiftShader, llvmpipe, WARP…): correct, and slow. */
+  software: boolean;
+  /** B·k at or above which backend "auto" runs the experts on the GPU. */
+  crossover: number;
+  /** Whether the experts can run on the GPU now. */
+  available: boolean;
+  /** Why not, when they cannot (no adapter, lost, failed, backend "cpu"). */
+  reason?: string;
+}
+
+export interface CalibrateOptions {
+  /** Batch sizes B to time. Default [1, 4, 16, 64, 256]. */
+  batchSizes?: number[];
+  /** Timed calls per size and backend, after one warm-up. Default 3. */
+  repeats?: number;
+}
+
+export interface Calibration {
+  /** The crossover now set (B·k); Infinity when the GPU was faster at no size. */
+  crossover: number;
+  /** Median milliseconds of one forward call per batch size and backend. */
+  samples: Array<{ batch: number; pairs: number; cpuMs: number; gpuMs: number }>;
+  /** The GPU is a software adapter (timings of a CPU emulating a GPU). */
+  software: boolean;
 }
 
 export interface ForwardResult {
@@ -84,8 +179,60 @@ export interface ForwardResult {
   backend: BackendName;
 }
 
+/**
+ * Gradients of J = Σ y·dy + lossImportance + lossLoad (noise held fixed), in the input layouts:
+ * `x` [B, d] and each weight under its MoEWeights name (wNoise only with noisyGating; w1, b1,
+ * w2, b2 or wGateProj, wUp, wDown).
+ */
+export interface Gradients extends MoEWeights {
+  x: Float32Array;
+}
+
+export interface BackwardOptions {
+  /**
+   * Also return the weight gradients as Float32Arrays. Default true; false returns only `x` and
+   * leaves the weight gradients in the layer's memory, for step().
+   */
+  weights?: boolean;
+}
+
+export interface StepOptions {
+  /** Learning rate, > 0. */
+  lr: number;
+  /** Default "sgd": w ← w − lr·g. "adam": Kingma & Ba (2015) with bias correction. */
+  optimizer?: "sgd" | "adam";
+  /** Adam's decay of the first moment, in [0, 1). Default 0.9. */
+  beta1?: number;
+  /** Adam's decay of the second moment, in [0, 1). Default 0.999. */
+  beta2?: number;
+  /** Adam's ε, > 0. Default 1e-8. */
+  eps?: number;
+}
+
 export interface MoELayer {
   readonly config: Readonly<Required<Pick<MoEConfig, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "noiseEpsilon" | "wImportance" | "wLoad">>>;
   forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
+  /**
+   * The gradients of the last training-mode forward for the upstream gradient dy [B, d]. Runs on
+   * the CPU and uses up that forward's state: a second backward needs a new forward.
+   */
+  backward(dy: Float32Array, options?: BackwardOptions): Promise<Gradients>;
+  /** Applies the last backward's weight gradients to the layer's weights, in place. */
+  step(options: StepOptions): Promise<void>;
+  /** The layer's current weights, in the input layout (copies). */
+  getWeights(): Promise<MoEWeights>;
   dispose(): void;
+}
+
+/** A layer made by createMoE in this thread: an MoELayer with the GPU router's controls. */
+export interface MoELocalLayer extends MoELayer {
+  /** forward on the CPU, synchronously (whatever the backend). */
+  forwardSync(x: Float32Array, options?: ForwardOptions): ForwardResult;
+  /**
+   * Times the CPU and GPU experts on this machine for a few batch sizes and sets the crossover of
+   * backend "auto" (without a GPU it measures nothing and changes nothing).
+   */
+  calibrate(options?: CalibrateOptions): Promise<Calibration>;
+  /** The layer's GPU: adapter, crossover, whether it is usable and why not. */
+  readonly gpuStatus: GpuStatus;
 }

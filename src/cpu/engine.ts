@@ -4,7 +4,8 @@
 import { fail } from "../errors.ts";
 import type { LayerSpec } from "../config.ts";
 import type { MoEWeights } from "../types.ts";
-import type { KernelExports } from "./wasm.ts";
+import { kernelModules, type KernelExports } from "./wasm.ts";
+import { CONTROL, ThreadPool } from "./threads.ts";
 
 const PAGE = 65536;
 const ALIGN = 64;
@@ -12,7 +13,10 @@ const KIND_CODE = { relu: 0, gelu: 1, swiglu: 2 } as const;
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 
-/** Byte offsets of the per-batch scratch, for a batch capacity. */
+/**
+ * Byte offsets of the per-batch scratch, for a batch capacity. Every field but `capacity` is an
+ * offset (allocPersistent moves them all when it moves the scratch).
+ */
 interface Scratch {
   capacity: number;
   x: [number, number]; // double-buffered: a rejected x never overwrites the last accepted one
@@ -21,6 +25,8 @@ interface Scratch {
   importance: number; load: number; losses: number; lossAcc: number;
   expertOffsets: number; pairOf: number; posOf: number;
   gathered: number; pre: number; act: number; out: number; y: number;
+  // backward (src/train/): upstream gradient, input gradient, gating-GEMM output gradient, dJ/dG
+  dy: number; dx: number; dLogits: number; dGates: number;
   end: number;
 }
 
@@ -40,8 +46,10 @@ export class CpuEngine {
   readonly gateCols: number; readonly ldl: number;
 
   private top: number;
-  private readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number };
-  private readonly scratchBase: number;
+  /** The packed weights (b1, b2 are 0 for swiglu); they fill [weightPtr.gate, weightEnd). */
+  readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number };
+  readonly weightEnd: number;
+  private scratchBase: number;
   private s: Scratch | undefined;
   private xSlot = 0;
 
@@ -64,7 +72,40 @@ export class CpuEngine {
       w2: this.alloc(4 * n * this.hp * this.dp),
       b2: bias ? this.alloc(4 * n * this.dp) : 0,
     };
+    this.weightEnd = this.top;
     this.scratchBase = this.top;
+  }
+
+  /**
+   * Zeroed memory that lives as long as the layer, beside the weights (gradients, optimizer
+   * state): the per-batch scratch moves up to make room, its contents kept.
+   */
+  allocPersistent(bytes: number): number {
+    const ptr = roundUp(this.scratchBase, ALIGN);
+    const shift = roundUp(ptr + bytes, ALIGN) - this.scratchBase;
+    const s = this.s;
+    if (s) {
+      this.reserve(s.end + shift);
+      new Uint8Array(this.kernels.memory.buffer).copyWithin(this.scratchBase + shift, this.scratchBase, s.end);
+      for (const key of Object.keys(s) as Array<keyof Scratch>) {
+        if (key === "x") s.x = [s.x[0] + shift, s.x[1] + shift];
+        else if (key !== "capacity") s[key] += shift;
+      }
+      this.top = s.end;
+    } else {
+      this.reserve(this.scratchBase + shift);
+      this.top = this.scratchBase + shift;
+    }
+    this.scratchBase += shift;
+    new Uint8Array(this.kernels.memory.buffer, ptr, bytes).fill(0);
+    return ptr;
+  }
+
+  /** Memory past everything else for one call's staging; valid until the next allocation. */
+  staging(bytes: number): number {
+    const ptr = roundUp(this.top, ALIGN);
+    this.reserve(ptr + bytes);
+    return ptr;
   }
 
   private alloc(bytes: number): number {
@@ -174,6 +215,7 @@ export class CpuEngine {
       expertOffsets: f(n + 1), pairOf: f(pairs), posOf: f(pairs),
       gathered: f(pairs * d), pre: f(pairs * this.hw), act: f(pairs * this.hp), out: f(pairs * this.dp),
       y: f(batch * d),
+      dy: f(batch * d), dx: f(batch * d), dLogits: f(batch * this.ldl), dGates: f(pairs),
       end: 0,
     };
     s.end = this.top;
@@ -199,15 +241,22 @@ export class CpuEngine {
   gate(x: Float32Array, batch: number, train: boolean, noise: Float32Array | undefined, seed: { key: number; stream: number }): void {
     const K = this.kernels;
     const { dModel: d, numExperts: n, k, noisyGating } = this.spec;
-    const s = this.ensureCapacity(batch);
-    const xPtr = s.x[1 - this.xSlot];
-    this.f32(xPtr, batch * d).set(x);
-    if (this.spec.checkFinite) {
-      const bad = K.firstNonFinite(xPtr, batch * d);
+    this.pool?.wake(); // the expert pass's workers wake up while the gating runs
+    const check = (ptr: number) => {
+      this.f32(ptr, batch * d).set(x);
+      const bad = K.firstNonFinite(ptr, batch * d);
       if (bad >= 0) {
         fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
       }
-    }
+    };
+    const grows = !this.s || this.s.capacity < batch;
+    // A larger batch lays the scratch out anew: check x before that, in staging, so a rejected x
+    // leaves the last training forward's state (read by backward) intact.
+    if (this.spec.checkFinite && grows) check(this.staging(4 * batch * d));
+    const s = this.ensureCapacity(batch);
+    const xPtr = s.x[1 - this.xSlot];
+    if (this.spec.checkFinite && !grows) check(xPtr);
+    else this.f32(xPtr, batch * d).set(x);
     this.xSlot = 1 - this.xSlot;
 
     const noisy = train && noisyGating;
@@ -241,6 +290,18 @@ export class CpuEngine {
     const s = this.scratch;
     const { dModel: d, dHidden: h, numExperts: n, k } = this.spec;
     const w = this.weightPtr;
+    if (this.pool) {
+      // The same pass split across the threads (assembly/experts.ts, expertsThread): same bits.
+      const c = this.pool.control;
+      c[CONTROL.kind] = this.kind; c[CONTROL.d] = d; c[CONTROL.h] = h; c[CONTROL.n] = n; c[CONTROL.k] = k;
+      c[CONTROL.batch] = batch; c[CONTROL.x] = this.xPtr;
+      c[CONTROL.w1] = w.w1; c[CONTROL.b1] = w.b1; c[CONTROL.w2] = w.w2; c[CONTROL.b2] = w.b2;
+      c[CONTROL.expertOffsets] = s.expertOffsets; c[CONTROL.pairOf] = s.pairOf; c[CONTROL.posOf] = s.posOf;
+      c[CONTROL.topkGates] = s.topkGates; c[CONTROL.gathered] = s.gathered; c[CONTROL.pre] = s.pre;
+      c[CONTROL.act] = s.act; c[CONTROL.out] = s.out; c[CONTROL.y] = s.y;
+      this.pool.runExperts();
+      return;
+    }
     K.gatherRows(this.xPtr, d, k, s.pairOf, 0, batch * k, s.gathered);
     K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
@@ -249,5 +310,33 @@ export class CpuEngine {
   /** Bytes of wasm memory in use (weights + scratch). */
   get memoryBytes(): number {
     return this.kernels.memory.buffer.byteLength;
+  }
+
+  // ---- threads ------------------------------------------------------------------------------
+
+  private pool: ThreadPool | undefined;
+
+  /** Threads running the expert pass: 1, or the pool's size. */
+  get threads(): number {
+    return this.pool?.threads ?? 1;
+  }
+
+  /**
+   * Starts `threads − 1` workers on this engine's shared memory (a threaded build only); from then
+   * on runExperts splits the expert pass across them. Called once, at creation.
+   */
+  async startThreads(threads: number): Promise<void> {
+    const module = kernelModules.get(this.kernels);
+    if (!module || !WebAssembly.Module.imports(module).some((i) => i.kind === "memory")) {
+      fail("INVALID_CONFIG", `threads: ${threads} needs a threaded kernel build (wasmBuild "simd-threads" or "relaxed-threads", or an injected wasm of one)`);
+    }
+    const ctl = this.allocPersistent(4 * CONTROL.slots);
+    this.pool = await ThreadPool.start(module, this.kernels, ctl, threads);
+  }
+
+  /** Ends the workers, if any. */
+  dispose(): void {
+    this.pool?.terminate();
+    this.pool = undefined;
   }
 }

@@ -1,0 +1,214 @@
+// The benchmark suite of one runtime: measures the machine, then for every case and batch size
+// times every engine this runtime offers (edge-moe's builds, the GPU path, the TF.js peer, plain JS)
+// with tinybench, interleaved: each round runs every engine's iterations back to back, and the
+// figure is the median of all rounds' samples. Runtime-neutral; the host's entry (entry.mjs,
+// browser.mjs) passes in what differs: modules, probes, the peer.
+import { BATCHES, EXPERTS, SHAPES, caseName, forwardBytes, forwardFlops, makeInput, makeWeights } from "./cases.mjs";
+import { createPlainJs } from "./plain-js.mjs";
+import { createTfjsPeer } from "./peer-tfjs.mjs";
+import { measureMachine } from "./machine.mjs";
+
+/**
+ * options:
+ *   runtime, version        names for the report
+ *   createMoE, Bench        edge-moe's createMoE, tinybench's Bench
+ *   probes                  { simd, relaxed? } WebAssembly.Modules of bench/assembly/machine.ts
+ *   builds                  edge-moe engines: [{ name, wasmBuild, threads }]
+ *   tf, tfThreads           the TF.js namespace (wasm backend set) and its thread count, or undefined
+ *   plainJs                 run the plain-JS baseline (slow: seconds per call at large B)
+ *   gpu                     try edge-moe's GPU path
+ *   shapes, experts, batches   subsets of the cases (default: all)
+ *   roundMs, rounds         time per engine per round, and rounds (interleaving)
+ *   maxCallMs               an engine whose call is estimated (from the previous batch) to take
+ *                           longer is not run at this batch (plain JS, software GPUs at large B)
+ *   machine                 measure the machine (default true)
+ *   evict                   flush the caches before each timed call (default true)
+ *   log                     progress lines
+ */
+export async function runSuite(options) {
+  const {
+    runtime, version, createMoE, Bench, probes, builds, tf, tfThreads = 1, plainJs = false, gpu = false,
+    shapes = SHAPES, experts = EXPERTS, batches = BATCHES, roundMs = 250, rounds = 3, maxCallMs = 20000, log = () => {},
+  } = options;
+  const started = Date.now();
+  const report = { runtime, version, started: new Date(started).toISOString(), machine: undefined, cases: [], notes: [] };
+  const evict = options.evict !== false && probes ? await makeEvictor(probes.simd) : undefined;
+  if (evict) report.notes.push(`caches flushed before every timed call (a ${EVICT_BYTES / 2 ** 20} MiB read, untimed): weights come from memory, as in a model whose other layers run between two calls of this one`);
+  if (options.machine !== false && probes) {
+    log(`${runtime}: measuring the machine`);
+    report.machine = await measureMachine(Bench, probes);
+    log(`${runtime}: ${JSON.stringify(report.machine)}`);
+  }
+  for (const shape of shapes) {
+    for (const expert of experts) {
+      const name = caseName(shape, expert);
+      log(`${runtime}: ${name}`);
+      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict }));
+    }
+  }
+  if (options.machine !== false && probes) {
+    // measured again at the end: the figure used is the better one (the host drifts)
+    const again = await measureMachine(Bench, probes);
+    for (const key of ["simdPeak", "relaxedPeak", "bandwidth1", "bandwidth2"]) {
+      if (again[key] !== undefined) report.machine[key] = Math.max(report.machine[key] ?? 0, again[key]);
+    }
+    report.machineEnd = again;
+  }
+  report.seconds = (Date.now() - started) / 1000;
+  return report;
+}
+
+async function runCase(c) {
+  const { shape, expert, createMoE, builds, tf, plainJs, gpu, batches, log, runtime } = c;
+  const weights = makeWeights(shape, expert);
+  const base = { dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert, weights };
+  /** name → { forward(x, batch) → y | Promise<y>, dispose(), maxBatch?, sync } */
+  const engines = new Map();
+  const result = { name: c.name, shape, expert, batches: [], engines: {}, gating: undefined };
+
+  for (const build of builds) {
+    try {
+      const layer = await createMoE({ ...base, wasmBuild: build.wasmBuild, threads: build.threads });
+      const outs = new Map();
+      engines.set(build.name, {
+        kind: "edge-moe",
+        forward: (x, batch) => {
+          let out = outs.get(batch);
+          if (!out) outs.set(batch, (out = { y: new Float32Array(batch * shape.d), topkIndices: new Int32Array(batch * shape.k) }));
+          layer.forwardSync(x, { out });
+          return out.y;
+        },
+        touched: (x, batch) => new Set(layer.forwardSync(x).topkIndices).size,
+        dispose: () => layer.dispose(),
+      });
+    } catch (error) {
+      result.engines[build.name] = { unavailable: String(error?.message ?? error) };
+      log(`${runtime}: ${build.name} unavailable: ${error?.message ?? error}`);
+    }
+  }
+  if (gpu) {
+    try {
+      const layer = await createMoE({ ...base, backend: "gpu" });
+      const status = layer.gpuStatus;
+      result.engines.gpu = { adapter: status.adapter, software: status.software };
+      engines.set("gpu", { kind: "gpu", async: true, software: status.software, forward: async (x) => (await layer.forward(x)).y, dispose: () => layer.dispose() });
+    } catch (error) {
+      result.engines.gpu = { unavailable: String(error?.message ?? error) };
+    }
+  }
+  if (tf) {
+    const peer = createTfjsPeer(tf, shape, expert, weights);
+    engines.set(`tfjs ${c.tfThreads}T`, { kind: "peer", forward: peer.forward, dispose: peer.dispose });
+  }
+  if (plainJs) {
+    engines.set("plain JS", { kind: "plain", forward: createPlainJs(shape, expert, weights) });
+  }
+
+  const reference = [...engines.values()].find((e) => e.kind === "edge-moe");
+  for (const batch of batches) {
+    const x = makeInput(batch, shape.d);
+    const row = {
+      batch,
+      flops: forwardFlops(shape, expert, batch),
+      expertsTouched: reference ? reference.touched(x, batch) : undefined,
+      engines: {},
+    };
+    row.bytes = row.expertsTouched === undefined ? undefined : forwardBytes(shape, expert, row.expertsTouched);
+    result.batches.push(row);
+    await timeEngines(c, engines, x, batch, row);
+  }
+  // Gating alone (issue 6: ≤ 10% of a forward at B = 64): the same layer with 8-wide experts, in
+  // training mode (fused gating GEMM + seeded noise + top-k + losses + plan); the experts' share
+  // left in it is an upper bound of ~1/h of theirs.
+  if (reference && batches.includes(64)) {
+    const tiny = await createMoE({ ...base, dHidden: 8, weights: { wGate: weights.wGate, wNoise: weights.wNoise }, init: { seed: 1 }, wasmBuild: builds[0].wasmBuild });
+    const x = makeInput(64, shape.d);
+    const bench = new c.Bench({ time: 0, iterations: 50, warmupIterations: 10, warmupTime: 0 });
+    bench.add("gating", () => tiny.forwardSync(x, { train: true, seed: 1 }));
+    await bench.run();
+    result.gating = { batch: 64, ms: bench.tasks[0].result.latency.p50, build: builds[0].name };
+    tiny.dispose();
+  }
+  for (const engine of engines.values()) engine.dispose?.();
+  return result;
+}
+
+const EVICT_BYTES = 64 * 2 ** 20; // twice the largest L3 of the machines in DESIGN.md
+
+/** A function that reads EVICT_BYTES through the probe module: what was cached is gone after it. */
+async function makeEvictor(module) {
+  const probe = (await WebAssembly.instantiate(module, {})).exports;
+  const base = (probe.heapBase() + 63) & ~63;
+  probe.memory.grow(Math.ceil((base + EVICT_BYTES - probe.memory.buffer.byteLength) / 65536));
+  probe.fillBytes(base, EVICT_BYTES);
+  const evict = () => probe.readBytes(base, EVICT_BYTES);
+  const t0 = performance.now();
+  for (let i = 0; i < 3; i++) evict();
+  evict.ms = (performance.now() - t0) / 3;
+  return evict;
+}
+
+function maxAbsDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+async function timeEngines(c, engines, x, batch, row) {
+  const { Bench, roundMs, rounds, log, runtime } = c;
+  const plan = [];
+  let referenceY;
+  for (const [name, engine] of engines) {
+    if (engine.last) {
+      const estimate = engine.last.ms * (batch / engine.last.batch);
+      if (estimate > c.maxCallMs) {
+        row.engines[name] = { skipped: `estimated ${(estimate / 1000).toFixed(1)} s per call (from B=${engine.last.batch}), over the suite's ${c.maxCallMs / 1000} s limit` };
+        continue;
+      }
+    }
+    // one untimed call: warms the engine up, estimates its time, checks its y
+    const t0 = performance.now();
+    let y = engine.forward(x, batch);
+    if (engine.async) y = await y;
+    const first = performance.now() - t0;
+    engine.last = { ms: first, batch }; // replaced by the median below: a first call may include one-time work
+    y = Float32Array.from(y);
+    referenceY ??= y;
+    const entry = { first, maxAbsDiff: maxAbsDiff(y, referenceY) };
+    row.engines[name] = entry;
+    // slow engines (plain JS, software GPUs at large B) get few samples: one round, ≥ 1 call
+    const slow = first > 2000;
+    const perCall = first + (c.evict?.ms ?? 0);
+    const iterations = slow ? 1 : Math.max(2, Math.min(200, Math.ceil(roundMs / Math.max(perCall, 0.01))));
+    plan.push({ name, engine, iterations, slow });
+  }
+  const samples = new Map(plan.map((p) => [p.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const p of plan) {
+      if (round > 0 && p.slow) continue;
+      const bench = new Bench({
+        time: 0, iterations: p.iterations, warmupTime: 0, warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1, retainSamples: true,
+      });
+      const fn = p.engine.async ? async () => { await p.engine.forward(x, batch); } : () => p.engine.forward(x, batch);
+      bench.add(p.name, fn, c.evict ? { beforeEach: c.evict } : {});
+      await bench.run();
+      const r = bench.tasks[0].result;
+      if (r.state !== "completed") {
+        row.engines[p.name].error = String(r.error?.message ?? r.state);
+        continue;
+      }
+      samples.get(p.name).push(...(r.latency.samples ?? []));
+    }
+  }
+  for (const [name, s] of samples) {
+    if (s.length === 0) continue;
+    s.sort((a, b) => a - b);
+    const entry = row.engines[name];
+    entry.ms = s[s.length >> 1];
+    entry.min = s[0];
+    entry.samples = s.length;
+    entry.gflops = row.flops / entry.ms / 1e6;
+    engines.get(name).last = { ms: entry.ms, batch };
+  }
+  log(`${runtime}:   B=${batch} ` + plan.map((p) => `${p.name} ${row.engines[p.name].ms?.toFixed(3)}`).join(" | "));
+}

@@ -1,0 +1,231 @@
+// The worker pool of a threaded layer: T−1 workers, made once at creation, each instantiating the
+// layer's kernel module on the layer's shared memory. A forward's expert pass is one run: the
+// caller writes the run's parameters into a control block in that memory, bumps its generation
+// counter (which wakes the workers) and runs thread 0's share itself; the kernels
+// (assembly/experts.ts, expertsThread) split the work and meet at barriers in shared memory. A run
+// posts no message and allocates nothing.
+//
+// Workers: Web Workers (browsers, Deno, Bun) from a blob: URL, or Node's worker_threads, both from
+// the one source below, so no extra file has to be found next to the bundle.
+import { MoEError } from "../errors.ts";
+import type { KernelExports } from "./wasm.ts";
+
+/** Slots (i32 indices) of the control block; mirrors the CTL_* constants of assembly/experts.ts. */
+export const CONTROL = {
+  generation: 0, failed: 33, callerMayBlock: 34, job: 48, threads: 49, kind: 50, d: 51, h: 52, n: 53, k: 54, batch: 55,
+  x: 56, w1: 57, b1: 58, w2: 59, b2: 60, expertOffsets: 61, pairOf: 62, posOf: 63, topkGates: 64,
+  gathered: 65, pre: 66, act: 67, out: 68, y: 69, run: 70,
+  /** Size of the block in i32 slots. */
+  slots: 80,
+} as const;
+export const JOB_EXPERTS = 1;
+export const JOB_EXIT = 2;
+
+/** What a worker is told at start. */
+interface WorkerStart {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  ctl: number;
+  thread: number;
+}
+
+// The worker's whole program. Plain JavaScript (it is not bundled): it instantiates the module on
+// the shared memory, says "ready", then loops: wait for the generation to move, run its share.
+// After a run, or a wake() (sent when a forward starts its gating), it spins up to SPIN_MS for the
+// next run before it sleeps: the wake-up of a sleeping thread costs tens of µs to a millisecond.
+const WORKER_SOURCE = `
+"use strict";
+const web = typeof self !== "undefined" && typeof self.postMessage === "function";
+const port = web ? null : require("node:worker_threads").parentPort;
+const post = (m) => (web ? self.postMessage(m) : port.postMessage(m));
+const SPIN_MS = 2;
+async function main({ module, memory, ctl, thread }) {
+  let instance;
+  try {
+    instance = await WebAssembly.instantiate(module, { env: { memory } });
+  } catch (error) {
+    post({ error: String(error && error.message || error) });
+    return;
+  }
+  const c = new Int32Array(memory.buffer, ctl, ${CONTROL.slots});
+  let seen = Atomics.load(c, ${CONTROL.generation});
+  post({ ready: true });
+  for (;;) {
+    let g = Atomics.load(c, ${CONTROL.generation});
+    const until = performance.now() + SPIN_MS;
+    for (let i = 1; g === seen; i++) {
+      g = Atomics.load(c, ${CONTROL.generation});
+      if ((i & 1023) === 0 && performance.now() > until) break;
+    }
+    if (g === seen) {
+      Atomics.wait(c, ${CONTROL.generation}, seen);
+      continue;
+    }
+    seen = g;
+    if (Atomics.load(c, ${CONTROL.job}) === ${JOB_EXIT}) break;
+    try {
+      instance.exports.expertsThread(ctl, thread);
+    } catch (error) {
+      Atomics.store(c, ${CONTROL.failed}, 1);
+      post({ error: String(error && error.message || error) });
+    }
+  }
+  if (web) self.close(); else port.close();
+}
+if (web) self.onmessage = (e) => main(e.data);
+else port.once("message", main);
+`;
+
+/** A browser page's main thread may not block on Atomics.wait (workers, Node, Deno and Bun may). */
+const CALLER_MAY_BLOCK = typeof (globalThis as { document?: unknown }).document === "undefined" ? 1 : 0;
+
+interface PoolWorker {
+  post(message: WorkerStart): void;
+  onMessage(handler: (message: { ready?: boolean; error?: string }) => void): void;
+  terminate(): void;
+}
+
+/** Whether this host can run a threaded build: shared memory, atomics and workers. */
+export function threadsAvailable(): boolean {
+  const g = globalThis as { SharedArrayBuffer?: unknown; crossOriginIsolated?: boolean; Worker?: unknown; process?: { versions?: { node?: string } } };
+  if (typeof g.SharedArrayBuffer !== "function" || typeof Atomics !== "object") return false;
+  if (g.crossOriginIsolated === false) return false; // a browser page without COOP/COEP
+  return typeof g.Worker === "function" || Boolean(g.process?.versions?.node);
+}
+
+/**
+ * The thread count for the `threads` option. "auto" is one per hardware thread where threads are
+ * available and the package picks the build (no injected `wasm`, `wasmBuild` "auto" or a threaded
+ * one); 1 otherwise.
+ */
+export async function resolveThreads(option: number | "auto", wasmBuild: unknown, injected: boolean): Promise<number> {
+  if (option !== "auto") return option;
+  const threadedBuild = wasmBuild === undefined || wasmBuild === "auto" || (typeof wasmBuild === "string" && wasmBuild.endsWith("-threads"));
+  return !injected && threadedBuild && threadsAvailable() ? hardwareThreads() : 1;
+}
+
+/** The number of hardware threads. */
+async function hardwareThreads(): Promise<number> {
+  const g = globalThis as { navigator?: { hardwareConcurrency?: number } };
+  const n = g.navigator?.hardwareConcurrency;
+  if (typeof n === "number" && n >= 1) return n;
+  try {
+    const os = await import("node:os");
+    return os.availableParallelism?.() ?? os.cpus().length;
+  } catch {
+    return 1;
+  }
+}
+
+async function spawnWorker(): Promise<PoolWorker> {
+  const g = globalThis as { Worker?: typeof Worker };
+  if (typeof g.Worker === "function") {
+    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+    const worker = new g.Worker(url, { type: "module" });
+    return {
+      post: (m) => worker.postMessage(m),
+      onMessage: (h) => {
+        worker.onmessage = (e: MessageEvent) => {
+          if (e.data?.ready) URL.revokeObjectURL(url); // loaded: (Bun reads the URL after the constructor returns)
+          h(e.data);
+        };
+        worker.onerror = (e: ErrorEvent) => h({ error: e.message });
+      },
+      terminate: () => worker.terminate(),
+    };
+  }
+  const { Worker: NodeWorker } = await import("node:worker_threads");
+  const worker = new NodeWorker(WORKER_SOURCE, { eval: true });
+  worker.unref(); // a layer that is never disposed does not keep the process alive
+  return {
+    post: (m) => worker.postMessage(m),
+    onMessage: (h) => {
+      worker.on("message", h);
+      worker.on("error", (e: Error) => h({ error: e.message }));
+    },
+    terminate: () => void worker.terminate(),
+  };
+}
+
+export class ThreadPool {
+  readonly threads: number;
+  /** The control block (CONTROL slots): the engine writes a run's parameters here. */
+  readonly control: Int32Array;
+  private readonly kernels: KernelExports;
+  private readonly ctl: number;
+  private workers: PoolWorker[];
+  private error: string | undefined;
+  private runs = 0;
+
+  private constructor(kernels: KernelExports, ctl: number, workers: PoolWorker[]) {
+    this.kernels = kernels;
+    this.ctl = ctl;
+    this.workers = workers;
+    this.threads = workers.length + 1;
+    // A view made once: shared memory only grows, and the block lies below everything else.
+    this.control = new Int32Array(kernels.memory.buffer, ctl, CONTROL.slots);
+  }
+
+  /**
+   * Starts `threads − 1` workers on `module` and the shared `kernels.memory`; `ctl` is the byte
+   * offset of a zeroed, 64-byte-aligned block of CONTROL.slots i32 in that memory.
+   */
+  static async start(module: WebAssembly.Module, kernels: KernelExports, ctl: number, threads: number): Promise<ThreadPool> {
+    const workers: PoolWorker[] = [];
+    try {
+      const ready: Array<Promise<void>> = [];
+      for (let t = 1; t < threads; t++) {
+        const worker = await spawnWorker();
+        workers.push(worker);
+        ready.push(new Promise<void>((resolve, reject) => {
+          worker.onMessage((m) => {
+            if (m.ready) resolve();
+            else if (m.error) reject(new Error(m.error));
+          });
+        }));
+        worker.post({ module, memory: kernels.memory, ctl, thread: t });
+      }
+      await Promise.all(ready);
+    } catch (error) {
+      for (const w of workers) w.terminate();
+      throw new MoEError("WASM_LOAD", `could not start ${threads - 1} kernel worker(s) (${(error as Error)?.message ?? error}); use threads: 1`, { cause: error });
+    }
+    const pool = new ThreadPool(kernels, ctl, workers);
+    for (const w of workers) w.onMessage((m) => { if (m.error) pool.error = m.error; });
+    return pool;
+  }
+
+  /** Runs the expert pass whose parameters are in `control`: returns when every thread has finished its share. */
+  runExperts(): void {
+    if (this.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
+    const c = this.control;
+    c[CONTROL.job] = JOB_EXPERTS;
+    c[CONTROL.threads] = this.threads;
+    c[CONTROL.callerMayBlock] = CALLER_MAY_BLOCK;
+    c[CONTROL.run] = this.runs++; // the chunk counters of assembly/experts.ts only grow: nothing to reset
+    Atomics.add(c, CONTROL.generation, 1);
+    Atomics.notify(c, CONTROL.generation);
+    this.kernels.expertsThread(this.ctl, 0);
+    if (Atomics.load(c, CONTROL.failed) !== 0) {
+      throw new MoEError("WASM_LOAD", `a kernel worker failed: ${this.error ?? "unknown error"}`);
+    }
+  }
+
+  /**
+   * Wakes sleeping workers without giving them work: they spin, ready for the run that follows
+   * (the engine calls this when a forward starts, so the wake-up overlaps the gating).
+   */
+  wake(): void {
+    Atomics.notify(this.control, CONTROL.generation);
+  }
+
+  /** Ends the workers (they leave their loop at the next generation and close). */
+  terminate(): void {
+    const c = this.control;
+    c[CONTROL.job] = JOB_EXIT;
+    Atomics.add(c, CONTROL.generation, 1);
+    Atomics.notify(c, CONTROL.generation);
+    for (const w of this.workers) w.terminate();
+    this.workers = [];
+  }
+}

@@ -1,0 +1,58 @@
+// The WGSL passes of the GPU expert path: templates filled with a layer's constants, compiled
+// once per device and template values (the cache key), and shared by every layer of that shape.
+import groupedGemmTemplate from "../../shaders/grouped_gemm.wgsl";
+import combineTemplate from "../../shaders/combine.wgsl";
+
+export type TemplateValues = Record<string, number | boolean>;
+
+const TEMPLATES = { grouped_gemm: groupedGemmTemplate, combine: combineTemplate } as const;
+export type ShaderName = keyof typeof TEMPLATES;
+
+/**
+ * Replaces every {{NAME}} of a template by its value (a non-negative integer or a boolean).
+ * A placeholder without a value, or a value without a placeholder, is a programming error.
+ */
+export function fillTemplate(template: string, values: TemplateValues): string {
+  const used = new Set<string>();
+  const source = template.replace(/\{\{(\w+)\}\}/g, (_, name: string) => {
+    const value = values[name];
+    if (typeof value === "boolean") {
+      used.add(name);
+      return String(value);
+    }
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value >= 2 ** 32) {
+      throw new Error(`shader template value ${name} must be a u32 or a boolean, got ${String(value)}`);
+    }
+    used.add(name);
+    return String(value);
+  });
+  for (const name of Object.keys(values)) {
+    if (!used.has(name)) throw new Error(`shader template has no placeholder {{${name}}}`);
+  }
+  return source;
+}
+
+const pipelineCache = new WeakMap<GPUDevice, Map<string, Promise<GPUComputePipeline>>>();
+
+/** The compute pipeline of a template with these values on this device, compiled at most once. */
+export function pipelineFor(device: GPUDevice, name: ShaderName, values: TemplateValues): Promise<GPUComputePipeline> {
+  let cache = pipelineCache.get(device);
+  if (!cache) {
+    cache = new Map();
+    pipelineCache.set(device, cache);
+  }
+  const key = `${name}:${JSON.stringify(values)}`;
+  let pipeline = cache.get(key);
+  if (!pipeline) {
+    const code = fillTemplate(TEMPLATES[name], values);
+    const module = device.createShaderModule({ label: `edge-moe ${name}`, code });
+    pipeline = device.createComputePipelineAsync({
+      label: `edge-moe ${key}`,
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+    });
+    pipeline.catch(() => cache.delete(key));
+    cache.set(key, pipeline);
+  }
+  return pipeline;
+}

@@ -1,0 +1,62 @@
+// The layer's packed tensors, read back in the input layout (types.ts MoEWeights): the weights
+// themselves (getWeights) and their gradients, which share the weights' packed layout at a fixed
+// byte offset (trainer.ts). Inverse of CpuEngine.loadWeights.
+import type { CpuEngine } from "../cpu/engine.ts";
+import type { MoEWeights } from "../types.ts";
+
+/**
+ * The tensors packed at the engine's weight pointers + `offset` bytes, unpacked into fresh
+ * Float32Arrays named and shaped as createMoE takes them.
+ */
+export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
+  const { dModel: d, dHidden: h, numExperts: n, expert, noisyGating } = engine.spec;
+  const K = engine.kernels;
+  const { hp, dp, hw, gateCols } = engine;
+  const w = engine.weightPtr;
+  const staging = engine.staging(4 * Math.max(d * gateCols, d * h));
+  const out: MoEWeights = {};
+
+  // Gating: one [d, gateCols] matrix [W_g | W_noise], split by columns.
+  K.unpackPanelsB(w.gate + offset, d, gateCols, staging, gateCols, d, 1);
+  const both = engine.f32(staging, d * gateCols);
+  const wGate = new Float32Array(d * n);
+  const wNoise = noisyGating ? new Float32Array(d * n) : undefined;
+  for (let r = 0; r < d; r++) {
+    wGate.set(both.subarray(r * gateCols, r * gateCols + n), r * n);
+    wNoise?.set(both.subarray(r * gateCols + n, r * gateCols + 2 * n), r * n);
+  }
+  out.wGate = wGate;
+  if (wNoise) out.wNoise = wNoise;
+
+  // Experts: one [d, h] or [h, d] matrix at a time through the staging area.
+  const w1Bytes = 4 * d * hw;
+  const w2Bytes = 4 * hp * dp;
+  const panelBytes = 4 * 8 * d;
+  const unpackEach = (
+    ptr: number, perExpert: number, rows: number, cols: number, kPad: number, panelStep: number,
+  ): Float32Array => {
+    const all = new Float32Array(n * rows * cols);
+    for (let e = 0; e < n; e++) {
+      K.unpackPanelsB(ptr + offset + e * perExpert, rows, cols, staging, cols, kPad, panelStep);
+      all.set(engine.f32(staging, rows * cols), e * rows * cols);
+    }
+    return all;
+  };
+  const unpadEach = (ptr: number, padded: number, width: number): Float32Array => {
+    const all = new Float32Array(n * width);
+    const src = engine.f32(ptr + offset, n * padded);
+    for (let e = 0; e < n; e++) all.set(src.subarray(e * padded, e * padded + width), e * width);
+    return all;
+  };
+  if (expert === "swiglu") {
+    out.wGateProj = unpackEach(w.w1, w1Bytes, d, h, d, 2);
+    out.wUp = unpackEach(w.w1 + panelBytes, w1Bytes, d, h, d, 2);
+    out.wDown = unpackEach(w.w2, w2Bytes, h, d, hp, 1);
+  } else {
+    out.w1 = unpackEach(w.w1, w1Bytes, d, h, d, 1);
+    out.b1 = unpadEach(w.b1, hp, h);
+    out.w2 = unpackEach(w.w2, w2Bytes, h, d, hp, 1);
+    out.b2 = unpadEach(w.b2, dp, d);
+  }
+  return out;
+}
