@@ -88,19 +88,23 @@ class Layer implements MoELocalLayer {
     const train = options.train ?? false;
     if (typeof train !== "boolean") fail("INVALID_CONFIG", "options.train must be a boolean");
 
+    // noise and seed are checked whenever given (a malformed one is a bug even where unused);
+    // they are used only in training mode with noisy gating.
+    const givenNoise = options.noise;
+    if (givenNoise !== undefined && (!isFloat32(givenNoise) || givenNoise.length !== batch * n)) {
+      fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(givenNoise) ? `length ${givenNoise.length}` : Object.prototype.toString.call(givenNoise)}`);
+    }
+    const givenSeed = options.seed === undefined ? undefined : checkSeed("options.seed", options.seed);
     let noise: Float32Array | undefined;
     let seed = { key: engine.spec.seed, stream: 0 };
     if (train && noisyGating) {
-      if (options.noise !== undefined) {
-        noise = options.noise;
-        if (!isFloat32(noise) || noise.length !== batch * n) {
-          fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(noise) ? `length ${noise.length}` : Object.prototype.toString.call(noise)}`);
-        }
+      if (givenNoise !== undefined) {
+        noise = givenNoise;
         for (let i = 0; i < noise.length; i++) {
           if (!Number.isFinite(noise[i])) fail("NOISE_SHAPE", `noise[${i}] is ${noise[i]}; noise must be finite`);
         }
-      } else if (options.seed !== undefined) {
-        seed = { key: checkSeed("options.seed", options.seed), stream: 0 };
+      } else if (givenSeed !== undefined) {
+        seed = { key: givenSeed, stream: 0 };
       } else {
         seed = { key: engine.spec.seed, stream: (this.streamCalls + 1) >>> 0 };
       }
@@ -112,7 +116,7 @@ class Layer implements MoELocalLayer {
 
     engine.gate(x, batch, train, noise, seed);
     this.forwardState = undefined; // the gating state in the scratch is this call's now
-    if (train && noisyGating && noise === undefined && options.seed === undefined) this.streamCalls++;
+    if (train && noisyGating && noise === undefined && givenSeed === undefined) this.streamCalls++;
     const backend: BackendName = gpu ? "gpu" : "cpu";
     if (!gpu) engine.runExperts(batch);
 
