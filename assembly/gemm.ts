@@ -258,7 +258,7 @@ function tile1x8(a0: usize, k: i32, panel: usize, bias: usize, c: usize): void {
  * M ≤ 3 (small batches, memory bound): all rows in flight over 4 (M = 1) or 2 adjacent panels at a
  * time, so every weight byte is read once and the memory system sees several streams.
  * M ≥ 4 (compute bound): panels are the outer loop, so one panel (K·32 bytes) stays in L1/L2 while
- * the 4-row tiles and then a 3-, 2- or 1-row tail stream past it.
+ * the 4-row tiles and then a 3-, 2- or 1-row tail stream past it (rows in blocks of ~1 MiB of A).
  */
 export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
   const rowA = <usize>lda << 2;
@@ -286,17 +286,26 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
     }
     return;
   }
-  for (let p = 0; p < panels; p++) {
-    const panel = bp + <usize>p * panelBytes;
-    const col = <usize>p << 5;
-    const biasP = bias != 0 ? bias + col : 0;
-    let i = 0;
-    for (; i + 4 <= m; i += 4) tile4x8(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
-    const ai = a + <usize>i * rowA;
-    const ci = c + <usize>i * rowC + col;
-    const rest = m - i;
-    if (rest == 3) tile3x8(ai, rowA, k, panel, biasP, ci, rowC);
-    else if (rest == 2) tile2x8(ai, rowA, k, panel, biasP, ci, rowC);
-    else if (rest == 1) tile1x8(ai, k, panel, biasP, ci);
+  // Rows in blocks whose A (block rows × K floats) stays in a 1 MiB L2 while the panels stream
+  // past: only large M (> 128 rows at K = 2048) is split; the panels are then read once per block.
+  const blockRows = max(64, (A_BLOCK_BYTES / (k << 2)) & ~3);
+  for (let r0 = 0; r0 < m; r0 += blockRows) {
+    const r1 = min(m, r0 + blockRows);
+    for (let p = 0; p < panels; p++) {
+      const panel = bp + <usize>p * panelBytes;
+      const col = <usize>p << 5;
+      const biasP = bias != 0 ? bias + col : 0;
+      let i = r0;
+      for (; i + 4 <= r1; i += 4) tile4x8(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
+      const ai = a + <usize>i * rowA;
+      const ci = c + <usize>i * rowC + col;
+      const rest = r1 - i;
+      if (rest == 3) tile3x8(ai, rowA, k, panel, biasP, ci, rowC);
+      else if (rest == 2) tile2x8(ai, rowA, k, panel, biasP, ci, rowC);
+      else if (rest == 1) tile1x8(ai, k, panel, biasP, ci);
+    }
   }
 }
+
+/** Bytes of A one row block may span (gemmPanels): about the L2 of one core. */
+const A_BLOCK_BYTES: i32 = 1 << 20;

@@ -287,7 +287,7 @@ export function renderReadmeSection(readme, results) {
 
 const COLORS = {
   "simd 1T": "#4e79a7", "relaxed 1T": "#59a14f", "simd 2T": "#9c755f", "relaxed 2T": "#e15759",
-  peer: "#f28e2b", gpu: "#b07aa1", "plain JS": "#bab0ac", roofline: "#333333",
+  peer: "#f28e2b", gpu: "#b07aa1", "plain JS": "#bab0ac", roofline: "#333333", "roofline 2T": "#999999",
 };
 
 export function renderChart(results) {
@@ -314,6 +314,7 @@ export function renderChart(results) {
     for (const r of caseRows) {
       for (const n of ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "plain JS"]) add(n, r.batch, r.row.engines[n]?.ms);
       add("roofline", r.batch, r.floors["simd 1T"] ?? floorFor("simd 1T", r.row, report.machine));
+      add("roofline 2T", r.batch, r.floors["relaxed 2T"] ?? floorFor("relaxed 2T", r.row, report.machine));
     }
     // the peer's and the GPU's best in any runtime
     for (const r of rows.filter((x) => x.case === c.name)) {
@@ -340,8 +341,8 @@ export function renderChart(results) {
     parts.push(`<text x="${ox + 12}" y="${oy + ph / 2}" transform="rotate(-90 ${ox + 12} ${oy + ph / 2})" text-anchor="middle" fill="#555">ms per token</text>`);
     for (const [name, points] of Object.entries(series)) {
       points.sort((a, b) => a[0] - b[0]);
-      const dash = name === "roofline" ? ' stroke-dasharray="5,4"' : name === "gpu" ? ' stroke-dasharray="2,3"' : "";
-      parts.push(`<polyline fill="none" stroke="${COLORS[name]}" stroke-width="${name === "roofline" ? 1.5 : 2}"${dash} points="${points.map(([b, v]) => `${X(b).toFixed(1)},${Y(v).toFixed(1)}`).join(" ")}"/>`);
+      const dash = name.startsWith("roofline") ? ' stroke-dasharray="5,4"' : name === "gpu" ? ' stroke-dasharray="2,3"' : "";
+      parts.push(`<polyline fill="none" stroke="${COLORS[name]}" stroke-width="${name.startsWith("roofline") ? 1.5 : 2}"${dash} points="${points.map(([b, v]) => `${X(b).toFixed(1)},${Y(v).toFixed(1)}`).join(" ")}"/>`);
       for (const [b, v] of points) parts.push(`<circle cx="${X(b).toFixed(1)}" cy="${Y(v).toFixed(1)}" r="2.5" fill="${COLORS[name]}"/>`);
     }
     // CPU/GPU crossover: the first batch where the GPU's time per token is at most the best CPU build's
@@ -354,11 +355,14 @@ export function renderChart(results) {
     parts.push(`<text x="${ox + pw - margin.r - 4}" y="${oy + margin.t + 14}" text-anchor="end" fill="${COLORS.gpu}">${escapeXml(label)}</text>`);
   });
   // legend
-  const names = ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "peer", "gpu", "plain JS", "roofline"];
-  const labels = { peer: "TF.js peer (best)", gpu: "GPU path", roofline: "roofline (SIMD 1T)" };
+  const names = ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "peer", "gpu", "plain JS", "roofline", "roofline 2T"];
+  const labels = { peer: "TF.js peer", gpu: "GPU path", roofline: "roofline SIMD 1T", "roofline 2T": "roofline relaxed 2T" };
+  let x = 10;
   names.forEach((n, i) => {
-    const x = 10 + i * 110, y = height - 14;
-    parts.push(`<line x1="${x}" x2="${x + 18}" y1="${y - 4}" y2="${y - 4}" stroke="${COLORS[n]}" stroke-width="2"${n === "roofline" ? ' stroke-dasharray="5,4"' : ""}/>`, `<text x="${x + 22}" y="${y}">${labels[n] ?? n}</text>`);
+    const y = height - 14;
+    const label = labels[n] ?? n;
+    parts.push(`<line x1="${x}" x2="${x + 16}" y1="${y - 4}" y2="${y - 4}" stroke="${COLORS[n]}" stroke-width="2"${n.startsWith("roofline") ? ' stroke-dasharray="5,4"' : ""}/>`, `<text x="${x + 19}" y="${y}">${label}</text>`);
+    x += 28 + label.length * 6;
   });
   parts.push("</svg>");
   return parts.join("\n") + "\n";

@@ -1,5 +1,6 @@
 // npm run bench: the cross-runtime benchmark suite, one command.
-//   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...] [--no-readme]
+//   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
+//                      [--batches=1,64] [--no-readme] [--no-build]
 // Builds the machine probes, runs bench/suite.mjs in Node, Deno, Bun and headless Chromium (one
 // after another, so they do not share the cores), and writes bench/results/: results.json (every
 // figure), results.md (the tables), chart.svg (time per token vs batch), and the README's
@@ -155,7 +156,8 @@ function machineName() {
   return `${model} (${cpus().length} vCPU${simd ? `, ${simd}` : ""}), ${Math.round(totalmem() / 2 ** 30)} GiB`;
 }
 
-if (!existsSync(join(root, "dist/index.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
+// the kernels measured are the tree's: build first (--no-build to measure dist/ as it is)
+if (!args["no-build"] || !existsSync(join(root, "dist/index.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
 buildProbes();
 const results = { machine: machineName(), date: new Date().toISOString(), quick, threads: T, runtimes: {} };
 for (const runtime of runtimes) {

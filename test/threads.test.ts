@@ -126,9 +126,10 @@ describe("the threads option", () => {
   it("rejects a single-threaded wasmBuild with threads > 1, naming the threaded one", async () => {
     await expect(createMoE({ ...config, wasmBuild: "simd", threads: 2 })).rejects.toThrow(/simd-threads/);
   });
-  it("runs a threaded build with threads: 1 (no workers), and threads: \"auto\"", async () => {
+  it("runs a threaded build with threads: 1 (no workers), and threads: \"auto\" with any build", async () => {
     expect(await codeOf({ wasmBuild: "simd-threads", threads: 1 })).toBe("ok");
     expect(await codeOf({ threads: "auto" })).toBe("ok");
+    expect(await codeOf({ threads: "auto", wasmBuild: "simd" })).toBe("ok"); // a single-threaded build: 1 thread
   });
   it("fails every call after dispose() ended the workers", async () => {
     const layer = await createMoE({ ...config, wasmBuild: "simd-threads", threads: 2 });
