@@ -12,8 +12,8 @@
 import { madd } from "./gemm";
 import { verf, vexp } from "./vmath";
 import { KIND_RELU, KIND_SWIGLU } from "./experts";
+import { CV_EPSILON, lastVariance, meanAndVariance } from "./losses";
 
-const CV_EPSILON: f64 = 1e-10;
 const INV_SQRT_2PI: f64 = 0.3989422804014327;
 
 // @ts-ignore: decorator
@@ -350,15 +350,8 @@ export function scatterAddRows(src: usize, d: i32, b: i32, k: i32, pairOf: usize
  * (∂var/∂v_i = 2(v_i − mean)/n because the deviations sum to zero).
  */
 export function cvSquaredGrad(v: usize, n: i32, weight: f64): void {
-  let sum: f64 = 0;
-  for (let i = 0; i < n; i++) sum += load<f64>(v + (<usize>i << 3));
-  const mean = sum / <f64>n;
-  let ss: f64 = 0;
-  for (let i = 0; i < n; i++) {
-    const dv = load<f64>(v + (<usize>i << 3)) - mean;
-    ss += dv * dv;
-  }
-  const variance = ss / <f64>n;
+  const mean = meanAndVariance(v, n);
+  const variance = lastVariance();
   const denom = mean * mean + CV_EPSILON;
   const a = 2.0 / (<f64>n * denom);
   const common = 2.0 * mean * variance / (<f64>n * denom * denom);

@@ -9,10 +9,17 @@
 // Load falls back to counts of selected rows when gating is not noisy or k == n (no (k+1)-th).
 import { normalCdf } from "./vmath";
 
-const CV_EPSILON: f64 = 1e-10;
+export const CV_EPSILON: f64 = 1e-10;
 
-/** CV² of v[0..n] (f64): population variance over (mean² + 1e-10). */
-export function cvSquared(v: usize, n: i32): f64 {
+// AssemblyScript has no tuples: meanAndVariance returns the mean and leaves the variance here.
+let varianceOfLast: f64 = 0;
+/** The population variance computed by the last meanAndVariance call. */
+export function lastVariance(): f64 {
+  return varianceOfLast;
+}
+
+/** Mean of v[0..n] (f64); its population variance is then lastVariance(). */
+export function meanAndVariance(v: usize, n: i32): f64 {
   let sum: f64 = 0;
   for (let i = 0; i < n; i++) sum += load<f64>(v + (<usize>i << 3));
   const mean = sum / <f64>n;
@@ -21,7 +28,14 @@ export function cvSquared(v: usize, n: i32): f64 {
     const dv = load<f64>(v + (<usize>i << 3)) - mean;
     ss += dv * dv;
   }
-  return (ss / <f64>n) / (mean * mean + CV_EPSILON);
+  varianceOfLast = ss / <f64>n;
+  return mean;
+}
+
+/** CV² of v[0..n] (f64): population variance over (mean² + 1e-10). */
+export function cvSquared(v: usize, n: i32): f64 {
+  const mean = meanAndVariance(v, n);
+  return lastVariance() / (mean * mean + CV_EPSILON);
 }
 
 /**

@@ -1,32 +1,12 @@
 // npm run demo: a forward pass of a built-in layer (d=512, h=1024, n=16, k=2, relu, seeded random
 // weights), in inference and training mode, with the chosen experts, the losses and the time per call.
 import { createMoE } from "../dist/index.js";
+import { normalStream } from "./normals.mjs";
 
 const d = 512, h = 1024, n = 16, k = 2;
 
-// Seeded standard normals (SplitMix32 + Box–Muller): the demo's weights are the same every run.
-function normals(seed) {
-  let state = seed >>> 0;
-  const u32 = () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-  return (length, scale) => {
-    const out = new Float32Array(length);
-    for (let i = 0; i < length; i += 2) {
-      const r = Math.sqrt(-2 * Math.log((u32() + 0.5) / 2 ** 32)) * scale;
-      const t = (2 * Math.PI * (u32() + 0.5)) / 2 ** 32;
-      out[i] = r * Math.cos(t);
-      if (i + 1 < length) out[i + 1] = r * Math.sin(t);
-    }
-    return out;
-  };
-}
-
-const draw = normals(2017);
+const stream = normalStream(2017);
+const draw = (length, scale) => stream.array(length, scale);
 const weights = {
   wGate: draw(d * n, 1 / Math.sqrt(d)),
   wNoise: draw(d * n, 0.5 / Math.sqrt(d)),
@@ -49,7 +29,8 @@ async function time(layer, x, options, calls) {
   return median(samples);
 }
 
-const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k, expert: "relu", weights, backend: "cpu" });
+// backend "auto": experts on the GPU when there is a WebGPU adapter and the batch is large enough.
+const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k, expert: "relu", weights, backend: "auto", onWarning: (w) => console.log(`warning: ${w.code}: ${w.message}`) });
 console.log(`edge-moe demo: d=${d} h=${h} n=${n} k=${k} relu, noisy top-${k} gating, seeded random weights`);
 
 const batch = 8;
@@ -71,10 +52,22 @@ console.log(`  importance  [${Array.from(train.importance, (v) => v.toFixed(2)).
 console.log(`  load        [${Array.from(train.load, (v) => v.toFixed(2)).join(" ")}]`);
 console.log(`  lossImportance = ${train.lossImportance.toFixed(6)}   lossLoad = ${train.lossLoad.toFixed(6)}`);
 
+const gpu = layer.gpuStatus;
+if (gpu.available) {
+  const onGpu = await layer.forward(x, { backend: "gpu" });
+  let diff = 0;
+  for (let i = 0; i < onGpu.y.length; i++) diff = Math.max(diff, Math.abs(onGpu.y[i] - evalOut.y[i]));
+  const ms = await time(layer, x, { backend: "gpu" }, 3);
+  console.log(`\nGPU: ${gpu.adapter}${gpu.software ? " (a software driver: correct, not fast)" : ""}`);
+  console.log(`  the same B=${batch} batch on the GPU (backend: ${onGpu.backend}): max |y_gpu − y_cpu| = ${diff.toExponential(2)}, ${ms.toFixed(2)} ms per call`);
+} else {
+  console.log(`\nGPU: none here (${gpu.reason ?? "no WebGPU adapter"}); the experts ran on the CPU`);
+}
+
 console.log("\ntime per forward call (median), CPU:");
 for (const b of [1, 8, 64]) {
   const xb = draw(b * d, 1);
-  const ms = await time(layer, xb, {}, b >= 64 ? 10 : 30);
+  const ms = await time(layer, xb, { backend: "cpu" }, b >= 64 ? 10 : 30);
   const flops = 2 * b * d * n + b * k * 4 * d * h;
   console.log(`  B=${String(b).padStart(3)}  ${ms.toFixed(3).padStart(8)} ms   ${(flops / ms / 1e6).toFixed(1).padStart(6)} GFLOP/s useful`);
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The full test suite: installs what is missing, builds, and runs every suite.
+# The full test suite: installs what is missing, builds, type-checks src/ and test/, and runs every
+# suite (vitest: the CPU path, the GPU path on software Vulkan drivers, training, threads, and the
+# conformance suite in Node, Deno, Bun, Chromium, workerd and edge-runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npm run build
+npm run typecheck
 npx vitest run

@@ -10,28 +10,12 @@
 // weights are drawn by init: { seed }. Adam, batch 64, task loss = mean squared error.
 import { pathToFileURL } from "node:url";
 import { createMoE } from "../dist/index.js";
+import { normalStream } from "./normals.mjs";
 
 export const DEMO = {
   dModel: 16, dHidden: 32, numExperts: 32, k: 2, expert: "relu",
   clusters: 8, batch: 64, heldOut: 2048, steps: 3000, lr: 3e-3, seed: 7,
 };
-
-// Seeded standard normals (SplitMix32 + Box–Muller), so every run sees the same data.
-function normalStream(seed) {
-  let state = seed >>> 0;
-  const u32 = () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-  const uniform = () => (u32() + 0.5) / 2 ** 32;
-  return {
-    normal: () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()),
-    index: (n) => Math.floor(uniform() * n),
-  };
-}
 
 /** The task: cluster centres ~ N(0, 3²), spread N(0, 0.5²) around them, target = A_c · x. */
 function makeTask(d, clusters, seed) {
