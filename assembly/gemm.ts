@@ -75,13 +75,15 @@ function bias4(bias: usize, offset: usize): v128 {
   return bias != 0 ? v128.load(bias + offset) : f32x4.splat(0);
 }
 
-// 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds).
-function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA;
-  const a2 = a1 + rowA;
-  const a3 = a2 + rowA;
-  const init0 = bias4(bias, 0);
-  const init1 = bias4(bias, 16);
+// R × 8 and R × 16 tiles, R a constant at every call site: each wrapper below inlines the one
+// template with its R, and the optimizer keeps only that many rows (unused accumulators, loads and
+// stores fold away). R × 8 reads one panel; R × 16 two adjacent panels (two read streams).
+
+// @ts-ignore: decorator
+@inline
+function tileRx8(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA, a2 = a1 + rowA, a3 = a2 + rowA;
+  const init0 = bias4(bias, 0), init1 = bias4(bias, 16);
   let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
   let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
   let b = panel;
@@ -90,29 +92,22 @@ function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: u
     const b0 = v128.load(b);
     const b1 = v128.load(b, 16);
     const x0 = v128.load32_splat(a0 + off);
-    const x1 = v128.load32_splat(a1 + off);
-    c00 = madd(x0, b0, c00);
-    c01 = madd(x0, b1, c01);
-    const x2 = v128.load32_splat(a2 + off);
-    c10 = madd(x1, b0, c10);
-    c11 = madd(x1, b1, c11);
-    const x3 = v128.load32_splat(a3 + off);
-    c20 = madd(x2, b0, c20);
-    c21 = madd(x2, b1, c21);
-    c30 = madd(x3, b0, c30);
-    c31 = madd(x3, b1, c31);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
+    if (rows > 2) { const x2 = v128.load32_splat(a2 + off); c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
+    if (rows > 3) { const x3 = v128.load32_splat(a3 + off); c30 = madd(x3, b0, c30); c31 = madd(x3, b1, c31); }
     b += 32;
   }
   v128.store(c, c00); v128.store(c, c01, 16);
-  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
-  v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16);
-  v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16);
+  if (rows > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
+  if (rows > 2) { v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16); }
+  if (rows > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
 }
 
-// 3 × 16: three rows over two panels (two read streams).
-function tile3x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA;
-  const a2 = a1 + rowA;
+// @ts-ignore: decorator
+@inline
+function tileRx16(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = a0 + rowA, a2 = a1 + rowA;
   const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
   let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
   let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
@@ -122,96 +117,59 @@ function tile3x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usiz
     const off = <usize>kk << 2;
     const x0 = v128.load32_splat(a0 + off);
     const x1 = v128.load32_splat(a1 + off);
-    const x2 = v128.load32_splat(a2 + off);
+    const x2 = rows > 2 ? v128.load32_splat(a2 + off) : x1;
     const b0 = v128.load(b);
     const b1 = v128.load(b, 16);
     c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
     c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
-    c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21);
+    if (rows > 2) { c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
     const b2 = v128.load(b + panelBytes);
     const b3 = v128.load(b + panelBytes, 16);
     c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
     c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
-    c22 = madd(x2, b2, c22); c23 = madd(x2, b3, c23);
+    if (rows > 2) { c22 = madd(x2, b2, c22); c23 = madd(x2, b3, c23); }
     b += 32;
   }
   const c1 = c + rowC;
-  const c2 = c1 + rowC;
   v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
   v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
-  v128.store(c2, c20); v128.store(c2, c21, 16); v128.store(c2, c22, 32); v128.store(c2, c23, 48);
+  if (rows > 2) {
+    const c2 = c1 + rowC;
+    v128.store(c2, c20); v128.store(c2, c21, 16); v128.store(c2, c22, 32); v128.store(c2, c23, 48);
+  }
 }
 
-// 3 × 8
+// 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds).
+function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  tileRx8(4, a0, rowA, k, panel, bias, c, rowC);
+}
 function tile3x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA;
-  const a2 = a1 + rowA;
-  const init0 = bias4(bias, 0);
-  const init1 = bias4(bias, 16);
-  let c00 = init0, c01 = init1, c10 = init0, c11 = init1, c20 = init0, c21 = init1;
-  let b = panel;
-  for (let kk = 0; kk < k; kk++) {
-    const off = <usize>kk << 2;
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    const x0 = v128.load32_splat(a0 + off);
-    const x1 = v128.load32_splat(a1 + off);
-    const x2 = v128.load32_splat(a2 + off);
-    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
-    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
-    c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21);
-    b += 32;
-  }
-  v128.store(c, c00); v128.store(c, c01, 16);
-  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
-  v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16);
+  tileRx8(3, a0, rowA, k, panel, bias, c, rowC);
 }
-
-// 2 × 16: two rows over two panels (two read streams).
-function tile2x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA;
-  const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
-  let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
-  let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
-  let b = panel;
-  for (let kk = 0; kk < k; kk++) {
-    const off = <usize>kk << 2;
-    const x0 = v128.load32_splat(a0 + off);
-    const x1 = v128.load32_splat(a1 + off);
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
-    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
-    const b2 = v128.load(b + panelBytes);
-    const b3 = v128.load(b + panelBytes, 16);
-    c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
-    c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
-    b += 32;
-  }
-  const c1 = c + rowC;
-  v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
-  v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
-}
-
-// 2 × 8
 function tile2x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA;
-  const init0 = bias4(bias, 0);
-  const init1 = bias4(bias, 16);
-  let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
+  tileRx8(2, a0, rowA, k, panel, bias, c, rowC);
+}
+// 1 × 8 stays written out: built from tileRx8 it changed binaryen's inlining of gemmPanels and
+// made the M = 1 path (tile1x32) 1.5× slower in V8 (measured, same bits).
+function tile1x8(a0: usize, k: i32, panel: usize, bias: usize, c: usize): void {
+  let c0 = bias4(bias, 0);
+  let c1 = bias4(bias, 16);
   let b = panel;
   for (let kk = 0; kk < k; kk++) {
-    const off = <usize>kk << 2;
-    const x0 = v128.load32_splat(a0 + off);
-    const x1 = v128.load32_splat(a1 + off);
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
-    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    const x = v128.load32_splat(a0 + (<usize>kk << 2));
+    c0 = madd(x, v128.load(b), c0);
+    c1 = madd(x, v128.load(b, 16), c1);
     b += 32;
   }
-  v128.store(c, c00); v128.store(c, c01, 16);
-  v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16);
+  v128.store(c, c0);
+  v128.store(c, c1, 16);
+}
+// 3 × 16 and 2 × 16: few rows over two panels (small batches: every weight byte read once).
+function tile3x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
+  tileRx16(3, a0, rowA, k, panel, panelBytes, bias, c, rowC);
+}
+function tile2x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
+  tileRx16(2, a0, rowA, k, panel, panelBytes, bias, c, rowC);
 }
 
 // 1 × 32: one row over four panels (four read streams: a GEMV at memory speed).
@@ -234,20 +192,6 @@ function tile1x32(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usiz
   v128.store(c, c4, 64); v128.store(c, c5, 80); v128.store(c, c6, 96); v128.store(c, c7, 112);
 }
 
-// 1 × 8
-function tile1x8(a0: usize, k: i32, panel: usize, bias: usize, c: usize): void {
-  let c0 = bias4(bias, 0);
-  let c1 = bias4(bias, 16);
-  let b = panel;
-  for (let kk = 0; kk < k; kk++) {
-    const x = v128.load32_splat(a0 + (<usize>kk << 2));
-    c0 = madd(x, v128.load(b), c0);
-    c1 = madd(x, v128.load(b, 16), c1);
-    b += 32;
-  }
-  v128.store(c, c0);
-  v128.store(c, c1, 16);
-}
 
 /**
  * C[M, 8·P] = A[M, K] · Bpacked (+ bias[8·P] when bias ≠ 0).

@@ -2,6 +2,7 @@
 // the README's error metric, the file-name → option-name mapping of the weights, and a seeded
 // JavaScript PRNG for random layers. Nothing here touches ../shared: the fixtures live in the repo.
 import { readFileSync } from "node:fs";
+import type { RefLayer } from "./reference.ts";
 import { readSafetensors, type ExpertKind, type MoEConfig, type MoEWeights, type SafetensorsFile } from "edge-moe";
 
 export const VECTORS_DIR = new URL("./fixtures/vectors/", import.meta.url);
@@ -210,18 +211,9 @@ export class Rng {
   }
 }
 
-/** Shape and options of a random layer. */
-export interface LayerShape {
-  d: number;
-  h: number;
-  n: number;
-  k: number;
-  expert: ExpertKind;
-  noisy: boolean;
-  noiseEpsilon?: number;
-  wImportance?: number;
-  wLoad?: number;
-}
+/** Shape and options of a random layer: the reference layer without weights, loss options optional. */
+export type LayerShape = Omit<RefLayer, "weights" | "noiseEpsilon" | "wImportance" | "wLoad"> &
+  Partial<Pick<RefLayer, "noiseEpsilon" | "wImportance" | "wLoad">>;
 
 /**
  * Random weights drawn like the golden vectors' generator: w_gate ~ N(0, 1/d),
