@@ -1,6 +1,9 @@
 // npm run bench: the cross-runtime benchmark suite, one command.
 //   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
-//                      [--batches=1,64] [--no-readme] [--no-build]
+//                      [--batches=1,64] [--no-peer] [--no-plain] [--out=DIR]
+//                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only]
+// --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
+// toolchain: bench/device/run.sh); --out writes the results elsewhere than bench/results.
 // Builds the machine probes, runs bench/suite.mjs in Node, Deno, Bun and headless Chromium (one
 // after another, so they do not share the cores), and writes bench/results/: results.json (every
 // figure), results.md (the tables), chart.svg (time per token vs batch), and the README's
@@ -20,7 +23,7 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
 }));
 const quick = Boolean(args.quick);
 const runtimes = String(args.runtimes ?? "node,deno,bun,chromium").split(",");
-const outDir = join(root, "bench/results");
+const outDir = args.out ? String(args.out) : join(root, "bench/results");
 const rawDir = join(outDir, "raw");
 mkdirSync(rawDir, { recursive: true });
 
@@ -42,12 +45,13 @@ if (args.cases) {
   experts = EXPERTS.filter((e) => keep.some(([ex]) => ex === e));
 }
 if (args.batches) batches = String(args.batches).split(",").map(Number);
-const common = { shapes, experts, batches, roundMs: quick ? 60 : 250, rounds: quick ? 2 : 3, maxCallMs: quick ? 1500 : 15000 };
+const maxCallMs = Number(args["max-call-ms"] ?? (quick ? 1500 : 15000)); // engines estimated slower are skipped at that batch
+const common = { shapes, experts, batches, roundMs: quick ? 60 : 250, rounds: quick ? 2 : 3, maxCallMs };
 const plan = {
-  node: { builds: allBuilds, peer: true, plainJs: true, gpu: true },
+  node: { builds: allBuilds, peer: !args["no-peer"], plainJs: !args["no-plain"], gpu: true },
   deno: { builds: allBuilds, gpu: true },
   bun: { builds: allBuilds },
-  chromium: { builds: allBuilds, peer: true, gpu: true },
+  chromium: { builds: allBuilds, peer: !args["no-peer"], gpu: true },
 };
 
 // ---- probes --------------------------------------------------------------------------------------
@@ -158,7 +162,8 @@ function machineName() {
 
 // the kernels measured are the tree's: build first (--no-build to measure dist/ as it is)
 if (!args["no-build"] || !existsSync(join(root, "dist/index.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
-buildProbes();
+if (!args["no-build"] || !existsSync(join(root, "build/bench/machine-simd.wasm"))) buildProbes();
+if (args["probes-only"]) process.exit(0);
 const results = { machine: machineName(), date: new Date().toISOString(), quick, threads: T, runtimes: {} };
 for (const runtime of runtimes) {
   console.log(`\n=== ${runtime} ===`);

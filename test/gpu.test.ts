@@ -177,6 +177,25 @@ gpuSuite("the GPU path (Node, Dawn)", probe, () => {
     });
   });
 
+  describe("a threaded CPU build (shared wasm memory) under the GPU path", () => {
+    it("uploads the plan from shared memory: the GPU runs, no warning, y agrees with the CPU", async () => {
+      const warnings: MoEWarning[] = [];
+      const layer = await createMoE({ ...layerConfig(SHAPE, 9), backend: "gpu", threads: 2, onWarning: (w) => warnings.push(w) });
+      try {
+        for (const batch of [1, 7, 33]) {
+          const x = rng.normals(batch * SHAPE.d);
+          const got = await layer.forward(x);
+          expect(got.backend).toBe("gpu");
+          expect(relErr(got.y, layer.forwardSync(x).y)).toBeLessThanOrEqual(TOL);
+        }
+        expect(warnings).toEqual([]);
+        expect(layer.gpuStatus.available).toBe(true);
+      } finally {
+        layer.dispose();
+      }
+    });
+  });
+
   describe("gpu: a caller's device", () => {
     it("runs on the given device, and dispose() leaves the device to its owner", async () => {
       const device = await newDevice();

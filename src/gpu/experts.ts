@@ -125,6 +125,7 @@ export class GpuExperts {
   /** x of the running call, rows padded to xStride: the upload source and the CPU fallback's copy. */
   private hostX = new Float32Array(0);
   private hostTiles = new Uint32Array(0);
+  private hostStaging = new ArrayBuffer(0);
   private readonly callWords = new ArrayBuffer(32);
   private stamp = 0;
   private disposed = false;
@@ -411,6 +412,19 @@ export class GpuExperts {
     })();
   }
 
+  /**
+   * `view` itself, or where it lies in shared wasm memory (the threaded builds) a copy in
+   * `hostStaging`: Dawn's writeBuffer rejects views of a SharedArrayBuffer ("Invalid argument").
+   * writeBuffer copies its source at the call, so the one staging buffer serves every upload.
+   */
+  private unshared<T extends Int32Array | Float32Array>(view: T): T {
+    if (!(typeof SharedArrayBuffer === "function" && view.buffer instanceof SharedArrayBuffer)) return view;
+    if (this.hostStaging.byteLength < view.byteLength) this.hostStaging = new ArrayBuffer(nextPow2(view.byteLength));
+    const copy = new (view.constructor as new (b: ArrayBuffer, o: number, l: number) => T)(this.hostStaging, 0, view.length);
+    copy.set(view);
+    return copy;
+  }
+
   /** Uploads rows [r0, r0 + rows) with the plan in the scratch, and submits the three passes. */
   private submitPass(engine: CpuEngine, r0: number, rows: number, readback: GPUBuffer): void {
     const { dModel: d, numExperts: n, k } = this.spec;
@@ -420,9 +434,9 @@ export class GpuExperts {
     const s = engine.scratch;
     const pairs = rows * k;
     queue.writeBuffer(call.inputs, layout.x, this.hostX, r0 * this.xStride, rows * this.xStride);
-    queue.writeBuffer(call.inputs, layout.pairOf, engine.i32(s.pairOf, pairs));
-    queue.writeBuffer(call.inputs, layout.posOf, engine.i32(s.posOf, pairs));
-    queue.writeBuffer(call.inputs, layout.gates, engine.f32(s.topkGates + 4 * r0 * k, pairs));
+    queue.writeBuffer(call.inputs, layout.pairOf, this.unshared(engine.i32(s.pairOf, pairs)));
+    queue.writeBuffer(call.inputs, layout.posOf, this.unshared(engine.i32(s.posOf, pairs)));
+    queue.writeBuffer(call.inputs, layout.gates, this.unshared(engine.f32(s.topkGates + 4 * r0 * k, pairs)));
 
     // Tile tables: per weight buffer, the tiles of TILE_M positions of each of its slabs' experts.
     const offsets = engine.i32(s.expertOffsets, n + 1);
