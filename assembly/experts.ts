@@ -212,13 +212,17 @@ function combineRows(out: usize, d: i32, r0: i32, r1: i32, k: i32, posOf: usize,
 // The control block: i32 slots at ctl, written by src/cpu/threads.ts (CONTROL there mirrors these).
 // Counters sit in their own 64-byte lines.
 export const CTL_GENERATION = 0; // bumped by the caller to start a run; idle workers wait on it
-export const CTL_CLAIMED = 16; // 16..19: chunks claimed, per phase
-export const CTL_FINISHED = 24; // 24..27: chunks finished, per phase
+export const CTL_CLAIMED = 16; // 16..20: chunks claimed, per phase
+export const CTL_FINISHED = 24; // 24..28: chunks finished, per phase
 export const CTL_FAILED = 33; // set by a worker whose share threw: nobody waits for it any more
 export const CTL_CALLER_MAY_BLOCK = 34; // 0 on a browser's main thread, where atomic waits trap
-export const CTL_JOB = 48; // what the run does: JOB_EXPERTS, or JOB_EXIT to end the workers
+export const CTL_JOB = 48; // what the run does: JOB_EXPERTS, JOB_GATING, or JOB_EXIT to end the workers
 export const CTL_THREADS = 49;
-export const CTL_RUN = 70; // index of this run (0, 1, 2, …), set with its parameters
+export const CTL_RUN = 70; // index of this run among its job's runs (0, 1, 2, …), set with its parameters
+export const CTL_GATE_W = 71; // JOB_GATING: the packed gate panels, their count, the logits and their stride
+export const CTL_PANELS = 72;
+export const CTL_LOGITS = 73;
+export const CTL_LDL = 74;
 export const CTL_KIND = 50;
 export const CTL_D = 51;
 export const CTL_H = 52;
@@ -242,11 +246,15 @@ export const CTL_Y = 69;
 export const CTL_SLOTS = 80; // size of the block in i32 (five cache lines)
 export const JOB_EXPERTS = 1;
 export const JOB_EXIT = 2;
+export const JOB_GATING = 3;
 
 const PHASE_GATHER = 0;
 const PHASE_UP = 1;
 const PHASE_DOWN = 2;
 const PHASE_COMBINE = 3;
+const PHASE_GATING = 4; // the one phase of a JOB_GATING run
+/** Row chunks per thread of the gating GEMM (uniform work: a little slack for a late thread). */
+const GATING_CHUNKS_PER_THREAD = 2;
 /** Chunks per thread in the GEMM phases: enough to even out a late or slow thread, few enough to keep long weight streams. */
 const GEMM_CHUNKS_PER_THREAD = 4;
 
@@ -381,6 +389,10 @@ export function expertsThread(ctl: usize, thread: i32): void {
   const threads = slot(ctl, CTL_THREADS);
   const run = slot(ctl, CTL_RUN);
   const mayBlock = thread != 0 || slot(ctl, CTL_CALLER_MAY_BLOCK) != 0;
+  if (slot(ctl, CTL_JOB) == JOB_GATING) {
+    gatingThread(ctl, thread, threads, run, mayBlock);
+    return;
+  }
   for (let phase = PHASE_GATHER; phase <= PHASE_COMBINE; phase++) {
     const gemm = phase == PHASE_UP || phase == PHASE_DOWN;
     const chunks = gemm ? threads * GEMM_CHUNKS_PER_THREAD : threads;
@@ -394,4 +406,30 @@ export function expertsThread(ctl: usize, thread: i32): void {
     // the next phase reads what every chunk of this one wrote; workers need not wait for the last
     if (phase < PHASE_COMBINE || thread == 0) waitFor(ctl, ctl + (<usize>(CTL_FINISHED + phase) << 2), end, mayBlock);
   }
+}
+
+/**
+ * Thread `thread`'s part of a JOB_GATING run: the gating GEMM (logits = x · [W_g | W_noise] panels,
+ * src/cpu/engine.ts gate) in row chunks of whole 4-row tiles. Every logit is one dot product
+ * summed in k order whichever tile computes it, so any split gives the single thread's bits.
+ */
+function gatingThread(ctl: usize, thread: i32, threads: i32, run: i32, mayBlock: bool): void {
+  const d = slot(ctl, CTL_D);
+  const batch = slot(ctl, CTL_BATCH);
+  const x = <usize>slot(ctl, CTL_X);
+  const logits = <usize>slot(ctl, CTL_LOGITS);
+  const ldl = slot(ctl, CTL_LDL);
+  const chunks = threads * GATING_CHUNKS_PER_THREAD;
+  const base = run * chunks;
+  const end = base + chunks;
+  for (let c = claim(ctl, PHASE_GATING, end); c >= 0; c = claim(ctl, PHASE_GATING, end)) {
+    const r0 = <i32>(<i64>batch * (c - base) / chunks) & ~3;
+    const r1 = c + 1 == end ? batch : <i32>(<i64>batch * (c - base + 1) / chunks) & ~3;
+    if (r1 > r0) {
+      gemmPanels(x + <usize>r0 * d * 4, d, r1 - r0, d, <usize>slot(ctl, CTL_GATE_W), slot(ctl, CTL_PANELS), d,
+        logits + <usize>r0 * ldl * 4, ldl, 0);
+    }
+    finish(ctl, PHASE_GATING, end);
+  }
+  if (thread == 0) waitFor(ctl, ctl + (<usize>(CTL_FINISHED + PHASE_GATING) << 2), end, mayBlock);
 }

@@ -10,6 +10,11 @@ import { CONTROL, ThreadPool } from "./threads.ts";
 const PAGE = 65536;
 const ALIGN = 64;
 const KIND_CODE = { relu: 0, gelu: 1, swiglu: 2 } as const;
+/**
+ * Multiply-adds of the gating GEMM from which a threaded layer splits it across its threads:
+ * ~2^17 is ~10 µs of one thread's SIMD, several times the cost of a run's hand-off.
+ */
+const THREADED_GATING_MACS = 2 ** 17;
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 
@@ -262,7 +267,15 @@ export class CpuEngine {
     const noisy = train && noisyGating;
     // Eval mode needs only the clean columns (the first ⌈n/8⌉ panels).
     const panels = noisy ? this.ldl / 8 : Math.ceil(n / 8);
-    K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, s.logits, this.ldl, 0);
+    if (this.pool && batch * d * panels * 8 >= THREADED_GATING_MACS) {
+      // the same GEMM in row chunks across the threads (assembly/experts.ts gatingThread): same bits
+      const c = this.pool.control;
+      c[CONTROL.d] = d; c[CONTROL.batch] = batch; c[CONTROL.x] = xPtr;
+      c[CONTROL.gateW] = this.weightPtr.gate; c[CONTROL.panels] = panels; c[CONTROL.logits] = s.logits; c[CONTROL.ldl] = this.ldl;
+      this.pool.runGating();
+    } else {
+      K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, s.logits, this.ldl, 0);
+    }
     if (noisy) {
       if (noise) {
         this.f32(s.noise, batch * n).set(noise);

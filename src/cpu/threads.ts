@@ -1,6 +1,6 @@
 // The worker pool of a threaded layer: T−1 workers, made once at creation, each instantiating the
-// layer's kernel module on the layer's shared memory. A forward's expert pass is one run: the
-// caller writes the run's parameters into a control block in that memory, bumps its generation
+// layer's kernel module on the layer's shared memory. A forward's gating GEMM (large batches) and
+// its expert pass are one run each: the caller writes the run's parameters into a control block in that memory, bumps its generation
 // counter (which wakes the workers) and runs thread 0's share itself; the kernels
 // (assembly/experts.ts, expertsThread) split the work and meet at barriers in shared memory. A run
 // posts no message and allocates nothing.
@@ -14,12 +14,13 @@ import type { KernelExports } from "./wasm.ts";
 export const CONTROL = {
   generation: 0, failed: 33, callerMayBlock: 34, job: 48, threads: 49, kind: 50, d: 51, h: 52, n: 53, k: 54, batch: 55,
   x: 56, w1: 57, b1: 58, w2: 59, b2: 60, expertOffsets: 61, pairOf: 62, posOf: 63, topkGates: 64,
-  gathered: 65, pre: 66, act: 67, out: 68, y: 69, run: 70,
+  gathered: 65, pre: 66, act: 67, out: 68, y: 69, run: 70, gateW: 71, panels: 72, logits: 73, ldl: 74,
   /** Size of the block in i32 slots. */
   slots: 80,
 } as const;
 export const JOB_EXPERTS = 1;
 export const JOB_EXIT = 2;
+export const JOB_GATING = 3;
 
 /** What a worker is told at start. */
 interface WorkerStart {
@@ -155,7 +156,7 @@ export class ThreadPool {
   private readonly ctl: number;
   private workers: PoolWorker[];
   private error: string | undefined;
-  private runs = 0;
+  private readonly runs = { [JOB_EXPERTS]: 0, [JOB_GATING]: 0 };
 
   private constructor(kernels: KernelExports, ctl: number, workers: PoolWorker[]) {
     this.kernels = kernels;
@@ -197,12 +198,22 @@ export class ThreadPool {
 
   /** Runs the expert pass whose parameters are in `control`: returns when every thread has finished its share. */
   runExperts(): void {
+    this.run(JOB_EXPERTS);
+  }
+
+  /** Runs the gating GEMM whose parameters are in `control` (assembly/experts.ts gatingThread). */
+  runGating(): void {
+    this.run(JOB_GATING);
+  }
+
+  private run(job: typeof JOB_EXPERTS | typeof JOB_GATING): void {
     if (this.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
     const c = this.control;
-    c[CONTROL.job] = JOB_EXPERTS;
+    c[CONTROL.job] = job;
     c[CONTROL.threads] = this.threads;
     c[CONTROL.callerMayBlock] = CALLER_MAY_BLOCK;
-    c[CONTROL.run] = this.runs++; // the chunk counters of assembly/experts.ts only grow: nothing to reset
+    // each job's chunk counters (assembly/experts.ts) only grow, by its own runs: nothing to reset
+    c[CONTROL.run] = this.runs[job]++;
     Atomics.add(c, CONTROL.generation, 1);
     Atomics.notify(c, CONTROL.generation);
     this.kernels.expertsThread(this.ctl, 0);
