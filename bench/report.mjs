@@ -151,7 +151,7 @@ function whyScale(missed, machine) {
   const memory = missed.filter((r) => r.regime !== "compute-bound");
   const parts = [];
   if (memory.length && bwRatio) parts.push(`two threads read only ${bwRatio.toFixed(2)}× one thread's bandwidth here, which bounds the memory-heavy rows`);
-  parts.push("the gating pass and the JS around the call run on one thread (Amdahl), and the host's other load takes cores from a 2-thread run");
+  parts.push("the rest of the gating (noise, top-k, losses, plan) and the JS around the call run on one thread (Amdahl), and the host's other load takes cores from a 2-thread run");
   return parts.join("; ");
 }
 

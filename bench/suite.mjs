@@ -88,9 +88,10 @@ async function runCase(c) {
   }
   if (gpu) {
     try {
-      const layer = await createMoE({ ...base, backend: "gpu" });
+      // the host side (gating, plan) on every hardware thread, as a server with a GPU would run it
+      const layer = await createMoE({ ...base, backend: "gpu", threads: "auto" });
       const status = layer.gpuStatus;
-      result.engines.gpu = { adapter: status.adapter, software: status.software };
+      result.engines.gpu = { adapter: status.adapter, software: status.software, threads: "auto" };
       engines.set("gpu", { kind: "gpu", async: true, software: status.software, forward: async (x) => (await layer.forward(x)).y, dispose: () => layer.dispose() });
     } catch (error) {
       result.engines.gpu = { unavailable: String(error?.message ?? error) };

@@ -87,7 +87,7 @@ export interface MoEConfig {
    */
   wasmBuild?: "auto" | WasmBuild;
   /**
-   * Threads for the expert pass on the CPU. Default 1. More than 1 loads a threaded build (shared
+   * Threads for the expert pass on the CPU, and for the gating GEMM of large batches. Default 1. More than 1 loads a threaded build (shared
    * memory; needs SharedArrayBuffer, Atomics and workers: in browsers a cross-origin isolated page)
    * and starts threads − 1 workers once, at creation; `dispose()` ends them. "auto": one per
    * hardware thread where threads are available and the package picks the build (no `wasm`, and
