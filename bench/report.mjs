@@ -325,10 +325,12 @@ export function renderChart(results) {
     const gpuInfo = rows.map((r) => results.runtimes[r.runtime]?.cases?.find((x) => x.name === c.name)?.engines?.gpu).find((g) => g?.adapter);
     const all = Object.values(series).flat();
     if (all.length === 0) return;
-    const xs = [1, 8, 64, 512];
+    // x: log2 of the batches this case ran, from the smallest to the largest
+    const xs = [...new Set(all.map((p) => p[0]))].sort((a, b) => a - b);
+    const lx0 = Math.log2(xs[0]), lx1 = Math.max(lx0 + 1, Math.log2(xs[xs.length - 1]));
     const ymin = Math.min(...all.map((p) => p[1])), ymax = Math.max(...all.map((p) => p[1]));
     const ly0 = Math.floor(Math.log10(ymin)), ly1 = Math.ceil(Math.log10(ymax));
-    const X = (b) => ox + margin.l + ((Math.log2(b) - 0) / 9) * (pw - margin.l - margin.r);
+    const X = (b) => ox + margin.l + ((Math.log2(b) - lx0) / (lx1 - lx0)) * (pw - margin.l - margin.r);
     const Y = (v) => oy + margin.t + (1 - (Math.log10(v) - ly0) / Math.max(1, ly1 - ly0)) * (ph - margin.t - margin.b);
     parts.push(`<text x="${ox + margin.l}" y="${oy + 18}" font-weight="bold">${escapeXml(c.name)}</text>`);
     parts.push(`<rect x="${ox + margin.l}" y="${oy + margin.t}" width="${pw - margin.l - margin.r}" height="${ph - margin.t - margin.b}" fill="none" stroke="#ccc"/>`);
