@@ -78,11 +78,16 @@ function bias4(bias: usize, offset: usize): v128 {
 // R × 8 and R × 16 tiles, R a constant at every call site: each wrapper below inlines the one
 // template with its R, and the optimizer keeps only that many rows (unused accumulators, loads and
 // stores fold away). R × 8 reads one panel; R × 16 two adjacent panels (two read streams).
+// tileRx8 computes `rows` rows but stores only the first `stored`: rows past `stored` read A row
+// stored − 1 again (a valid row: no read past A, and only copies of a stored row's finite sums),
+// and their results are dropped, so a 3-row tail runs as one more 4 × 8 tile on the hot panel.
 
 // @ts-ignore: decorator
 @inline
-function tileRx8(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA, a2 = a1 + rowA, a3 = a2 + rowA;
+function tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = stored > 1 ? a0 + rowA : a0;
+  const a2 = stored > 2 ? a1 + rowA : a1;
+  const a3 = stored > 3 ? a2 + rowA : a2;
   const init0 = bias4(bias, 0), init1 = bias4(bias, 16);
   let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
   let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
@@ -99,9 +104,9 @@ function tileRx8(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: 
     b += 32;
   }
   v128.store(c, c00); v128.store(c, c01, 16);
-  if (rows > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
-  if (rows > 2) { v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16); }
-  if (rows > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
+  if (stored > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
+  if (stored > 2) { v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16); }
+  if (stored > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
 }
 
 // @ts-ignore: decorator
@@ -141,13 +146,17 @@ function tileRx16(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, panel
 
 // 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds).
 function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  tileRx8(4, a0, rowA, k, panel, bias, c, rowC);
+  tileRx8(4, 4, a0, rowA, k, panel, bias, c, rowC);
+}
+// a 3-row tail of M ≥ 7 at the 4 × 8 rate: computes a copy of row 2 as its 4th row, stores 3
+function tile4x8Store3(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  tileRx8(4, 3, a0, rowA, k, panel, bias, c, rowC);
 }
 function tile3x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  tileRx8(3, a0, rowA, k, panel, bias, c, rowC);
+  tileRx8(3, 3, a0, rowA, k, panel, bias, c, rowC);
 }
 function tile2x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  tileRx8(2, a0, rowA, k, panel, bias, c, rowC);
+  tileRx8(2, 2, a0, rowA, k, panel, bias, c, rowC);
 }
 // 1 × 8 stays written out: built from tileRx8 it changed binaryen's inlining of gemmPanels and
 // made the M = 1 path (tile1x32) 1.5× slower in V8 (measured, same bits).
@@ -244,7 +253,7 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
       const ai = a + <usize>i * rowA;
       const ci = c + <usize>i * rowC + col;
       const rest = r1 - i;
-      if (rest == 3) tile3x8(ai, rowA, k, panel, biasP, ci, rowC);
+      if (rest == 3) tile4x8Store3(ai, rowA, k, panel, biasP, ci, rowC);
       else if (rest == 2) tile2x8(ai, rowA, k, panel, biasP, ci, rowC);
       else if (rest == 1) tile1x8(ai, k, panel, biasP, ci);
     }

@@ -31,7 +31,7 @@ const D = 1024, H = 1024, N = 64;
 const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
 
 for (const build of builds) {
-  const k = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(join(root, `dist/edge-moe.${build}.wasm`))), {}).exports;
+  const k = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(args.wasm ? String(args.wasm).replace("BUILD", build) : join(root, `dist/edge-moe.${build}.wasm`))), {}).exports;
   const probe = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(join(root, `build/bench/machine-${build}.wasm`))), {}).exports;
   const COLD = 512 * 2 ** 20, FLUSH = 64 * 2 ** 20;
   const pBase = (probe.heapBase() + 4095) & ~4095;
