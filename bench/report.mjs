@@ -130,7 +130,7 @@ function whyBelowRoofline(missed, machine) {
     parts.push(`memory-bound rows stream weights at less than the probe's ${machine.bandwidth1.toFixed(1)} GB/s (a GEMM's few read streams, and the gating/plan/combine passes around it, do not reach a pure sequential read)`);
   }
   if (regimes.includes("balanced")) {
-    parts.push("balanced rows (bytes/bandwidth ≈ flops/peak) pay for memory and arithmetic one after the other: one thread does not overlap the weight stream with the madds, so the time is nearer their sum than their max");
+    parts.push("balanced rows (bytes/bandwidth ≈ flops/peak): one wasm thread overlaps the weight stream with the madds only partly — bench/overlap.mjs measured 1.26–1.43 × max(memory, arithmetic) at balance in every loop shape tried, so ≥ 80% is out of one thread's reach there — and the tiles of 1, 3 or 5 rows per expert run at about half the 4-row rate (bench/experts-overlap.mjs, bench/gemm-rows.mjs)");
   }
   if (regimes.includes("compute-bound")) {
     parts.push(`compute-bound rows lose to the tile's loads and the per-call passes (gather, activation, combine) against a register-only peak of ${machine.simdPeak.toFixed(1)} GFLOP/s`);
