@@ -3,15 +3,18 @@
 # (the H200 that the device tool lends: DESIGN.md, "Real GPU timings"). Here, in the repository:
 #   bash bench/device/prepare.sh
 # builds dist/ and the machine probes (build/bench/), bundles test/device/gpu-check.ts into
-# test/gpu-check.bundle.mjs, and fills .device/ (git-ignored) with what run.sh unpacks there:
+# test/gpu-check.bundle.mjs and the Node GPU suites with a vitest stand-in into
+# test/gpu-suites.bundle.mjs, and fills .device/ (git-ignored) with what run.sh unpacks there:
 # this Node binary and Dawn (the webgpu package's linux-x64 build), xz-compressed to fit the
 # tool's 64 MiB transfer, tinybench, and the Vulkan loader (Debian's libvulkan1).
-# The device call then carries: .device dist build/bench test/gpu-check.bundle.mjs
+# The device call then carries: .device dist build/bench test/gpu-check.bundle.mjs test/gpu-suites.bundle.mjs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 node bench/run.mjs --probes-only
-npx esbuild test/device/gpu-check.ts --bundle --platform=node --format=esm --target=node20 \
-  --external:edge-moe --outfile=test/gpu-check.bundle.mjs --log-level=warning
+bundle() { npx esbuild "$1" --bundle --platform=node --format=esm --target=node20 --external:edge-moe \
+  --external:webgpu --alias:vitest=./test/device/vitest-shim.ts --ignore-annotations --outfile="$2" --log-level=warning; }
+bundle test/device/gpu-check.ts test/gpu-check.bundle.mjs
+bundle test/device/gpu-suites.ts test/gpu-suites.bundle.mjs
 
 mkdir -p .device/webgpu .device/tinybench
 [ -s .device/node.xz ] || xz -T0 -9 -c "$(command -v node)" > .device/node.xz
@@ -19,4 +22,4 @@ mkdir -p .device/webgpu .device/tinybench
 cp node_modules/webgpu/package.json node_modules/webgpu/index.js .device/webgpu/
 cp -r node_modules/tinybench/package.json node_modules/tinybench/dist .device/tinybench/
 if ! ls .device/libglx0_*.deb >/dev/null 2>&1; then (cd .device && apt-get download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libgles2 libopengl0); fi
-du -sh .device dist build/bench test/gpu-check.bundle.mjs
+du -sh .device dist build/bench test/gpu-check.bundle.mjs test/gpu-suites.bundle.mjs

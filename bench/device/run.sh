@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU machine's side (after bench/device/prepare.sh here): the device tool's `run` with
 #   command: bash bench/device/run.sh     carry: .device dist build/bench test/gpu-check.bundle.mjs
+#                                                test/gpu-suites.bundle.mjs
 # Unpacks Node, Dawn, tinybench and the Vulkan loader; finds a Vulkan driver that gives Dawn an
 # adapter; runs the golden vectors and the router's calibration on the GPU (test/device/gpu-check.ts)
 # and the Node benchmark with the GPU path (bench/run.mjs). Everything lands in $OUT.
+# GPUTESTS=1 runs the Node GPU test suites instead, DIAG=1 the time breakdown, TILES=1 the tile sweep.
 set -uo pipefail
 OUT=${OUT:-/tmp/device-out}
 mkdir -p "$OUT"
@@ -32,6 +34,11 @@ for icd in ${VK_ICD_FILENAMES:-} default $(find / -xdev -name '*icd*.json' -path
 done
 [ $found = yes ] || { log "no WebGPU adapter"; exit 1; }
 
+if [ -n "${GPUTESTS:-}" ]; then
+  log "the Node GPU suites (test/gpu.test.ts, test/gpu_golden.test.ts) with a vitest stand-in"
+  CI=true timeout 300 node test/gpu-suites.bundle.mjs 2>&1 | tee "$OUT/gpu-suites.log"
+  exit "${PIPESTATUS[0]}"
+fi
 if [ -n "${DIAG:-}" ]; then
   log "where a large-batch GPU forward spends its time"
   timeout 200 node bench/device/diag.mjs "$OUT/diag.json" 2>&1 | tee "$OUT/diag.log"
