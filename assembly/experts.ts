@@ -193,9 +193,11 @@ function combineRows(out: usize, d: i32, r0: i32, r1: i32, k: i32, posOf: usize,
   }
 }
 
-// ---- the expert pass on several threads ----------------------------------------------------------
+// ---- the expert pass (and the gating GEMM) on several threads --------------------------------------
 // Every thread (the caller is thread 0; src/cpu/threads.ts starts the others) runs
-// expertsThread(ctl, thread) on the same shared memory. The pass has four phases: gather the rows;
+// poolThread(ctl, thread) on the same shared memory, which runs the job of the control block: the
+// expert pass (JOB_EXPERTS) or the gating GEMM (JOB_GATING, one phase of row chunks: gatingThread
+// below). The expert pass has four phases: gather the rows;
 // up-projection + activation; down-projection; combine. Each phase is cut into a fixed number of
 // chunks, which the threads claim one at a time (an atomic counter per phase) until none is left,
 // and a phase starts when every chunk of the one before is done. Gather and combine chunks are row
@@ -381,11 +383,11 @@ function rowChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
 }
 
 /**
- * Thread `thread`'s part of the expert pass described by the control block (JOB_EXPERTS): claims
- * and runs chunks of each phase in turn. The caller (thread 0) returns when every chunk of the
- * last phase is done.
+ * Thread `thread`'s part of the run described by the control block. JOB_EXPERTS: claims and runs
+ * chunks of each phase of the expert pass in turn; JOB_GATING: the gating GEMM's row chunks. The
+ * caller (thread 0) returns when every chunk of the last phase is done.
  */
-export function expertsThread(ctl: usize, thread: i32): void {
+export function poolThread(ctl: usize, thread: i32): void {
   const threads = slot(ctl, CTL_THREADS);
   const run = slot(ctl, CTL_RUN);
   const mayBlock = thread != 0 || slot(ctl, CTL_CALLER_MAY_BLOCK) != 0;

@@ -5,7 +5,7 @@ export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
 export { normalNoise } from "./rng";
 export { topkSoftmax } from "./topk";
 export { balanceLosses } from "./losses";
-export { buildPlan, gatherRows, activate, expertsForward, combine, expertsThread } from "./experts";
+export { buildPlan, gatherRows, activate, expertsForward, combine, poolThread } from "./experts";
 export {
   expertOutputGrads, cvSquaredGrad, gatingBackward, gemmAtB, gemmABt, columnSums, activationBackward,
   expertsBackward, scatterAddRows,

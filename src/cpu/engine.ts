@@ -304,7 +304,7 @@ export class CpuEngine {
     const { dModel: d, dHidden: h, numExperts: n, k } = this.spec;
     const w = this.weightPtr;
     if (this.pool) {
-      // The same pass split across the threads (assembly/experts.ts, expertsThread): same bits.
+      // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
       const c = this.pool.control;
       c[CONTROL.kind] = this.kind; c[CONTROL.d] = d; c[CONTROL.h] = h; c[CONTROL.n] = n; c[CONTROL.k] = k;
       c[CONTROL.batch] = batch; c[CONTROL.x] = this.xPtr;

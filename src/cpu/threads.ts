@@ -2,7 +2,7 @@
 // layer's kernel module on the layer's shared memory. A forward's gating GEMM (large batches) and
 // its expert pass are one run each: the caller writes the run's parameters into a control block in that memory, bumps its generation
 // counter (which wakes the workers) and runs thread 0's share itself; the kernels
-// (assembly/experts.ts, expertsThread) split the work and meet at barriers in shared memory. A run
+// (assembly/experts.ts, poolThread) split the work and meet at barriers in shared memory. A run
 // posts no message and allocates nothing.
 //
 // Workers: Web Workers (browsers, Deno, Bun) from a blob: URL, or Node's worker_threads, both from
@@ -65,7 +65,7 @@ async function main({ module, memory, ctl, thread }) {
     seen = g;
     if (Atomics.load(c, ${CONTROL.job}) === ${JOB_EXIT}) break;
     try {
-      instance.exports.expertsThread(ctl, thread);
+      instance.exports.poolThread(ctl, thread);
     } catch (error) {
       Atomics.store(c, ${CONTROL.failed}, 1);
       post({ error: String(error && error.message || error) });
@@ -216,7 +216,7 @@ export class ThreadPool {
     c[CONTROL.run] = this.runs[job]++;
     Atomics.add(c, CONTROL.generation, 1);
     Atomics.notify(c, CONTROL.generation);
-    this.kernels.expertsThread(this.ctl, 0);
+    this.kernels.poolThread(this.ctl, 0);
     if (Atomics.load(c, CONTROL.failed) !== 0) {
       throw new MoEError("WASM_LOAD", `a kernel worker failed: ${this.error ?? "unknown error"}`);
     }

@@ -36,7 +36,7 @@ export interface KernelExports {
   ): void;
   combine(out: number, d: number, b: number, k: number, posOf: number, topkGates: number, y: number): void;
   /** Thread `thread`'s share of the expert pass described by the control block at ctl (src/cpu/threads.ts). */
-  expertsThread(ctl: number, thread: number): void;
+  poolThread(ctl: number, thread: number): void;
 }
 
 export type WasmSource = NonNullable<MoEConfig["wasm"]>;
