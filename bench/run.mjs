@@ -183,4 +183,4 @@ if (!args["no-readme"]) {
   const updated = renderReadmeSection(readme, results);
   if (updated !== readme) writeFileSync(readmePath, updated);
 }
-console.log(`\nwrote bench/results/results.json, results.md, chart.svg${args["no-readme"] ? "" : " and the README table"}`);
+console.log(`\nwrote ${outDir}/results.json, results.md, chart.svg${args["no-readme"] ? "" : " and the README table"}`);

@@ -6,7 +6,7 @@
 import { BATCHES, EXPERTS, SHAPES, caseName, forwardBytes, forwardFlops, makeInput, makeWeights } from "./cases.mjs";
 import { createPlainJs } from "./plain-js.mjs";
 import { createTfjsPeer } from "./peer-tfjs.mjs";
-import { measureMachine } from "./machine.mjs";
+import { makeSpeedProbe, measureMachine } from "./machine.mjs";
 
 /**
  * options:
@@ -23,6 +23,8 @@ import { measureMachine } from "./machine.mjs";
  *                           longer is not run at this batch (plain JS, software GPUs at large B)
  *   machine                 measure the machine (default true)
  *   evict                   flush the caches before each timed call (default true)
+ *   speed                   probe the machine's speed around every engine's block of samples
+ *                           (default true; bench/machine.mjs makeSpeedProbe): see `now` below
  *   log                     progress lines
  */
 export async function runSuite(options) {
@@ -33,6 +35,7 @@ export async function runSuite(options) {
   const started = Date.now();
   const report = { runtime, version, started: new Date(started).toISOString(), machine: undefined, cases: [], notes: [] };
   const evict = options.evict !== false && probes ? await makeEvictor(probes.simd) : undefined;
+  const speed = options.speed !== false && probes ? { probe: await makeSpeedProbe(probes.simd), peaks: [], reads: [] } : undefined;
   if (evict) report.notes.push(`caches flushed before every timed call (a ${EVICT_BYTES / 2 ** 20} MiB read, untimed): weights come from memory, as in a model whose other layers run between two calls of this one`);
   if (options.machine !== false && probes) {
     log(`${runtime}: measuring the machine`);
@@ -43,7 +46,7 @@ export async function runSuite(options) {
     for (const expert of experts) {
       const name = caseName(shape, expert);
       log(`${runtime}: ${name}`);
-      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict }));
+      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict, speed }));
     }
   }
   if (options.machine !== false && probes) {
@@ -53,6 +56,12 @@ export async function runSuite(options) {
       if (again[key] !== undefined) report.machine[key] = Math.max(report.machine[key] ?? 0, again[key]);
     }
     report.machineEnd = again;
+  }
+  if (speed?.peaks.length) {
+    // every engine's `now` is relative to the best of these: the machine at its fastest in this run
+    report.speed = { peak: summary(speed.peaks), read: speed.reads.length ? summary(speed.reads) : undefined };
+    report.notes.push(`the machine's speed, probed around every engine's samples: register-only SIMD peak ${range(report.speed.peak, "GFLOP/s")}` +
+      (report.speed.read ? `; the cache flush's one-stream read ${range(report.speed.read, "GB/s")}` : ""));
   }
   report.seconds = (Date.now() - started) / 1000;
   return report;
@@ -149,6 +158,14 @@ async function makeEvictor(module) {
   return evict;
 }
 
+const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+const median = (xs) => quantile([...xs].sort((a, b) => a - b), 0.5);
+function summary(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return { best: s[s.length - 1], p90: quantile(s, 0.9), median: quantile(s, 0.5), p10: quantile(s, 0.1), worst: s[0], samples: s.length };
+}
+const range = (r, unit) => `${r.worst.toFixed(1)}–${r.best.toFixed(1)} ${unit} (10th–90th percentile ${r.p10.toFixed(1)}–${r.p90.toFixed(1)}, median ${r.median.toFixed(1)}, ${r.samples} samples)`;
+
 function maxAbsDiff(a, b) {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
@@ -184,15 +201,37 @@ async function timeEngines(c, engines, x, batch, row) {
     plan.push({ name, engine, iterations, slow });
   }
   const samples = new Map(plan.map((p) => [p.name, []]));
+  // the machine's speed while each engine ran: the speed probe right before and after its block,
+  // and the rate of the cache flush before each of its calls (a 64 MiB one-stream read)
+  const speeds = new Map(plan.map((p) => [p.name, { peaks: [], reads: [] }]));
+  const probeSpeed = (into) => {
+    if (!c.speed) return;
+    const peak = c.speed.probe();
+    into.peaks.push(peak);
+    c.speed.peaks.push(peak);
+  };
   for (let round = 0; round < rounds; round++) {
     for (const p of plan) {
       if (round > 0 && p.slow) continue;
+      const speed = speeds.get(p.name);
+      probeSpeed(speed);
       const bench = new Bench({
         time: 0, iterations: p.iterations, warmupTime: 0, warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1, retainSamples: true,
       });
       const fn = p.engine.async ? async () => { await p.engine.forward(x, batch); } : () => p.engine.forward(x, batch);
-      bench.add(p.name, fn, c.evict ? { beforeEach: c.evict } : {});
+      const flush = c.evict && (() => {
+        const t0 = performance.now();
+        c.evict();
+        const ms = performance.now() - t0;
+        if (ms > 0 && c.speed) {
+          const read = EVICT_BYTES / ms / 1e6;
+          speed.reads.push(read);
+          c.speed.reads.push(read);
+        }
+      });
+      bench.add(p.name, fn, flush ? { beforeEach: flush } : {});
       await bench.run();
+      probeSpeed(speed);
       const r = bench.tasks[0].result;
       if (r.state !== "completed") {
         row.engines[p.name].error = String(r.error?.message ?? r.state);
@@ -209,6 +248,8 @@ async function timeEngines(c, engines, x, batch, row) {
     entry.min = s[0];
     entry.samples = s.length;
     entry.gflops = row.flops / entry.ms / 1e6;
+    const speed = speeds.get(name);
+    if (speed.peaks.length) entry.now = { peak: median(speed.peaks), read: speed.reads.length ? median(speed.reads) : undefined };
     engines.get(name).last = { ms: entry.ms, batch };
   }
   log(`${runtime}:   B=${batch} ` + plan.map((p) => `${p.name} ${row.engines[p.name].ms?.toFixed(3)}`).join(" | "));
