@@ -1,9 +1,11 @@
 // npm run bench: the cross-runtime benchmark suite, one command.
 //   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
 //                      [--batches=1,64] [--no-peer] [--no-plain] [--out=DIR]
-//                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only]
+//                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only] [--report-only]
 // --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
-// toolchain: bench/device/run.sh); --out writes the results elsewhere than bench/results.
+// toolchain: bench/device/run.sh); --out writes the results elsewhere than bench/results;
+// --report-only measures nothing: it renders results.md, chart.svg and the README table again
+// from the results.json already in the output folder (after a change to bench/report.mjs).
 // Builds the machine probes, runs bench/suite.mjs in Node, Deno, Bun and headless Chromium (one
 // after another, so they do not share the cores), and writes bench/results/: results.json (every
 // figure), results.md (the tables), chart.svg (time per token vs batch), and the README's
@@ -161,6 +163,10 @@ function machineName() {
 }
 
 // the kernels measured are the tree's: build first (--no-build to measure dist/ as it is)
+if (args["report-only"]) {
+  writeReports(JSON.parse(readFileSync(join(outDir, "results.json"), "utf8")));
+  process.exit(0);
+}
 if (!args["no-build"] || !existsSync(join(root, "dist/index.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
 if (!args["no-build"] || !existsSync(join(root, "build/bench/machine-simd.wasm"))) buildProbes();
 if (args["probes-only"]) process.exit(0);
@@ -175,12 +181,16 @@ for (const runtime of runtimes) {
   }
 }
 writeFileSync(join(outDir, "results.json"), JSON.stringify(results, null, 1));
-writeFileSync(join(outDir, "results.md"), renderMarkdown(results));
-writeFileSync(join(outDir, "chart.svg"), renderChart(results));
-if (!args["no-readme"]) {
-  const readmePath = join(root, "README.md");
-  const readme = readFileSync(readmePath, "utf8");
-  const updated = renderReadmeSection(readme, results);
-  if (updated !== readme) writeFileSync(readmePath, updated);
+writeReports(results);
+
+function writeReports(results) {
+  writeFileSync(join(outDir, "results.md"), renderMarkdown(results));
+  writeFileSync(join(outDir, "chart.svg"), renderChart(results));
+  if (!args["no-readme"]) {
+    const readmePath = join(root, "README.md");
+    const readme = readFileSync(readmePath, "utf8");
+    const updated = renderReadmeSection(readme, results);
+    if (updated !== readme) writeFileSync(readmePath, updated);
+  }
+  console.log(`\nwrote ${outDir}/results.md, chart.svg${args["report-only"] ? " (from its results.json)" : " and results.json"}${args["no-readme"] ? "" : " and the README table"}`);
 }
-console.log(`\nwrote ${outDir}/results.json, results.md, chart.svg${args["no-readme"] ? "" : " and the README table"}`);
