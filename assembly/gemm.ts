@@ -66,7 +66,10 @@ export function unpackPanelsB(src: usize, k: i32, n: i32, dst: usize, ldDst: i32
 // Each computes an R × 8W tile of C from R rows of A and W adjacent panels (panelBytes apart):
 // C[r, :] = bias + Σ_kk A[r, kk] · B[kk, :], the sum taken in kk order, one madd per term. Every
 // tile shape therefore gives the same bits for the same element, whichever tile (and whichever
-// thread, src/cpu/threads.ts) computes it. At most 8 accumulators: V8 gives wasm 16 xmm registers.
+// thread, src/cpu/threads.ts) computes it. At most 8 accumulators: V8 gives wasm 16 xmm registers
+// (one of them its scratch). A 5 × 8 tile (10 accumulators) for the 1- and 2-row remainders of
+// M ≥ 5 measured 17 GFLOP/s against 26 for 4 × 8 + 1 × 8 (bench/gemm-rows.mjs, hot, simd and
+// relaxed alike): V8 spills it.
 
 // The 8 bias floats of one panel, or zeros (bias == 0: no bias).
 // @ts-ignore: decorator

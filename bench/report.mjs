@@ -155,7 +155,7 @@ function whyBelowRoofline(missed, report) {
     parts.push(`the host's speed drifts: the register-only peak, probed around every engine's samples, ranged ${peak.worst.toFixed(1)}–${peak.best.toFixed(1)} GFLOP/s (median ${peak.median.toFixed(1)}) while the roofline takes the run's best moment; with the arithmetic at the speed of the moment ${now} of these ${missed.length} rows reach 80%`);
   }
   if (regimes.includes("memory-bound")) {
-    parts.push(`memory-bound rows stream weights at less than the probe's ${machine.bandwidth1.toFixed(1)} GB/s (a GEMM's few read streams, and the gating/plan/combine passes around it, do not reach a pure sequential read)`);
+    parts.push(`memory-bound rows pay, besides the weight stream, a fixed cost on cold caches: bench/cold-call.mjs measured 95–155 µs (median) per call at B = 1 for the same layers with 8-wide experts after the suite's cache flush (code, gate weights, scratch and page tables come back from memory), against floors of 0.14–2.3 ms; the weight streams themselves reach the probe's rate (the one-row expert pass over 512 MiB read 15.8 GB/s, bench/experts-overlap.mjs) but the probe's best, ${machine.bandwidth1.toFixed(1)} GB/s in this run, is a moment the host gives only at times`);
   }
   if (regimes.includes("balanced")) {
     parts.push("balanced rows (bytes/bandwidth ≈ flops/peak): one wasm thread overlaps the weight stream with the madds only partly — bench/overlap.mjs measured 1.26–1.43 × max(memory, arithmetic) at balance in every loop shape tried, so ≥ 80% is out of one thread's reach there — and the tiles of 1, 3 or 5 rows per expert run at about half the 4-row rate (bench/experts-overlap.mjs, bench/gemm-rows.mjs)");
