@@ -63,21 +63,24 @@ const SPEED_STEPS = 500_000; // ~1.3 ms at 25 GFLOP/s
 /**
  * The machine's speed now, for a shared host whose speed drifts (on the 2-vCPU VM of the README the
  * register-only peak moves between ~21 and ~32 GFLOP/s within a minute, with another tenant's load
- * on the same cores): the register-only SIMD peak of three short runs, the best of them, in
- * GFLOP/s. The suite takes it before and after every engine's block of samples.
+ * on the same cores): the register-only peaks of three short runs each, the best of them, in
+ * GFLOP/s: { simd, relaxed } (relaxed: undefined without the relaxed probe). The suite takes it
+ * before and after every engine's block of samples.
  */
-export async function makeSpeedProbe(simd) {
-  const probe = (await WebAssembly.instantiate(simd, {})).exports;
-  return () => {
-    let best = 0;
+export async function makeSpeedProbe({ simd, relaxed }) {
+  const s = (await WebAssembly.instantiate(simd, {})).exports;
+  const r = relaxed ? (await WebAssembly.instantiate(relaxed, {})).exports : undefined;
+  const best = (run) => {
+    let rate = 0;
     for (let i = 0; i < 3; i++) {
       const t0 = performance.now();
-      probe.simdPeak(SPEED_STEPS, 1.0001);
+      run(SPEED_STEPS, 1.0001);
       const ms = performance.now() - t0;
-      if (ms > 0) best = Math.max(best, (SPEED_STEPS * 64) / ms / 1e6);
+      if (ms > 0) rate = Math.max(rate, (SPEED_STEPS * 64) / ms / 1e6);
     }
-    return best;
+    return rate;
   };
+  return () => ({ simd: best(s.simdPeak), relaxed: r ? best(r.relaxedPeak) : undefined });
 }
 
 /** Read bandwidth of `threads` workers at once, each streaming its own buffer. */

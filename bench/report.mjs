@@ -31,7 +31,9 @@ function floorNowFor(engine, row, report) {
   const now = row.engines[engine]?.now, speed = report.speed, machine = report.machine;
   if (!now || !speed || !machine || row.bytes === undefined) return undefined;
   const f = Math.min(1, now.peak / speed.peak.best);
-  return floorFor(engine, row, { ...machine, simdPeak: machine.simdPeak * f, relaxedPeak: machine.relaxedPeak && machine.relaxedPeak * f });
+  // the relaxed engines by the relaxed probe where the run has it (the two pipes differ: FMA or mul + add)
+  const fr = now.relaxedPeak !== undefined && speed.relaxedPeak ? Math.min(1, now.relaxedPeak / speed.relaxedPeak.best) : f;
+  return floorFor(engine, row, { ...machine, simdPeak: machine.simdPeak * f, relaxedPeak: machine.relaxedPeak && machine.relaxedPeak * fr });
 }
 
 const isBuild = (name) => /^(simd|relaxed) \d+T$/.test(name);
@@ -192,7 +194,7 @@ function machineLine(report) {
     `read ${m.bandwidth1.toFixed(1)} GB/s (1 thread), ${m.bandwidth2 ? `${m.bandwidth2.toFixed(1)} GB/s` : "n/a"} (2 threads)`;
 }
 
-/** Every probe's figure (the peaks and bandwidths above are the best of these, start and end of the run). */
+/** Every probe's figure at the start (the peaks above are the best of these, the end's and the speed probes'; the bandwidths of the start's and the end's). */
 function probeLine(report) {
   const p = report.machine?.probes;
   if (!p) return "";
