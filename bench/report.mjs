@@ -24,8 +24,8 @@ function floorFor(engine, row, machine) {
  * `now.peak`, the register-only probe around its samples, over the run's best of that probe). On a
  * host whose cores another tenant shares, the floor above (the run's best moment) against a median
  * time counts the host's slow moments as the engine's; this one does not. Its memory part stays
- * at the best probe: the rate of the cache flush (`now.read`) depends on how much of the flush's
- * buffer the call left in L3, so it is no measure of the memory's speed.
+ * at the best probe: the rate of the cache flush (report.speed.read) depends on how much of the
+ * flush's buffer the call left in L3, so it is no measure of the memory's speed.
  */
 function floorNowFor(engine, row, report) {
   const now = row.engines[engine]?.now, speed = report.speed, machine = report.machine;

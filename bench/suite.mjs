@@ -213,9 +213,9 @@ async function timeEngines(c, engines, x, batch, row) {
     plan.push({ name, engine, iterations, slow });
   }
   const samples = new Map(plan.map((p) => [p.name, []]));
-  // the machine's speed while each engine ran: the speed probe right before and after its block,
-  // and the rate of the cache flush before each of its calls (a 64 MiB one-stream read)
-  const speeds = new Map(plan.map((p) => [p.name, { peaks: [], relaxedPeaks: [], reads: [] }]));
+  // the machine's speed while each engine ran: the speed probe right before and after its block
+  // (the rate of the cache flush before each call is kept for the run only: report.speed.read)
+  const speeds = new Map(plan.map((p) => [p.name, { peaks: [], relaxedPeaks: [] }]));
   const probeSpeed = (into) => {
     if (!c.speed) return;
     const { simd, relaxed } = c.speed.probe();
@@ -239,11 +239,7 @@ async function timeEngines(c, engines, x, batch, row) {
         const t0 = performance.now();
         c.evict();
         const ms = performance.now() - t0;
-        if (ms > 0 && c.speed) {
-          const read = EVICT_BYTES / ms / 1e6;
-          speed.reads.push(read);
-          c.speed.reads.push(read);
-        }
+        if (ms > 0 && c.speed) c.speed.reads.push(EVICT_BYTES / ms / 1e6);
       });
       bench.add(p.name, fn, flush ? { beforeEach: flush } : {});
       await bench.run();
@@ -266,11 +262,7 @@ async function timeEngines(c, engines, x, batch, row) {
     entry.gflops = row.flops / entry.ms / 1e6;
     const speed = speeds.get(name);
     if (speed.peaks.length) {
-      entry.now = {
-        peak: median(speed.peaks),
-        relaxedPeak: speed.relaxedPeaks.length ? median(speed.relaxedPeaks) : undefined,
-        read: speed.reads.length ? median(speed.reads) : undefined,
-      };
+      entry.now = { peak: median(speed.peaks), relaxedPeak: speed.relaxedPeaks.length ? median(speed.relaxedPeaks) : undefined };
     }
     engines.get(name).last = { ms: entry.ms, batch };
   }
