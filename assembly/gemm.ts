@@ -147,7 +147,10 @@ function tileRx16(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, panel
   }
 }
 
-// 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds).
+// 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds). Inlined at
+// both its call sites: as a function of its own V8 ran it 10–15% slower (bench/gemm-rows.mjs).
+// @ts-ignore: decorator
+@inline
 function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
   tileRx8(4, 4, a0, rowA, k, panel, bias, c, rowC);
 }
@@ -214,7 +217,8 @@ function tile1x32(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usiz
  * M ≤ 3 (small batches, memory bound): all rows in flight over 4 (M = 1) or 2 adjacent panels at a
  * time, so every weight byte is read once and the memory system sees several streams.
  * M ≥ 4 (compute bound): panels are the outer loop, so one panel (K·32 bytes) stays in L1/L2 while
- * the 4-row tiles and then a 3-, 2- or 1-row tail stream past it (rows in blocks of ~1 MiB of A).
+ * the 4-row tiles and a 3-row tail stream past it (rows in blocks of ~1 MiB of A); a 1- or 2-row
+ * tail runs once per group of panels (gemmPanelsGroupedTail).
  */
 export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
   const rowA = <usize>lda << 2;
@@ -248,18 +252,58 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
   const blockRows = max(64, (A_BLOCK_BYTES / (k << 2)) & ~3);
   for (let r0 = 0; r0 < m; r0 += blockRows) {
     const r1 = min(m, r0 + blockRows);
+    const rest = (r1 - r0) & 3;
+    if (rest == 1 || rest == 2) {
+      gemmPanelsGroupedTail(a, rowA, r0, r1, rest, k, bp, panels, panelBytes, c, rowC, bias);
+      continue;
+    }
     for (let p = 0; p < panels; p++) {
       const panel = bp + <usize>p * panelBytes;
       const col = <usize>p << 5;
       const biasP = bias != 0 ? bias + col : 0;
       let i = r0;
       for (; i + 4 <= r1; i += 4) tile4x8(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
-      const ai = a + <usize>i * rowA;
-      const ci = c + <usize>i * rowC + col;
-      const rest = r1 - i;
-      if (rest == 3) tile4x8Store3(ai, rowA, k, panel, biasP, ci, rowC);
-      else if (rest == 2) tile2x8(ai, rowA, k, panel, biasP, ci, rowC);
-      else if (rest == 1) tile1x8(ai, k, panel, biasP, ci);
+      // a 3-row tail as one more 4 × 8 tile on the hot panel
+      if (i < r1) tile4x8Store3(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
+    }
+  }
+}
+
+/**
+ * Rows r0..r1 of gemmPanels with a 1- or 2-row tail (`rest`). On one panel such a tail has too
+ * few accumulator chains (1 × 8: 2, 2 × 8: 4; the madd's latency needs about 8) to keep the FP
+ * pipes busy, so it runs once per group of panels as 1 × 32 or 2 × 16, right after the group's
+ * 4-row tiles, while the group (2–4 panels) is still in L2. bench/gemm-rows.mjs, K = 1024, hot:
+ * M = 5, 6, 9, 10 from 26–34 to 30–39 GFLOP/s (simd, relaxed), the rate of M = 4.
+ */
+function gemmPanelsGroupedTail(a: usize, rowA: usize, r0: i32, r1: i32, rest: i32, k: i32, bp: usize, panels: i32,
+  panelBytes: usize, c: usize, rowC: usize, bias: usize): void {
+  const tail = r1 - rest;
+  const group = rest == 1 ? 4 : 2;
+  const ai = a + <usize>tail * rowA;
+  for (let p0 = 0; p0 < panels; p0 += group) {
+    const p1 = min(panels, p0 + group);
+    for (let p = p0; p < p1; p++) {
+      const panel = bp + <usize>p * panelBytes;
+      const col = <usize>p << 5;
+      const biasP = bias != 0 ? bias + col : 0;
+      for (let i = r0; i < tail; i += 4) tile4x8(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
+    }
+    const panel = bp + <usize>p0 * panelBytes;
+    const col = <usize>p0 << 5;
+    const biasP = bias != 0 ? bias + col : 0;
+    const ci = c + <usize>tail * rowC + col;
+    if (p1 - p0 == group) {
+      if (rest == 1) tile1x32(ai, k, panel, panelBytes, biasP, ci);
+      else tile2x16(ai, rowA, k, panel, panelBytes, biasP, ci, rowC);
+      continue;
+    }
+    // the last panels, fewer than a group
+    for (let q = 0; q < p1 - p0; q++) {
+      const off = <usize>q;
+      const biasQ = biasP != 0 ? biasP + (off << 5) : 0;
+      if (rest == 1) tile1x8(ai, k, panel + off * panelBytes, biasQ, ci + (off << 5));
+      else tile2x8(ai, rowA, k, panel + off * panelBytes, biasQ, ci + (off << 5), rowC);
     }
   }
 }

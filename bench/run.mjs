@@ -2,8 +2,10 @@
 //   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
 //                      [--batches=1,64] [--no-peer] [--no-plain] [--out=DIR]
 //                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only] [--report-only]
+//                      [--no-gpu]
 // --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
-// toolchain: bench/device/run.sh); --out writes the results elsewhere than bench/results;
+// toolchain: bench/device/run.sh); --no-gpu leaves out the GPU path (A/B runs of CPU kernels:
+// swap dist/*.wasm between runs); --out writes the results elsewhere than bench/results;
 // --report-only measures nothing: it renders results.md, chart.svg and the README table again
 // from the results.json already in the output folder (after a change to bench/report.mjs).
 // Builds the machine probes, runs bench/suite.mjs in Node, Deno, Bun and headless Chromium (one
@@ -50,10 +52,10 @@ if (args.batches) batches = String(args.batches).split(",").map(Number);
 const maxCallMs = Number(args["max-call-ms"] ?? (quick ? 1500 : 15000)); // engines estimated slower are skipped at that batch
 const common = { shapes, experts, batches, roundMs: quick ? 60 : 250, rounds: quick ? 2 : 3, maxCallMs };
 const plan = {
-  node: { builds: allBuilds, peer: !args["no-peer"], plainJs: !args["no-plain"], gpu: true },
-  deno: { builds: allBuilds, gpu: true },
+  node: { builds: allBuilds, peer: !args["no-peer"], plainJs: !args["no-plain"], gpu: !args["no-gpu"] },
+  deno: { builds: allBuilds, gpu: !args["no-gpu"] },
   bun: { builds: allBuilds },
-  chromium: { builds: allBuilds, peer: !args["no-peer"], gpu: true },
+  chromium: { builds: allBuilds, peer: !args["no-peer"], gpu: !args["no-gpu"] },
 };
 
 // ---- probes --------------------------------------------------------------------------------------
