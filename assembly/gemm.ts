@@ -3,7 +3,7 @@
 // B is packed once, at layer creation, into P column panels of width 8: panel p holds
 // B[0..K, 8p..8p+8] as K consecutive rows of 8 floats (two v128), zero-padded past N and past
 // the real K. The inner loop therefore streams panels contiguously, and a tile of C (4×8 for many
-// rows; 3×16, 2×16, 1×32 for few) lives in 8 v128 accumulators (V8 gives wasm 16 xmm registers:
+// rows; 2×16, 1×32 for few and for tails) lives in 8 v128 accumulators (V8 gives wasm 16 xmm registers:
 // 8 accumulators + 2 B vectors + 4 A splats fit). A is read row-major, one f32 at a time,
 // splatted (v128.load32_splat).
 
@@ -78,9 +78,9 @@ function bias4(bias: usize, offset: usize): v128 {
   return bias != 0 ? v128.load(bias + offset) : f32x4.splat(0);
 }
 
-// R × 8 and R × 16 tiles, R a constant at every call site: each wrapper below inlines the one
-// template with its R, and the optimizer keeps only that many rows (unused accumulators, loads and
-// stores fold away). R × 8 reads one panel; R × 16 two adjacent panels (two read streams).
+// R × 8 tiles, R a constant at every call site: each wrapper below inlines the one template with
+// its R, and the optimizer keeps only that many rows (unused accumulators, loads and stores fold
+// away).
 // tileRx8 computes `rows` rows but stores only the first `stored`: rows past `stored` read A row
 // stored − 1 again (a valid row: no read past A, and only copies of a stored row's finite sums),
 // and their results are dropped, so a 3-row tail runs as one more 4 × 8 tile on the hot panel.
@@ -110,41 +110,6 @@ function tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: 
   if (stored > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
   if (stored > 2) { v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16); }
   if (stored > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
-}
-
-// @ts-ignore: decorator
-@inline
-function tileRx16(rows: i32, a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = a0 + rowA, a2 = a1 + rowA;
-  const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
-  let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
-  let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
-  let c20 = init0, c21 = init1, c22 = init2, c23 = init3;
-  let b = panel;
-  for (let kk = 0; kk < k; kk++) {
-    const off = <usize>kk << 2;
-    const x0 = v128.load32_splat(a0 + off);
-    const x1 = v128.load32_splat(a1 + off);
-    const x2 = rows > 2 ? v128.load32_splat(a2 + off) : x1;
-    const b0 = v128.load(b);
-    const b1 = v128.load(b, 16);
-    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
-    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
-    if (rows > 2) { c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
-    const b2 = v128.load(b + panelBytes);
-    const b3 = v128.load(b + panelBytes, 16);
-    c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
-    c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
-    if (rows > 2) { c22 = madd(x2, b2, c22); c23 = madd(x2, b3, c23); }
-    b += 32;
-  }
-  const c1 = c + rowC;
-  v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
-  v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
-  if (rows > 2) {
-    const c2 = c1 + rowC;
-    v128.store(c2, c20); v128.store(c2, c21, 16); v128.store(c2, c22, 32); v128.store(c2, c23, 48);
-  }
 }
 
 // 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds). Inlined at
@@ -179,12 +144,30 @@ function tile1x8(a0: usize, k: i32, panel: usize, bias: usize, c: usize): void {
   v128.store(c, c0);
   v128.store(c, c1, 16);
 }
-// 3 × 16 and 2 × 16: few rows over two panels (small batches: every weight byte read once).
-function tile3x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
-  tileRx16(3, a0, rowA, k, panel, panelBytes, bias, c, rowC);
-}
+// 2 × 16: two rows over two panels (two read streams; small batches: every weight byte read once).
 function tile2x16(a0: usize, rowA: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize, rowC: usize): void {
-  tileRx16(2, a0, rowA, k, panel, panelBytes, bias, c, rowC);
+  const a1 = a0 + rowA;
+  const init0 = bias4(bias, 0), init1 = bias4(bias, 16), init2 = bias4(bias, 32), init3 = bias4(bias, 48);
+  let c00 = init0, c01 = init1, c02 = init2, c03 = init3;
+  let c10 = init0, c11 = init1, c12 = init2, c13 = init3;
+  let b = panel;
+  for (let kk = 0; kk < k; kk++) {
+    const off = <usize>kk << 2;
+    const x0 = v128.load32_splat(a0 + off);
+    const x1 = v128.load32_splat(a1 + off);
+    const b0 = v128.load(b);
+    const b1 = v128.load(b, 16);
+    c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+    c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11);
+    const b2 = v128.load(b + panelBytes);
+    const b3 = v128.load(b + panelBytes, 16);
+    c02 = madd(x0, b2, c02); c03 = madd(x0, b3, c03);
+    c12 = madd(x1, b2, c12); c13 = madd(x1, b3, c13);
+    b += 32;
+  }
+  const c1 = c + rowC;
+  v128.store(c, c00); v128.store(c, c01, 16); v128.store(c, c02, 32); v128.store(c, c03, 48);
+  v128.store(c1, c10); v128.store(c1, c11, 16); v128.store(c1, c12, 32); v128.store(c1, c13, 48);
 }
 
 // 1 × 32: one row over four panels (four read streams: a GEMV at memory speed).
@@ -214,8 +197,9 @@ function tile1x32(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usiz
  * A column block of C (panels p0..p1 of B, bias and C offset by p0·8 floats) is the same call on
  * bp + p0·kPad·32: that is how the threads split a GEMM (assembly/experts.ts).
  *
- * M ≤ 3 (small batches, memory bound): all rows in flight over 4 (M = 1) or 2 adjacent panels at a
- * time, so every weight byte is read once and the memory system sees several streams.
+ * M ≤ 3 (small batches, memory bound): all rows in flight over 4 (M = 1) or 2 (M = 2) adjacent
+ * panels at a time, so every weight byte is read once and the memory system sees several streams;
+ * M = 3 as 1 × 32 on 4 panels, then 2 × 16 twice on the same, now hot, panels (gemmPanels3).
  * M ≥ 4 (compute bound): panels are the outer loop, so one panel (K·32 bytes) stays in L1/L2 while
  * the 4-row tiles and a 3-row tail stream past it (rows in blocks of ~1 MiB of A); a 1- or 2-row
  * tail runs once per group of panels (gemmPanelsGroupedTail).
@@ -225,7 +209,11 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
   const rowC = <usize>ldc << 2;
   const panelBytes = <usize>kPad << 5;
   if (m <= 0) return;
-  if (m <= 3) {
+  if (m == 3) {
+    gemmPanels3(a, rowA, k, bp, panels, panelBytes, c, rowC, bias);
+    return;
+  }
+  if (m <= 2) {
     const group = m == 1 ? 4 : 2;
     let p = 0;
     for (; p + group <= panels; p += group) {
@@ -233,16 +221,14 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
       const col = <usize>p << 5;
       const biasP = bias != 0 ? bias + col : 0;
       if (m == 1) tile1x32(a, k, panel, panelBytes, biasP, c + col);
-      else if (m == 2) tile2x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
-      else tile3x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
+      else tile2x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
     }
     for (; p < panels; p++) {
       const panel = bp + <usize>p * panelBytes;
       const col = <usize>p << 5;
       const biasP = bias != 0 ? bias + col : 0;
       if (m == 1) tile1x8(a, k, panel, biasP, c + col);
-      else if (m == 2) tile2x8(a, rowA, k, panel, biasP, c + col, rowC);
-      else tile3x8(a, rowA, k, panel, biasP, c + col, rowC);
+      else tile2x8(a, rowA, k, panel, biasP, c + col, rowC);
     }
     return;
   }
@@ -266,6 +252,30 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
       // a 3-row tail as one more 4 × 8 tile on the hot panel
       if (i < r1) tile4x8Store3(a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
     }
+  }
+}
+
+/**
+ * M = 3 without a 3-row tile over two panels (12 accumulators: V8 spills them, 19–21 GFLOP/s
+ * hot): per group of 4 panels, row 2 as 1 × 32 (four read streams fetch the group from memory),
+ * then rows 0–1 as two 2 × 16 on the group, now in L2.
+ */
+function gemmPanels3(a: usize, rowA: usize, k: i32, bp: usize, panels: i32, panelBytes: usize, c: usize, rowC: usize, bias: usize): void {
+  const a2 = a + (rowA << 1);
+  const c2 = c + (rowC << 1);
+  let p = 0;
+  for (; p + 4 <= panels; p += 4) {
+    const panel = bp + <usize>p * panelBytes;
+    const col = <usize>p << 5;
+    const biasP = bias != 0 ? bias + col : 0;
+    tile1x32(a2, k, panel, panelBytes, biasP, c2 + col);
+    tile2x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
+    tile2x16(a, rowA, k, panel + (panelBytes << 1), panelBytes, biasP != 0 ? biasP + 64 : 0, c + col + 64, rowC);
+  }
+  for (; p < panels; p++) {
+    const panel = bp + <usize>p * panelBytes;
+    const col = <usize>p << 5;
+    tile3x8(a, rowA, k, panel, bias != 0 ? bias + col : 0, c + col, rowC);
   }
 }
 

@@ -41,7 +41,8 @@ describe("GEMM paths against the float64 reference", () => {
 
 // Every tile of gemmPanels (4 × 8, the 4 × 8 that stores 3 rows (3-row tails), the 1- and 2-row
 // tails of M ≥ 4 as 1 × 32 and 2 × 16 over groups of panels and 1 × 8, 2 × 8 on the panels left
-// over, 3 × 16, 2 × 16, 1 × 32 and their leftover panels for M ≤ 3, row blocks) against a float32 scalar
+// over; for M ≤ 3: 1 × 32, 2 × 16 and M = 3's 1 × 32 + 2 × 2 × 16 over groups of panels, and the
+// panels left over; row blocks) against a float32 scalar
 // reference, bit for bit: the simd build computes each element as acc = fl(acc + fl(a·b)) in k
 // order from the bias, which Math.fround reproduces exactly (f32 sums and products rounded from
 // float64 are correctly rounded). Also checks that nothing is stored outside the M × 8P block of C
