@@ -4,6 +4,7 @@
 // caches as the suite does (a 64 MiB read), then times one cold call and right after it one warm
 // call of the same input. Also prints the bytes of the call's weights and the rate they imply.
 //   node --no-liftoff bench/cold-call.mjs [--cases=relu-256,relu-512] [--batch=1] [--samples=60] [--build=simd]
+//        [--threads=2 (with --build=simd-threads or relaxed-threads)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-simd.wasm: bench/run.mjs --probes-only).
 import { readFileSync } from "node:fs";
 import { createMoE } from "../dist/index.js";
@@ -17,6 +18,7 @@ const args = Object.fromEntries(process.argv.slice(2).map((a) => {
 const SAMPLES = Number(args.samples ?? 60);
 const BATCH = Number(args.batch ?? 1);
 const BUILD = String(args.build ?? "simd");
+const THREADS = Number(args.threads ?? 1);
 const cases = String(args.cases ?? "relu-256,relu-512,relu-1024").split(",").map((name) => {
   const [expert, d] = name.split("-");
   const shape = SHAPES.find((s) => s.d === Number(d));
@@ -38,13 +40,13 @@ const quantiles = (xs) => {
 };
 const us = (q) => q.map((v) => v.toFixed(0)).join(" / ");
 
-console.log(`B = ${BATCH}, ${BUILD} 1T, ${SAMPLES} samples; µs per call, 10th / 50th / 90th percentile`);
+console.log(`B = ${BATCH}, ${BUILD} ${THREADS}T, ${SAMPLES} samples; µs per call, 10th / 50th / 90th percentile`);
 console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) |");
 console.log("|---|---:|---:|---:|---:|---:|---:|");
 for (const { name, expert, shape } of cases) {
   for (const h of [8, shape.h]) {
     const s = { ...shape, h };
-    const layer = await createMoE({ dModel: s.d, dHidden: h, numExperts: s.n, k: s.k, expert, weights: makeWeights(s, expert), wasmBuild: BUILD, threads: 1 });
+    const layer = await createMoE({ dModel: s.d, dHidden: h, numExperts: s.n, k: s.k, expert, weights: makeWeights(s, expert), wasmBuild: BUILD, threads: THREADS });
     const x = makeInput(BATCH, s.d);
     const out = { y: new Float32Array(BATCH * s.d), topkIndices: new Int32Array(BATCH * s.k) };
     const touched = new Set(layer.forwardSync(x).topkIndices).size;

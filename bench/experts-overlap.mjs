@@ -4,6 +4,7 @@
 // four-stream reads, as the bench's roofline) and T_L3 (the same pass with every expert's call on
 // expert 0's 8 MiB, L3-resident: the arithmetic with the least memory cost), interleaved per sample.
 //   node --no-liftoff --experimental-wasm-relaxed-simd bench/experts-overlap.mjs [--build=simd] [--m=1,2,4,5,8] [--samples=5]
+//        [--d=1024 --h=1024 --n=64 --assign=256 (multinomial: B·k)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-<build>.wasm, bench/run.mjs builds them).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -27,13 +28,14 @@ function multinomialRows(assignments, experts, seed) {
   return rows;
 }
 const builds = String(args.build ?? "simd,relaxed").split(",");
-const D = 1024, H = 1024, N = 64;
+const D = Number(args.d ?? 1024), H = Number(args.h ?? 1024), N = Number(args.n ?? 64); // --d, --h, --n: another shape
+const ASSIGN = Number(args.assign ?? 256); // multinomial: B·k rows over the N experts
 const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
 
 for (const build of builds) {
   const k = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(args.wasm ? String(args.wasm).replace("BUILD", build) : join(root, `dist/edge-moe.${build}.wasm`))), {}).exports;
   const probe = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(join(root, `build/bench/machine-${build}.wasm`))), {}).exports;
-  const COLD = 512 * 2 ** 20, FLUSH = 64 * 2 ** 20;
+  const COLD = N * 2 * D * H * 4, FLUSH = 64 * 2 ** 20;
   const pBase = (probe.heapBase() + 4095) & ~4095;
   probe.memory.grow(Math.ceil((pBase + COLD + FLUSH + 65536 - probe.memory.buffer.byteLength) / 65536));
   probe.fillBytes(pBase, COLD + FLUSH + 16384);
@@ -59,11 +61,11 @@ for (const build of builds) {
       k.expertsForward(0, D, H, 0, 1, w1, b1, w2, b2, offsets, gathered, pre, act, out);
     }
   };
-  console.log(`\n=== ${build}: expertsForward relu d = h = ${D}, ${N} experts × m rows, ${SAMPLES} samples, best (median) ms ===`);
+  console.log(`\n=== ${build}: expertsForward relu d = ${D}, h = ${H}, ${N} experts × m rows, ${SAMPLES} samples, best (median) ms ===`);
   console.log("| m | GFLOP | T_mem | T_L3 | measured | max | sum | meas/max | overlap | GFLOP/s L3 |");
   console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   for (const m of MS) {
-    const rows = typeof m === "number" ? new Array(N).fill(m) : multinomialRows(256, N, 12345);
+    const rows = typeof m === "number" ? new Array(N).fill(m) : multinomialRows(ASSIGN, N, 12345);
     const ts = [];
     for (let s = 0; s <= SAMPLES; s++) {
       probe.readBytes(flush, FLUSH);

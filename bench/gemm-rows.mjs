@@ -3,6 +3,7 @@
 //   node --no-liftoff [--experimental-wasm-relaxed-simd] bench/gemm-rows.mjs a.wasm b.wasm ...
 //        [--m=1,2,3,4,5,6,7,8,9,11,12] [--n=1024] [--samples=7] [--ms=25]
 // --n: output columns (weights K × n: 1024 → 4 MiB, L3-resident; 64 → 256 KiB, L2-resident).
+// --ldcpad: floats added to C's row stride (8·⌈n/8⌉ by default).
 // Also checks that every file gives the same output bits as the first.
 import { readFileSync } from "node:fs";
 
@@ -12,15 +13,15 @@ const args = Object.fromEntries(process.argv.slice(2).filter((a) => a.startsWith
 }));
 const files = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const MS = String(args.m ?? "1,2,3,4,5,6,7,8,9,11,12").split(",").map(Number);
-const K = Number(args.k ?? 1024), N = Number(args.n ?? 1024), SAMPLES = Number(args.samples ?? 7), TARGET_MS = Number(args.ms ?? 25);
+const K = Number(args.k ?? 1024), N = Number(args.n ?? 1024), LDC_PAD = Number(args.ldcpad ?? 0), SAMPLES = Number(args.samples ?? 7), TARGET_MS = Number(args.ms ?? 25);
 const MAXM = Math.max(...MS);
-const panels = Math.ceil(N / 8), NP = panels * 8;
+const panels = Math.ceil(N / 8), NP = panels * 8, LDC = NP + LDC_PAD;
 
 const inst = files.map((file) => {
   const k = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(file)), {}).exports;
   let at = (k.heapBase() + 4095) & ~4095;
   const alloc = (bytes) => { const p = at; at += (bytes + 4095) & ~4095; return p; };
-  const src = alloc(K * N * 4), bp = alloc(panels * K * 32), a = alloc(MAXM * K * 4), c = alloc(MAXM * NP * 4), bias = alloc(NP * 4);
+  const src = alloc(K * N * 4), bp = alloc(panels * K * 32), a = alloc(MAXM * K * 4), c = alloc(MAXM * LDC * 4), bias = alloc(NP * 4);
   k.memory.grow(Math.max(0, Math.ceil((at - k.memory.buffer.byteLength) / 65536)));
   const f32 = new Float32Array(k.memory.buffer);
   let s = 12345;
@@ -29,7 +30,7 @@ const inst = files.map((file) => {
   for (let i = 0; i < MAXM * K; i++) f32[(a >> 2) + i] = rnd();
   for (let i = 0; i < NP; i++) f32[(bias >> 2) + i] = rnd();
   k.packPanelsB(src, K, N, N, bp, K, 1);
-  return { file, k, run: (m) => k.gemmPanels(a, K, m, K, bp, panels, K, c, NP, bias), out: (m) => new Uint32Array(k.memory.buffer, c, m * NP).slice() };
+  return { file, k, run: (m) => k.gemmPanels(a, K, m, K, bp, panels, K, c, LDC, bias), out: (m) => new Uint32Array(k.memory.buffer, c, m * LDC).slice() };
 });
 
 console.log(`gemmPanels K = ${K}, n = ${N} (${(K * NP * 4 / 2 ** 20).toFixed(2)} MiB of panels), ${SAMPLES} samples, best GFLOP/s (median), ${args.wall ? "wall" : "CPU"} time`);
