@@ -214,22 +214,8 @@ export function gemmPanels(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
     return;
   }
   if (m <= 2) {
-    const group = m == 1 ? 4 : 2;
-    let p = 0;
-    for (; p + group <= panels; p += group) {
-      const panel = bp + <usize>p * panelBytes;
-      const col = <usize>p << 5;
-      const biasP = bias != 0 ? bias + col : 0;
-      if (m == 1) tile1x32(a, k, panel, panelBytes, biasP, c + col);
-      else tile2x16(a, rowA, k, panel, panelBytes, biasP, c + col, rowC);
-    }
-    for (; p < panels; p++) {
-      const panel = bp + <usize>p * panelBytes;
-      const col = <usize>p << 5;
-      const biasP = bias != 0 ? bias + col : 0;
-      if (m == 1) tile1x8(a, k, panel, biasP, c + col);
-      else tile2x8(a, rowA, k, panel, biasP, c + col, rowC);
-    }
+    // no 4-row tiles: the whole of A is a 1- or 2-row tail
+    gemmPanelsGroupedTail(a, rowA, 0, m, m, k, bp, panels, panelBytes, c, rowC, bias);
     return;
   }
   // Rows in blocks of ~1 MiB of A (block rows × K floats), about a core's L2 (1 MiB on Zen 4 and
@@ -280,11 +266,12 @@ function gemmPanels3(a: usize, rowA: usize, k: i32, bp: usize, panels: i32, pane
 }
 
 /**
- * Rows r0..r1 of gemmPanels with a 1- or 2-row tail (`rest`). On one panel such a tail has too
- * few accumulator chains (1 × 8: 2, 2 × 8: 4; the madd's latency needs about 8) to keep the FP
- * pipes busy, so it runs once per group of panels as 1 × 32 or 2 × 16, right after the group's
- * 4-row tiles, while the group (2–4 panels) is still in L2. bench/gemm-rows.mjs, K = 1024, hot:
- * M = 5, 6, 9, 10 from 26–34 to 30–39 GFLOP/s (simd, relaxed), the rate of M = 4.
+ * Rows r0..r1 of gemmPanels with a 1- or 2-row tail (`rest`; M ≤ 2 is all tail). On one panel
+ * such a tail has too few accumulator chains (1 × 8: 2, 2 × 8: 4; the madd's latency needs about
+ * 8) to keep the FP pipes busy, so it runs once per group of panels as 1 × 32 or 2 × 16, right
+ * after the group's 4-row tiles, while the group (2–4 panels) is still in L2; for M ≤ 2 the group's
+ * panels are its read streams. bench/gemm-rows.mjs, K = 1024, hot: M = 5, 6, 9, 10 from 26–34 to
+ * 29–41 GFLOP/s (simd, relaxed), the rate of M = 4.
  */
 function gemmPanelsGroupedTail(a: usize, rowA: usize, r0: i32, r1: i32, rest: i32, k: i32, bp: usize, panels: i32,
   panelBytes: usize, c: usize, rowC: usize, bias: usize): void {
