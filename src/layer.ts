@@ -122,9 +122,9 @@ class Layer implements MoELocalLayer {
 
     const s = engine.scratch;
     const result: ForwardResult = {
-      y: gpu ? (out.y ?? new Float32Array(batch * d)) : copyOut(engine.f32(s.y, batch * d), out.y),
-      topkIndices: copyOut(engine.i32(s.topkIdx, batch * k), out.topkIndices),
-      topkGates: copyOut(engine.f32(s.topkGates, batch * k), out.topkGates),
+      y: gpu ? (out.y ?? new Float32Array(batch * d)) : engine.readF32(s.y, batch * d, out.y),
+      topkIndices: engine.readI32(s.topkIdx, batch * k, out.topkIndices),
+      topkGates: engine.readF32(s.topkGates, batch * k, out.topkGates),
       backend,
     };
     if (train) {
@@ -216,10 +216,3 @@ function checkOut(name: string, buffer: unknown, type: Float32ArrayConstructor |
   }
 }
 
-function copyOut<T extends Float32Array | Int32Array>(view: T, into: T | undefined): T {
-  if (into) {
-    into.set(view);
-    return into;
-  }
-  return view.slice() as T;
-}

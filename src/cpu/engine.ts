@@ -18,6 +18,13 @@ const THREADED_GATING_MACS = 2 ** 17;
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 
+/** Views of a whole wasm memory (engine.heap). */
+interface HeapViews { f32: Float32Array; i32: Int32Array; f64: Float64Array }
+const heapViews = (memory: WebAssembly.Memory): HeapViews => {
+  const buffer = memory.buffer;
+  return { f32: new Float32Array(buffer), i32: new Int32Array(buffer), f64: new Float64Array(buffer) };
+};
+
 /**
  * Byte offsets of the per-batch scratch, for a batch capacity. Every field but `capacity` is an
  * offset (allocPersistent moves them all when it moves the scratch).
@@ -55,6 +62,12 @@ export class CpuEngine {
   readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number };
   readonly weightEnd: number;
   private scratchBase: number;
+  /**
+   * Views of the whole memory, made again whenever reserve grows it (nothing else does: the kernels
+   * never grow it). A call reads and writes through these instead of making views of
+   * `memory.buffer`: on cold caches each such view costs microseconds (bench/cold-call.mjs).
+   */
+  private heap: HeapViews;
   private s: Scratch | undefined;
   private xSlot = 0;
 
@@ -68,6 +81,7 @@ export class CpuEngine {
     this.hw = spec.expert === "swiglu" ? 2 * this.hp : this.hp;
     this.gateCols = spec.noisyGating ? 2 * n : n;
     this.ldl = roundUp(this.gateCols, 8);
+    this.heap = heapViews(kernels.memory);
     this.top = roundUp(kernels.heapBase(), ALIGN);
     const bias = spec.expert !== "swiglu";
     this.weightPtr = {
@@ -91,7 +105,7 @@ export class CpuEngine {
     const s = this.s;
     if (s) {
       this.reserve(s.end + shift);
-      new Uint8Array(this.kernels.memory.buffer).copyWithin(this.scratchBase + shift, this.scratchBase, s.end);
+      new Uint8Array(this.heap.f32.buffer).copyWithin(this.scratchBase + shift, this.scratchBase, s.end);
       for (const key of Object.keys(s) as Array<keyof Scratch>) {
         if (key === "x") s.x = [s.x[0] + shift, s.x[1] + shift];
         else if (key !== "capacity") s[key] += shift;
@@ -102,7 +116,7 @@ export class CpuEngine {
       this.top = this.scratchBase + shift;
     }
     this.scratchBase += shift;
-    new Uint8Array(this.kernels.memory.buffer, ptr, bytes).fill(0);
+    new Uint8Array(this.heap.f32.buffer, ptr, bytes).fill(0);
     return ptr;
   }
 
@@ -129,17 +143,36 @@ export class CpuEngine {
       } catch {
         fail("INVALID_CONFIG", `the layer needs ${Math.ceil(end / 2 ** 20)} MiB of wasm memory, more than this host allows (4 GiB at most); use a smaller batch or a smaller layer`);
       }
+      this.heap = heapViews(memory);
     }
   }
 
   f32(ptr: number, length: number): Float32Array {
-    return new Float32Array(this.kernels.memory.buffer, ptr, length);
+    return this.heap.f32.subarray(ptr >> 2, (ptr >> 2) + length);
   }
   i32(ptr: number, length: number): Int32Array {
-    return new Int32Array(this.kernels.memory.buffer, ptr, length);
+    return this.heap.i32.subarray(ptr >> 2, (ptr >> 2) + length);
   }
   f64(ptr: number, length: number): Float64Array {
-    return new Float64Array(this.kernels.memory.buffer, ptr, length);
+    return this.heap.f64.subarray(ptr >> 3, (ptr >> 3) + length);
+  }
+  /** x, whole, into memory at ptr. */
+  writeF32(ptr: number, x: Float32Array): void {
+    this.heap.f32.set(x, ptr >> 2);
+  }
+  /** `length` floats at ptr: into `into` when given (and returned), else a new array. */
+  readF32(ptr: number, length: number, into?: Float32Array): Float32Array {
+    const at = ptr >> 2;
+    if (!into) return this.heap.f32.slice(at, at + length);
+    into.set(this.heap.f32.subarray(at, at + length));
+    return into;
+  }
+  /** `length` ints at ptr: into `into` when given (and returned), else a new array. */
+  readI32(ptr: number, length: number, into?: Int32Array): Int32Array {
+    const at = ptr >> 2;
+    if (!into) return this.heap.i32.slice(at, at + length);
+    into.set(this.heap.i32.subarray(at, at + length));
+    return into;
   }
 
   // ---- weights ------------------------------------------------------------------------------
@@ -247,21 +280,14 @@ export class CpuEngine {
     const K = this.kernels;
     const { dModel: d, numExperts: n, k, noisyGating } = this.spec;
     this.pool?.wake(); // the expert pass's workers wake up while the gating runs
-    const check = (ptr: number) => {
-      this.f32(ptr, batch * d).set(x);
-      const bad = K.firstNonFinite(ptr, batch * d);
-      if (bad >= 0) {
-        fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
-      }
-    };
     const grows = !this.s || this.s.capacity < batch;
     // A larger batch lays the scratch out anew: check x before that, in staging, so a rejected x
     // leaves the last training forward's state (read by backward) intact.
-    if (this.spec.checkFinite && grows) check(this.staging(4 * batch * d));
+    if (this.spec.checkFinite && grows) this.writeChecked(this.staging(4 * batch * d), x);
     const s = this.ensureCapacity(batch);
     const xPtr = s.x[1 - this.xSlot];
-    if (this.spec.checkFinite && !grows) check(xPtr);
-    else this.f32(xPtr, batch * d).set(x);
+    if (this.spec.checkFinite && !grows) this.writeChecked(xPtr, x);
+    else this.writeF32(xPtr, x);
     this.xSlot = 1 - this.xSlot;
 
     const noisy = train && noisyGating;
@@ -295,6 +321,16 @@ export class CpuEngine {
       );
     }
     K.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
+  }
+
+  /** x into memory at ptr, then NON_FINITE_INPUT if it holds a NaN or an infinity. */
+  private writeChecked(ptr: number, x: Float32Array): void {
+    this.writeF32(ptr, x);
+    const bad = this.kernels.firstNonFinite(ptr, x.length);
+    if (bad >= 0) {
+      const d = this.spec.dModel;
+      fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
+    }
   }
 
   /** The experts and the combination on the CPU: y [B, d] in scratch. */
