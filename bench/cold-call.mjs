@@ -2,7 +2,10 @@
 // stream. For each case: the layer as benchmarked, and the same layer with 8-wide experts (its
 // weights ~1/h of the real ones: what is left is the call's fixed cost). Each sample flushes the
 // caches as the suite does (a 64 MiB read), then times one cold call and right after it one warm
-// call of the same input. Also prints the bytes of the call's weights and the rate they imply.
+// call of the same input. Also prints the bytes of the call's weights and the rate they imply, and
+// the cold time of the engine alone: the layer's CPU engine (internal: layer.engine) running the
+// gating and the expert pass without the API around them (checks, outputs), a bound on what any
+// JavaScript around the kernels could reach.
 //   node --no-liftoff bench/cold-call.mjs [--cases=relu-256,relu-512] [--batch=1] [--samples=60] [--build=simd]
 //        [--threads=2 (with --build=simd-threads or relaxed-threads)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-simd.wasm: bench/run.mjs --probes-only).
@@ -41,8 +44,8 @@ const quantiles = (xs) => {
 const us = (q) => q.map((v) => v.toFixed(0)).join(" / ");
 
 console.log(`B = ${BATCH}, ${BUILD} ${THREADS}T, ${SAMPLES} samples; µs per call, 10th / 50th / 90th percentile`);
-console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) |");
-console.log("|---|---:|---:|---:|---:|---:|---:|");
+console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) | engine alone, cold |");
+console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
 for (const { name, expert, shape } of cases) {
   for (const h of [8, shape.h]) {
     const s = { ...shape, h };
@@ -51,7 +54,9 @@ for (const { name, expert, shape } of cases) {
     const out = { y: new Float32Array(BATCH * s.d), topkIndices: new Int32Array(BATCH * s.k) };
     const touched = new Set(layer.forwardSync(x).topkIndices).size;
     for (let i = 0; i < 20; i++) layer.forwardSync(x, { out });
-    const cold = [], warm = [];
+    const engine = layer.engine;
+    const seed = { key: 1, stream: 0 };
+    const cold = [], warm = [], bare = [];
     for (let r = 0; r < SAMPLES; r++) {
       flush();
       let t0 = performance.now();
@@ -60,10 +65,15 @@ for (const { name, expert, shape } of cases) {
       t0 = performance.now();
       layer.forwardSync(x, { out });
       warm.push(performance.now() - t0);
+      flush();
+      t0 = performance.now();
+      engine.gate(x, BATCH, false, undefined, seed);
+      engine.runExperts(BATCH);
+      bare.push(performance.now() - t0);
     }
     layer.dispose();
     const bytes = touched * expertBytes(s, expert) + 4 * s.d * s.n;
     const c = quantiles(cold), w = quantiles(warm);
-    console.log(`| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s |`);
+    console.log(`| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s | ${us(quantiles(bare))} |`);
   }
 }
