@@ -157,13 +157,19 @@ function whyBelowRoofline(missed, report) {
     parts.push(`the host's speed drifts: the register-only peak, probed around every engine's samples, ranged ${peak.worst.toFixed(1)}–${peak.best.toFixed(1)} GFLOP/s (median ${peak.median.toFixed(1)}) while the roofline takes the run's best moment; with the arithmetic at the speed of the moment ${now} of these ${missed.length} rows reach 80%`);
   }
   if (regimes.includes("memory-bound")) {
-    parts.push(`memory-bound rows pay, besides the weight stream, a fixed cost on cold caches: bench/cold-call.mjs measured 95–155 µs (median) per call at B = 1 for the same layers with 8-wide experts after the suite's cache flush (code, gate weights, scratch and page tables come back from memory), against floors of 0.14–2.3 ms; the weight streams themselves reach the probe's rate (the one-row expert pass over 512 MiB read 15.8 GB/s, bench/experts-overlap.mjs) but the probe's best, ${machine.bandwidth1.toFixed(1)} GB/s in this run, is a moment the host gives only at times`);
+    // relu d256 B = 1: bench/cold-call.mjs timed its engine alone (gating + expert pass, no API) at
+    // 240–277 µs cold (10th percentile – median, two runs), with the code of 2026-11-28
+    const smallest = missed.find((r) => r.case === "relu d256 h512 n16 k2" && r.batch === 1);
+    const bound = smallest
+      ? `; in the smallest case, relu d256 B = 1, the gating and expert pass alone, without any of the API's JavaScript, took 240–277 µs cold (10th percentile – median, bench/cold-call.mjs), where 80% of this run's floor allows ${(smallest.floors["simd 1T"] / 0.8 * 1000).toFixed(0)} µs: that row is out of this host's reach whatever the code around the kernels does`
+      : "";
+    parts.push(`memory-bound rows pay, besides the weight stream, a fixed cost on cold caches: bench/cold-call.mjs measured 78–142 µs (median) per call at B = 1 for the same layers with 8-wide experts after the suite's cache flush (55–112 µs of it in the engine alone: code, gate weights, scratch and page tables come back from memory), against floors of 0.14–2.3 ms${bound}; the weight streams themselves reach the probe's rate (the one-row expert pass over 512 MiB read 15.8 GB/s, bench/experts-overlap.mjs) but the probe's best, ${machine.bandwidth1.toFixed(1)} GB/s in this run, is a moment the host gives only at times`);
   }
   if (regimes.includes("balanced")) {
     parts.push("balanced rows (bytes/bandwidth ≈ flops/peak): one wasm thread overlaps the weight stream with the madds only partly — bench/overlap.mjs measured 1.26–1.43 × max(memory, arithmetic) at balance in every loop shape tried, so ≥ 80% is out of one thread's reach there — and on cold weights an expert with 4–5 rows, read in one stream by the 4 × 8 tile, takes 1.3–1.4 × max(memory, arithmetic) where 1–3 rows, read in two or four streams, take 0.7–1.2 × (bench/experts-overlap.mjs)");
   }
   if (regimes.includes("compute-bound")) {
-    parts.push(`compute-bound rows run near the GEMM's own rate (an expert's pass at 32 rows, d = h = 1024, took 7% more than its two GEMMs and activation alone), and that rate follows the host: the same hot 4 × 8 tile measured 28–48 GFLOP/s (relaxed) from one minute to the next, and ~12% less with its panels in L3 rather than L2 (bench/gemm-rows.mjs), against a register-only peak of ${machine.simdPeak.toFixed(1)} GFLOP/s`);
+    parts.push(`compute-bound rows run near the GEMM's own rate (an expert's pass at 32 rows, d = h = 1024, took 7% more than its two GEMMs and activation alone), the GEMM runs at the register-only loop's rate (hot, 29–30 GFLOP/s SIMD and 44–45 relaxed in a fast minute; unrolling its k loop changed nothing, and the cases' shapes, K = 256 to 1024, run at the same rate interleaved), and that rate follows the host: the same hot GEMM measured 45, 29 and 30 GFLOP/s (relaxed) in three runs a minute apart, and ~12% less with its panels in L3 rather than L2 (bench/gemm-rows.mjs), against a register-only peak of ${machine.simdPeak.toFixed(1)} GFLOP/s in this run`);
   }
   return parts.join("; ");
 }
