@@ -201,9 +201,10 @@ function combineRows(out: usize, d: i32, r0: i32, r1: i32, k: i32, posOf: usize,
 // up-projection + activation; down-projection; combine. Each phase is cut into a fixed number of
 // chunks, which the threads claim one at a time (an atomic counter per phase) until none is left,
 // and a phase starts when every chunk of the one before is done. Gather and combine chunks are row
-// ranges; GEMM chunks are contiguous ranges of equal estimated cost over the (expert, column
-// block) pairs, so a thread streams its own part of the weights (both cores' bandwidth at small
-// batches) and does its part of the arithmetic (at large ones). Claiming instead of a fixed share
+// ranges; GEMM chunks are contiguous ranges of estimated cost over the (expert, column block)
+// pairs, long first and shrinking (gemmChunkStart), so a thread streams its own part of the weights
+// (both cores' bandwidth at small batches) and does its part of the arithmetic (at large ones), and
+// the threads end a phase within a small chunk of each other. Claiming instead of a fixed share
 // per thread means a worker the OS has not scheduled yet delays nobody: the others take its chunks.
 // The counters only grow (run r's chunks of a phase are claims r·chunks .. (r+1)·chunks − 1, taken
 // by compare-and-swap so no claim ever spills into the next run), so a worker that is late for a
@@ -257,8 +258,12 @@ const PHASE_COMBINE = 3;
 const PHASE_GATING = 4; // the one phase of a JOB_GATING run
 /** Row chunks per thread of the gating GEMM (uniform work: a little slack for a late thread). */
 const GATING_CHUNKS_PER_THREAD = 2;
-/** Chunks per thread in the GEMM phases: enough to even out a late or slow thread, few enough to keep long weight streams. */
-const GEMM_CHUNKS_PER_THREAD = 4;
+/**
+ * Chunks per thread in the GEMM phases. Their sizes shrink (guided scheduling, gemmChunkStart):
+ * the first chunks are long weight streams, the last ones small, so the threads finish a phase
+ * together.
+ */
+const GEMM_CHUNKS_PER_THREAD = 8;
 
 /**
  * The cost model of the split, in units of "one row times one column block": reading a block of
@@ -341,8 +346,9 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
     const m = load<i32>(offsets + (<usize>(e + 1) << 2)) - load<i32>(offsets + (<usize>e << 2));
     if (m > 0) total += <i64>blocks * (<i64>m + PANEL_COST_ROWS);
   }
-  const lo = total * chunk / chunks;
-  const hi = total * (chunk + 1) / chunks;
+  const threads = slot(ctl, CTL_THREADS);
+  const lo = gemmChunkStart(total, chunk, chunks, threads);
+  const hi = gemmChunkStart(total, chunk + 1, chunks, threads);
   let start: i64 = 0;
   for (let e = 0; e < n && start < hi; e++) {
     const first = load<i32>(offsets + (<usize>e << 2));
@@ -363,6 +369,19 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
     }
     start += <i64>blocks * blockCost;
   }
+}
+
+/**
+ * Where chunk `chunk` of a GEMM phase starts in its cost range [0, total): each chunk takes
+ * 1/(2·threads) of what the chunks before it left (guided scheduling), the last one all the rest.
+ * With GEMM_CHUNKS_PER_THREAD = 8 the last takes (1 − 1/(2·threads))^(8·threads − 1) ≈ e^−4 ≈ 2% of
+ * the work, where equal chunks (1/(4·threads) each) left a thread idle for up to one at a phase's end.
+ * A pure function of its arguments: every thread computes the same bounds.
+ */
+function gemmChunkStart(total: i64, chunk: i32, chunks: i32, threads: i32): i64 {
+  if (chunk >= chunks) return total;
+  const left = Math.pow(1.0 - 1.0 / <f64>(threads << 1), <f64>chunk);
+  return <i64>(<f64>total * (1.0 - left));
 }
 
 /** Chunk `chunk` of `chunks` of a row phase: gather (pairs) or combine (rows). */
