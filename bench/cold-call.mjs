@@ -5,7 +5,8 @@
 // call of the same input. Also prints the bytes of the call's weights and the rate they imply, and
 // the cold time of the engine alone: the layer's CPU engine (internal: layer.engine) running the
 // gating and the expert pass without the API around them (checks, outputs), a bound on what any
-// JavaScript around the kernels could reach.
+// JavaScript around the kernels could reach, and of its gating alone (x in and checked, the gating
+// GEMM, top-k, the plan): the work done before the first expert weight can be read.
 //   node --no-liftoff bench/cold-call.mjs [--cases=relu-256,relu-512] [--batch=1] [--samples=60] [--build=simd]
 //        [--threads=2 (with --build=simd-threads or relaxed-threads)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-simd.wasm: bench/run.mjs --probes-only).
@@ -44,8 +45,8 @@ const quantiles = (xs) => {
 const us = (q) => q.map((v) => v.toFixed(0)).join(" / ");
 
 console.log(`B = ${BATCH}, ${BUILD} ${THREADS}T, ${SAMPLES} samples; µs per call, 10th / 50th / 90th percentile`);
-console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) | engine alone, cold |");
-console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
+console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) | engine alone, cold | its gating alone, cold | timer alone, cold |");
+console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const { name, expert, shape } of cases) {
   for (const h of [8, shape.h]) {
     const s = { ...shape, h };
@@ -56,7 +57,7 @@ for (const { name, expert, shape } of cases) {
     for (let i = 0; i < 20; i++) layer.forwardSync(x, { out });
     const engine = layer.engine;
     const seed = { key: 1, stream: 0 };
-    const cold = [], warm = [], bare = [];
+    const cold = [], warm = [], bare = [], gating = [], timer = [];
     for (let r = 0; r < SAMPLES; r++) {
       flush();
       let t0 = performance.now();
@@ -70,10 +71,17 @@ for (const { name, expert, shape } of cases) {
       engine.gate(x, BATCH, false, undefined, seed);
       engine.runExperts(BATCH);
       bare.push(performance.now() - t0);
+      flush();
+      t0 = performance.now();
+      engine.gate(x, BATCH, false, undefined, seed);
+      gating.push(performance.now() - t0);
+      flush();
+      t0 = performance.now();
+      timer.push(performance.now() - t0);
     }
     layer.dispose();
     const bytes = touched * expertBytes(s, expert) + 4 * s.d * s.n;
     const c = quantiles(cold), w = quantiles(warm);
-    console.log(`| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s | ${us(quantiles(bare))} |`);
+    console.log(`| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s | ${us(quantiles(bare))} | ${us(quantiles(gating))} | ${us(quantiles(timer))} |`);
   }
 }

@@ -157,11 +157,11 @@ function whyBelowRoofline(missed, report) {
     parts.push(`the host's speed drifts: the register-only peak, probed around every engine's samples, ranged ${peak.worst.toFixed(1)}–${peak.best.toFixed(1)} GFLOP/s (median ${peak.median.toFixed(1)}) while the roofline takes the run's best moment; with the arithmetic at the speed of the moment ${now} of these ${missed.length} rows reach 80%`);
   }
   if (regimes.includes("memory-bound")) {
-    // relu d256 B = 1: bench/cold-call.mjs timed its engine alone (gating + expert pass, no API) at
-    // 240–277 µs cold (10th percentile – median, two runs), with the code of 2026-11-28
+    // relu d256 B = 1: bench/cold-call.mjs timed its engine alone (gating + expert pass, no API)
+    // at 186–277 µs cold (medians of four runs, 2026-11-28), its gating alone at 18–35 µs net of the timer
     const smallest = missed.find((r) => r.case === "relu d256 h512 n16 k2" && r.batch === 1);
     const bound = smallest
-      ? `; in the smallest case, relu d256 B = 1, the gating and expert pass alone, without any of the API's JavaScript, took 240–277 µs cold (10th percentile – median, bench/cold-call.mjs), where 80% of this run's floor allows ${(smallest.floors["simd 1T"] / 0.8 * 1000).toFixed(0)} µs: that row is out of this host's reach whatever the code around the kernels does`
+      ? `; in the smallest case, relu d256 B = 1, the gating and expert pass alone, without the API's JavaScript, took 186–277 µs cold (medians of four runs, bench/cold-call.mjs), where 80% of this run's floor allows ${(smallest.floors["simd 1T"] / 0.8 * 1000).toFixed(0)} µs: the kernels' own cold start (the gating alone 18–35 µs net of the timer, before the first weight is read) takes most of the 25% that 80% leaves beside the weight stream`
       : "";
     parts.push(`memory-bound rows pay, besides the weight stream, a fixed cost on cold caches: bench/cold-call.mjs measured 78–142 µs (median) per call at B = 1 for the same layers with 8-wide experts after the suite's cache flush (55–112 µs of it in the engine alone: code, gate weights, scratch and page tables come back from memory), against floors of 0.14–2.3 ms${bound}; the weight streams themselves reach the probe's rate (the one-row expert pass over 512 MiB read 15.8 GB/s, bench/experts-overlap.mjs) but the probe's best, ${machine.bandwidth1.toFixed(1)} GB/s in this run, is a moment the host gives only at times`);
   }
