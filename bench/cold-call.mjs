@@ -58,26 +58,23 @@ for (const { name, expert, shape } of cases) {
     const engine = layer.engine;
     const seed = { key: 1, stream: 0 };
     const cold = [], warm = [], bare = [], gating = [], timer = [];
+    const time = (into, fn) => {
+      const t0 = performance.now();
+      fn();
+      into.push(performance.now() - t0);
+    };
+    const forward = () => layer.forwardSync(x, { out });
+    const gate = () => engine.gate(x, BATCH, false, undefined, seed);
     for (let r = 0; r < SAMPLES; r++) {
       flush();
-      let t0 = performance.now();
-      layer.forwardSync(x, { out });
-      cold.push(performance.now() - t0);
-      t0 = performance.now();
-      layer.forwardSync(x, { out });
-      warm.push(performance.now() - t0);
+      time(cold, forward);
+      time(warm, forward); // right after the cold call
       flush();
-      t0 = performance.now();
-      engine.gate(x, BATCH, false, undefined, seed);
-      engine.runExperts(BATCH);
-      bare.push(performance.now() - t0);
+      time(bare, () => { gate(); engine.runExperts(BATCH); });
       flush();
-      t0 = performance.now();
-      engine.gate(x, BATCH, false, undefined, seed);
-      gating.push(performance.now() - t0);
+      time(gating, gate);
       flush();
-      t0 = performance.now();
-      timer.push(performance.now() - t0);
+      time(timer, () => {});
     }
     layer.dispose();
     const bytes = touched * expertBytes(s, expert) + 4 * s.d * s.n;

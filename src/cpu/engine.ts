@@ -25,6 +25,13 @@ const heapViews = (memory: WebAssembly.Memory): HeapViews => {
   return { f32: new Float32Array(buffer), i32: new Int32Array(buffer), f64: new Float64Array(buffer) };
 };
 
+/** view[at, at + length) into `into` when given (and returned), else into a new array. */
+function readOut<T extends Float32Array | Int32Array>(view: T, at: number, length: number, into: T | undefined): T {
+  if (!into) return view.slice(at, at + length) as T;
+  into.set(view.subarray(at, at + length));
+  return into;
+}
+
 /**
  * Byte offsets of the per-batch scratch, for a batch capacity. Every field but `capacity` is an
  * offset (allocPersistent moves them all when it moves the scratch).
@@ -162,17 +169,11 @@ export class CpuEngine {
   }
   /** `length` floats at ptr: into `into` when given (and returned), else a new array. */
   readF32(ptr: number, length: number, into?: Float32Array): Float32Array {
-    const at = ptr >> 2;
-    if (!into) return this.heap.f32.slice(at, at + length);
-    into.set(this.heap.f32.subarray(at, at + length));
-    return into;
+    return readOut(this.heap.f32, ptr >> 2, length, into);
   }
   /** `length` ints at ptr: into `into` when given (and returned), else a new array. */
   readI32(ptr: number, length: number, into?: Int32Array): Int32Array {
-    const at = ptr >> 2;
-    if (!into) return this.heap.i32.slice(at, at + length);
-    into.set(this.heap.i32.subarray(at, at + length));
-    return into;
+    return readOut(this.heap.i32, ptr >> 2, length, into);
   }
 
   // ---- weights ------------------------------------------------------------------------------
