@@ -11,7 +11,7 @@
 // packPanelsB), so an optimizer step is one elementwise pass over weights and gradients together.
 import { madd } from "./gemm";
 import { verf, vexp } from "./vmath";
-import { KIND_RELU, KIND_SWIGLU } from "./experts";
+import { KIND_RELU, KIND_SWIGLU } from "../src/abi";
 import { CV_EPSILON, lastVariance, meanAndVariance } from "./losses";
 
 const INV_SQRT_2PI: f64 = 0.3989422804014327;

@@ -12,10 +12,12 @@
 // pair index row·k + slot; posOf[pair] = p.
 import { gemmPanels } from "./gemm";
 import { vgelu, vsilu } from "./vmath";
-
-export const KIND_RELU = 0;
-export const KIND_GELU = 1;
-export const KIND_SWIGLU = 2;
+import {
+  KIND_RELU, KIND_SWIGLU, CTL_GENERATION, CTL_CLAIMED, CTL_FINISHED, CTL_FAILED, CTL_CALLER_MAY_BLOCK, CTL_JOB,
+  CTL_THREADS, CTL_RUN, CTL_GATE_W, CTL_PANELS, CTL_LOGITS, CTL_LDL, CTL_KIND, CTL_D, CTL_H, CTL_N, CTL_K, CTL_BATCH,
+  CTL_X, CTL_W1, CTL_B1, CTL_W2, CTL_B2, CTL_EXPERT_OFFSETS, CTL_PAIR_OF, CTL_POS_OF, CTL_TOPK_GATES, CTL_GATHERED,
+  CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING,
+} from "../src/abi";
 
 // @ts-ignore: decorator
 @inline
@@ -212,44 +214,7 @@ function combineRows(out: usize, d: i32, r0: i32, r1: i32, k: i32, posOf: usize,
 // A column block is computed exactly as by the serial pass, so y has the same bits for any number
 // of threads and any claiming order.
 //
-// The control block: i32 slots at ctl, written by src/cpu/threads.ts (CONTROL there mirrors these).
-// Counters sit in their own 64-byte lines.
-export const CTL_GENERATION = 0; // bumped by the caller to start a run; idle workers wait on it
-export const CTL_CLAIMED = 16; // 16..20: chunks claimed, per phase
-export const CTL_FINISHED = 24; // 24..28: chunks finished, per phase
-export const CTL_FAILED = 33; // set by a worker whose share threw: nobody waits for it any more
-export const CTL_CALLER_MAY_BLOCK = 34; // 0 on a browser's main thread, where atomic waits trap
-export const CTL_JOB = 48; // what the run does: JOB_EXPERTS, JOB_GATING, or JOB_EXIT to end the workers
-export const CTL_THREADS = 49;
-export const CTL_RUN = 70; // index of this run among its job's runs (0, 1, 2, …), set with its parameters
-export const CTL_GATE_W = 71; // JOB_GATING: the packed gate panels, their count, the logits and their stride
-export const CTL_PANELS = 72;
-export const CTL_LOGITS = 73;
-export const CTL_LDL = 74;
-export const CTL_KIND = 50;
-export const CTL_D = 51;
-export const CTL_H = 52;
-export const CTL_N = 53;
-export const CTL_K = 54;
-export const CTL_BATCH = 55;
-export const CTL_X = 56; // pointers from here on
-export const CTL_W1 = 57;
-export const CTL_B1 = 58;
-export const CTL_W2 = 59;
-export const CTL_B2 = 60;
-export const CTL_EXPERT_OFFSETS = 61;
-export const CTL_PAIR_OF = 62;
-export const CTL_POS_OF = 63;
-export const CTL_TOPK_GATES = 64;
-export const CTL_GATHERED = 65;
-export const CTL_PRE = 66;
-export const CTL_ACT = 67;
-export const CTL_OUT = 68;
-export const CTL_Y = 69;
-export const CTL_SLOTS = 80; // size of the block in i32 (five cache lines)
-export const JOB_EXPERTS = 1;
-export const JOB_EXIT = 2;
-export const JOB_GATING = 3;
+// The control block: i32 slots at ctl (src/abi.ts CTL_*), written by src/cpu/threads.ts.
 
 const PHASE_GATHER = 0;
 const PHASE_UP = 1;
@@ -268,8 +233,8 @@ const GEMM_CHUNKS_PER_THREAD = 8;
 /**
  * The cost model of the split, in units of "one row times one column block": reading a block of
  * weights from memory costs about as long as PANEL_COST_ROWS rows of arithmetic on it
- * (2 flops per 4 bytes: 2·peak / bandwidth ≈ 2 · 20 GFLOP/s / 13 GB/s ≈ 3 on the machines of
- * DESIGN.md "Performance facts").
+ * (2 flops per 4 bytes: 2·peak / bandwidth ≈ 2 · 20 GFLOP/s / 13 GB/s ≈ 3 on a typical
+ * x86 server core).
  */
 const PANEL_COST_ROWS: i64 = 3;
 

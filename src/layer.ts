@@ -1,15 +1,17 @@
-// The layer: validation at the door, gating on the CPU, experts on the CPU or the GPU.
+// The layer: validation at the door, gating on the CPU into a plan, the experts on the back end the
+// router chooses (src/plan.ts: one plan, two back ends), training on the CPU.
 import { checkSeed, validateConfig, validateWeights, type LayerSpec } from "./config.ts";
 import { fail } from "./errors.ts";
-import { CpuEngine } from "./cpu/engine.ts";
+import { CpuEngine, CpuExperts, type Arena } from "./cpu/engine.ts";
 import { instantiateKernels } from "./cpu/wasm.ts";
 import { resolveThreads } from "./cpu/threads.ts";
 import { completeWeights } from "./train/init.ts";
 import { stepOptionsOf, Trainer } from "./train/trainer.ts";
 import { unpackTensors } from "./train/tensors.ts";
-import { createRouter, type Router } from "./router.ts";
-import type { GpuExperts } from "./gpu/experts.ts";
-import type { BackendName, BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWeights, StepOptions } from "./types.ts";
+import { Router } from "./router.ts";
+import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
+import type { Plan } from "./plan.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
 export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
@@ -20,40 +22,74 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   const engine = new CpuEngine(kernels, spec);
   const complete = completeWeights(engine, weights, spec.initSeed);
   engine.loadWeights(complete);
-  // backend "gpu" / "auto": a device, and the weights uploaded to it (src/router.ts)
-  const router = await createRouter(spec, complete, config);
+  // backend "gpu" / "auto": a device, and the weights uploaded to it
+  let gpu: GpuExperts | undefined;
+  let reason: string | undefined = 'the layer was created with backend "cpu"';
+  let setupError: unknown;
+  if (spec.backend !== "cpu") {
+    const opened = await openGpuExperts(spec, complete, config.gpu);
+    if ("experts" in opened) gpu = opened.experts;
+    else ({ reason, error: setupError } = opened);
+  }
   if (threads > 1) {
     try {
       await engine.startThreads(threads);
     } catch (error) {
-      router.dispose();
+      gpu?.dispose();
       throw error;
     }
   }
-  return new Layer(spec, engine, router);
+  const layer = new Layer(spec, engine, new Router(spec, gpu, config.crossover, gpu ? undefined : reason), config.onWarning);
+  if (setupError !== undefined) {
+    layer.warn({ code: "GPU_ERROR", message: `the GPU experts could not be set up (${reason}); this layer runs on the CPU`, cause: setupError });
+  }
+  return layer;
 }
 
-function isFloat32(value: unknown): value is Float32Array {
-  return value instanceof Float32Array;
+const isFloat32 = (value: unknown): value is Float32Array => value instanceof Float32Array;
+
+/** One forward after gating: the plan, its arena (held until the experts are done), the outputs. */
+interface Call {
+  plan: Plan;
+  arena: Arena;
+  y: Float32Array;
+  result: ForwardResult;
+  gpu: GpuExperts | undefined;
 }
+
+/** The last training forward, kept for backward: its arena holds the gating state and activations. */
+interface TrainingState {
+  arena: Arena;
+  batch: number;
+  /** The CPU expert pass ran in the arena (a GPU forward leaves no activations there). */
+  expertsInArena: boolean;
+}
+
+// Explicit resource management (`using`): the symbols exist in Node 20+, Deno, Bun and current browsers.
+const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("Symbol.dispose");
 
 class Layer implements MoELocalLayer {
   readonly config: MoELayer["config"];
   private engine: CpuEngine | undefined;
+  private readonly cpu: CpuExperts;
+  private readonly router: Router;
+  private readonly onWarning: ((warning: MoEWarning) => void) | undefined;
+  private warnedFailure = false;
   /** The layer's own noise stream: training calls without noise or seed take the next one. */
   private streamCalls = 0;
-  /** The last forward, when it ran in training mode and backward has not used it up yet. */
-  private forwardState: { batch: number; backend: BackendName } | undefined;
+  private state: TrainingState | undefined;
   /** Gradient and optimizer memory, made at the first backward. */
   private trainer: Trainer | undefined;
 
-  private readonly router: Router;
-
-  constructor(spec: LayerSpec, engine: CpuEngine, router: Router) {
+  constructor(spec: LayerSpec, engine: CpuEngine, router: Router, onWarning: MoEConfig["onWarning"]) {
     this.engine = engine;
+    this.cpu = new CpuExperts(engine);
     this.router = router;
+    this.onWarning = onWarning;
     const { dModel, dHidden, numExperts, k, expert, noisyGating, noiseEpsilon, wImportance, wLoad } = spec;
     this.config = Object.freeze({ dModel, dHidden, numExperts, k, expert, noisyGating, noiseEpsilon, wImportance, wLoad });
+    const gpu = router.gpuExperts;
+    if (gpu) gpu.onLost = (reason) => this.warnFailure("GPU_LOST", `${reason}; a call in flight and every later one run their experts on the CPU`);
   }
 
   private live(): CpuEngine {
@@ -62,23 +98,49 @@ class Layer implements MoELocalLayer {
   }
 
   async forward(x: Float32Array, options: ForwardOptions = {}): Promise<ForwardResult> {
-    this.live();
-    checkOptions(options);
-    const gpu = this.router.pick(x, options.backend);
-    if (!gpu) return this.forwardSync(x, options);
-    return this.router.serial(() => this.forwardOn(x, options, gpu));
+    const call = this.begin(x, options, false);
+    const gpu = call.gpu;
+    if (!gpu) return this.finishOnCpu(call);
+    return this.router.serial(async () => {
+      try {
+        await gpu.run(call.plan, call.y);
+        call.result.backend = "gpu";
+      } catch (error) {
+        // The GPU is switched off for later calls, the caller warned, and this call's plan runs on the CPU.
+        const lost = gpu.failure !== undefined;
+        const message = gpu.failure ?? `a GPU call failed (${(error as Error).message})`;
+        gpu.failure ??= message;
+        this.warnFailure(lost ? "GPU_LOST" : "GPU_ERROR", `${message}; this call and later ones run their experts on the CPU`, error);
+        return this.finishOnCpu(call);
+      }
+      this.engine?.release(call.arena);
+      return call.result;
+    });
   }
 
-  /** The CPU path, synchronously. */
+  /** The CPU path, synchronously, whatever the backend. */
   forwardSync(x: Float32Array, options: ForwardOptions = {}): ForwardResult {
-    this.live();
-    checkOptions(options);
-    return this.forwardOn(x, options, undefined) as ForwardResult;
+    return this.finishOnCpu(this.begin(x, options, true));
   }
 
-  /** Validation, gating and the outputs; the experts on the CPU, or on `gpu` (then a Promise). */
-  private forwardOn(x: Float32Array, options: ForwardOptions, gpu: GpuExperts | undefined): ForwardResult | Promise<ForwardResult> {
+  private finishOnCpu(call: Call): ForwardResult {
+    try {
+      this.cpu.run(call.plan, call.y);
+      if (this.state?.arena === call.arena) this.state.expertsInArena = true;
+      call.result.backend = "cpu";
+      return call.result;
+    } finally {
+      this.engine?.release(call.arena);
+    }
+  }
+
+  /**
+   * Validates a call, then runs its gating into a plan. Everything that can reject the call is
+   * checked before the gating commits: a rejected call changes nothing.
+   */
+  private begin(x: Float32Array, options: ForwardOptions, cpuOnly: boolean): Call {
     const engine = this.live();
+    checkOptions(options);
     const { dModel: d, numExperts: n, k, noisyGating } = this.config;
     if (!isFloat32(x)) fail("INPUT_SHAPE", `x must be a Float32Array [B·${d}], got ${Object.prototype.toString.call(x)}`);
     if (x.length === 0 || x.length % d !== 0) {
@@ -87,65 +149,59 @@ class Layer implements MoELocalLayer {
     const batch = x.length / d;
     const train = options.train ?? false;
     if (typeof train !== "boolean") fail("INVALID_CONFIG", "options.train must be a boolean");
+    this.router.check(options.backend, batch, cpuOnly);
 
     // noise and seed are checked whenever given (a malformed one is a bug even where unused);
     // they are used only in training mode with noisy gating.
     const givenNoise = options.noise;
-    if (givenNoise !== undefined && (!isFloat32(givenNoise) || givenNoise.length !== batch * n)) {
-      fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(givenNoise) ? `length ${givenNoise.length}` : Object.prototype.toString.call(givenNoise)}`);
-    }
-    const givenSeed = options.seed === undefined ? undefined : checkSeed("options.seed", options.seed);
-    let noise: Float32Array | undefined;
-    let seed = { key: engine.spec.seed, stream: 0 };
-    if (train && noisyGating) {
-      if (givenNoise !== undefined) {
-        noise = givenNoise;
-        for (let i = 0; i < noise.length; i++) {
-          if (!Number.isFinite(noise[i])) fail("NOISE_SHAPE", `noise[${i}] is ${noise[i]}; noise must be finite`);
-        }
-      } else if (givenSeed !== undefined) {
-        seed = { key: givenSeed, stream: 0 };
-      } else {
-        seed = { key: engine.spec.seed, stream: (this.streamCalls + 1) >>> 0 };
+    if (givenNoise !== undefined) {
+      if (!isFloat32(givenNoise) || givenNoise.length !== batch * n) {
+        fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(givenNoise) ? `length ${givenNoise.length}` : Object.prototype.toString.call(givenNoise)}`);
+      }
+      for (let i = 0; i < givenNoise.length; i++) {
+        if (!Number.isFinite(givenNoise[i])) fail("NOISE_SHAPE", `noise[${i}] is ${givenNoise[i]}; noise must be finite`);
       }
     }
+    const givenSeed = options.seed === undefined ? undefined : checkSeed("options.seed", options.seed);
+    const noisy = train && noisyGating;
+    const ownStream = noisy && givenNoise === undefined && givenSeed === undefined;
+    const seed = { key: givenSeed ?? engine.spec.seed, stream: ownStream ? (this.streamCalls + 1) >>> 0 : 0 };
     const out = options.out ?? {};
     checkOut("y", out.y, Float32Array, batch * d);
     checkOut("topkIndices", out.topkIndices, Int32Array, batch * k);
     checkOut("topkGates", out.topkGates, Float32Array, batch * k);
 
-    engine.gate(x, batch, train, noise, seed);
-    this.forwardState = undefined; // the gating state in the scratch is this call's now
-    if (train && noisyGating && noise === undefined && givenSeed === undefined) this.streamCalls++;
-    const backend: BackendName = gpu ? "gpu" : "cpu";
-    if (!gpu) engine.runExperts(batch);
-
-    const s = engine.scratch;
+    const { plan, arena } = engine.gate(x, batch, train, noisy ? givenNoise : undefined, seed);
+    // committed: the call is this one's from here
+    if (ownStream) this.streamCalls++;
+    this.dropState();
     const result: ForwardResult = {
-      y: gpu ? (out.y ?? new Float32Array(batch * d)) : engine.readF32(s.y, batch * d, out.y),
-      topkIndices: engine.readI32(s.topkIdx, batch * k, out.topkIndices),
-      topkGates: engine.readF32(s.topkGates, batch * k, out.topkGates),
-      backend,
+      y: out.y ?? new Float32Array(batch * d),
+      topkIndices: engine.readI32(arena.at("topkIdx"), batch * k, out.topkIndices),
+      topkGates: engine.readF32(arena.at("topkGates"), batch * k, out.topkGates),
+      backend: "cpu",
     };
     if (train) {
-      const losses = engine.f64(s.losses, 2);
-      result.importance = engine.f32(s.importance, n).slice();
-      result.load = engine.f32(s.load, n).slice();
+      const losses = engine.f64(arena.at("losses"), 2);
+      result.importance = engine.readF32(arena.at("importance"), n);
+      result.load = engine.readF32(arena.at("load"), n);
       result.lossImportance = losses[0];
       result.lossLoad = losses[1];
-      this.forwardState = { batch, backend };
+      arena.holds++;
+      this.state = { arena, batch, expertsInArena: false };
     }
-    return gpu ? this.router.runExperts(gpu, engine, batch, result) : result;
+    return { plan, arena, y: result.y, result, gpu: cpuOnly ? undefined : this.router.choose(options.backend, batch) };
+  }
+
+  /** Forgets the last training forward (a later forward, a backward or a step used it up). */
+  private dropState(): void {
+    if (this.state) this.engine?.release(this.state.arena);
+    this.state = undefined;
   }
 
   async backward(dy: Float32Array, options: BackwardOptions = {}): Promise<Gradients> {
-    return this.backwardSync(dy, options);
-  }
-
-  /** backward, synchronously (it always runs on the CPU). */
-  backwardSync(dy: Float32Array, options: BackwardOptions = {}): Gradients {
     const engine = this.live();
-    const state = this.forwardState;
+    const state = this.state;
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
     }
@@ -156,38 +212,99 @@ class Layer implements MoELocalLayer {
     const weights = options.weights ?? true;
     if (typeof weights !== "boolean") fail("INVALID_CONFIG", "options.weights must be a boolean");
     this.trainer ??= new Trainer(engine);
-    this.trainer.loadUpstream(state.batch, dy);
+    this.trainer.loadUpstream(state.arena, state.batch, dy);
     // The expert activations of a GPU forward are not in wasm memory: recompute them on the CPU.
-    if (state.backend !== "cpu") engine.runExperts(state.batch);
-    this.forwardState = undefined;
-    return this.trainer.backward(state.batch, weights);
+    if (!state.expertsInArena) engine.expertPass(state.arena, state.batch);
+    try {
+      return this.trainer.backward(state.arena, state.batch, weights);
+    } finally {
+      this.dropState();
+    }
   }
 
   async step(options: StepOptions): Promise<void> {
-    this.stepSync(options);
-  }
-
-  /** step, synchronously. */
-  stepSync(options: StepOptions): void {
-    this.live();
+    const engine = this.live();
     const checked = stepOptionsOf(options);
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);
-    this.router.weightsChanged(() => unpackTensors(this.live(), 0)); // the GPU's copy too
-    this.forwardState = undefined; // a pending forward saw the old weights
+    const gpu = this.router.gpuExperts; // the GPU's resident copy too
+    if (gpu) gpu.writeWeights(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+    this.dropState(); // a pending forward saw the old weights
   }
 
   async getWeights(): Promise<MoEWeights> {
     return unpackTensors(this.live(), 0);
   }
 
-  calibrate(options?: CalibrateOptions): Promise<Calibration> {
+  /**
+   * Times the CPU and GPU experts for a few batch sizes (eval-mode forward calls on pseudo-random
+   * rows, the median of `repeats` after one warm-up each, interleaved so that drift of the host's
+   * speed hits both alike) and sets the router's crossover from them.
+   */
+  async calibrate(options: CalibrateOptions = {}): Promise<Calibration> {
     this.live();
-    return this.router.calibrate((x, backend) => this.forward(x, { backend }), options);
+    const { dModel: d, k } = this.config;
+    const batchSizes = options.batchSizes ?? [1, 4, 16, 64, 256];
+    const repeats = options.repeats ?? 3;
+    if (!Array.isArray(batchSizes) || batchSizes.length === 0 || !batchSizes.every((b) => Number.isInteger(b) && b > 0)) {
+      fail("INVALID_CONFIG", "calibrate: batchSizes must be a non-empty array of positive integers");
+    }
+    if (!Number.isInteger(repeats) || repeats < 1) fail("INVALID_CONFIG", "calibrate: repeats must be a positive integer");
+    const gpu = this.router.gpuExperts;
+    const software = this.router.status.software;
+    if (!gpu) return { crossover: this.router.crossover, samples: [], software };
+
+    const sizes = [...new Set(batchSizes)].filter((b) => gpu.fits(b)).sort((a, b) => a - b);
+    const x = new Float32Array(sizes[sizes.length - 1] * d);
+    let state = 0x2545f491; // xorshift32: values in [-1, 1), the same every time
+    for (let i = 0; i < x.length; i++) {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      x[i] = (state >>> 0) / 2 ** 31 - 1;
+    }
+    const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+    const samples: Calibration["samples"] = [];
+    for (const batch of sizes) {
+      const rows = x.subarray(0, batch * d);
+      const cpuMs: number[] = [];
+      const gpuMs: number[] = [];
+      for (let r = 0; r <= repeats; r++) {
+        let t = performance.now();
+        await this.forward(rows, { backend: "cpu" });
+        if (r > 0) cpuMs.push(performance.now() - t);
+        t = performance.now();
+        const out = await this.forward(rows, { backend: "gpu" });
+        if (out.backend !== "gpu") return { crossover: this.router.crossover, samples, software };
+        if (r > 0) gpuMs.push(performance.now() - t);
+      }
+      samples.push({ batch, pairs: batch * k, cpuMs: median(cpuMs), gpuMs: median(gpuMs) });
+    }
+    return { crossover: this.router.calibrated(samples), samples, software };
   }
 
   get gpuStatus(): GpuStatus {
     return this.router.status;
+  }
+
+  /** Emits a warning to the caller's onWarning, or to the console when there is none. */
+  warn(warning: MoEWarning): void {
+    if (this.onWarning) {
+      try {
+        this.onWarning(warning);
+      } catch {
+        // a throwing listener must not break the call that warned
+      }
+    } else {
+      console.warn(`edge-moe: ${warning.message}`);
+    }
+  }
+
+  /** The first GPU failure's warning (later ones add nothing: every call after it runs on the CPU). */
+  private warnFailure(code: MoEWarning["code"], message: string, cause?: unknown): void {
+    if (this.warnedFailure || !this.engine) return;
+    this.warnedFailure = true;
+    this.warn({ code, message, cause });
   }
 
   dispose(): void {
@@ -195,7 +312,11 @@ class Layer implements MoELocalLayer {
     this.engine?.dispose(); // ends the worker threads, if any
     this.engine = undefined;
     this.trainer = undefined;
-    this.forwardState = undefined;
+    this.state = undefined;
+  }
+
+  [disposeSymbol](): void {
+    this.dispose();
   }
 }
 
@@ -215,4 +336,3 @@ function checkOut(name: string, buffer: unknown, type: Float32ArrayConstructor |
     fail("OUTPUT_SHAPE", `out.${name} must be a ${type.name} of length ${length}`);
   }
 }
-

@@ -1,22 +1,27 @@
-// The CPU engine: owns one kernel instance and its linear memory, lays out the packed weights
-// (once, at creation) and the per-batch scratch (once per batch capacity), and drives the kernels.
+// The CPU engine: owns one kernel instance and its linear memory, packs the weights (once, at
+// creation), runs the gating of a call into an arena of its own, and the expert pass over a plan.
 // The TypeScript side only passes pointers; no number is touched in a JS loop on the hot path.
+//
+// Memory, from low to high: the kernels' static data, the packed weights, persistent regions
+// (thread pool control block, gradients, optimizer state), then the arenas: one per call in
+// flight, each holding that call's x, gating state, plan, expert activations and y. A call that
+// runs while another one's arena is held (a GPU call awaiting its readback, the last training
+// forward kept for backward) gets an arena of its own, so calls never share buffers.
+import { CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL } from "../abi.ts";
 import { fail } from "../errors.ts";
 import type { LayerSpec } from "../config.ts";
+import { sliceOf, type ExpertBackend, type Plan } from "../plan.ts";
 import type { MoEWeights } from "../types.ts";
+import { arenaLayout, KIND_CODE, packedLayout, roundUp, type ArenaLayout, type PackedLayout } from "./layout.ts";
 import { kernelModules, type KernelExports } from "./wasm.ts";
-import { CONTROL, ThreadPool } from "./threads.ts";
+import { ThreadPool } from "./threads.ts";
 
 const PAGE = 65536;
-const ALIGN = 64;
-const KIND_CODE = { relu: 0, gelu: 1, swiglu: 2 } as const;
 /**
  * Multiply-adds of the gating GEMM from which a threaded layer splits it across its threads:
  * ~2^17 is ~10 µs of one thread's SIMD, several times the cost of a run's hand-off.
  */
 const THREADED_GATING_MACS = 2 ** 17;
-
-const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 
 /** Views of a whole wasm memory (engine.heap). */
 interface HeapViews { f32: Float32Array; i32: Int32Array; f64: Float64Array }
@@ -32,112 +37,133 @@ function readOut<T extends Float32Array | Int32Array>(view: T, at: number, lengt
   return into;
 }
 
-/**
- * Byte offsets of the per-batch scratch, for a batch capacity. Every field but `capacity` is an
- * offset (allocPersistent moves them all when it moves the scratch).
- */
-interface Scratch {
-  capacity: number;
-  x: [number, number]; // double-buffered: a rejected x never overwrites the last accepted one
-  logits: number; noise: number; std: number; h: number;
-  topkIdx: number; topkGates: number; nextIdx: number; topkScratch: number;
-  importance: number; load: number; losses: number; lossAcc: number;
-  expertOffsets: number; pairOf: number; posOf: number;
-  gathered: number; pre: number; act: number; out: number; y: number;
-  // backward (src/train/): upstream gradient, input gradient, gating-GEMM output gradient, dJ/dG
-  dy: number; dx: number; dLogits: number; dGates: number;
-  end: number;
+export type ArenaField = Exclude<keyof ArenaLayout, "capacity" | "bytes">;
+
+/** One call's buffers in wasm memory (layout: src/cpu/layout.ts). */
+export class Arena {
+  /** Byte offset of the arena in memory: it moves up when a persistent region is allocated below. */
+  private base: number;
+  readonly layout: ArenaLayout;
+  /** Absolute byte addresses of its buffers. */
+  readonly ptr = {} as Record<ArenaField, number>;
+  /** Holders: the call running on it, and the layer's training state. Free at 0. */
+  holds = 0;
+
+  constructor(base: number, layout: ArenaLayout) {
+    this.base = base;
+    this.layout = layout;
+    this.moveBy(0);
+  }
+
+  /** Absolute byte address of one of the arena's buffers. */
+  at(field: ArenaField): number {
+    return this.ptr[field];
+  }
+
+  moveBy(bytes: number): void {
+    this.base += bytes;
+    for (const field of Object.keys(this.layout) as Array<keyof ArenaLayout>) {
+      if (field !== "capacity" && field !== "bytes") this.ptr[field] = this.base + this.layout[field];
+    }
+  }
 }
 
-/** What a gating pass leaves in memory, for the expert pass and the outputs. */
-export interface GatingResult {
-  batch: number;
-  train: boolean;
+/** The plan of a call whose gating ran in an arena: views made on each read (memory may grow). */
+class ArenaPlan implements Plan {
+  readonly batch: number;
+  readonly k: number;
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly engine: CpuEngine;
+  readonly arena: Arena;
+
+  constructor(engine: CpuEngine, arena: Arena, batch: number) {
+    this.engine = engine;
+    this.arena = arena;
+    this.batch = batch;
+    this.k = engine.spec.k;
+    this.numExperts = engine.spec.numExperts;
+    this.dModel = engine.spec.dModel;
+    Object.freeze(this);
+  }
+
+  get x(): Float32Array { return this.engine.f32(this.arena.at("x"), this.batch * this.dModel); }
+  get topkIndices(): Int32Array { return this.engine.i32(this.arena.at("topkIdx"), this.batch * this.k); }
+  get topkGates(): Float32Array { return this.engine.f32(this.arena.at("topkGates"), this.batch * this.k); }
+  get expertOffsets(): Int32Array { return this.engine.i32(this.arena.at("expertOffsets"), this.numExperts + 1); }
+  get pairOf(): Int32Array { return this.engine.i32(this.arena.at("pairOf"), this.batch * this.k); }
+  get posOf(): Int32Array { return this.engine.i32(this.arena.at("posOf"), this.batch * this.k); }
+
+  slice(first: number, rows: number): Plan {
+    return sliceOf(this.x, this.topkIndices, this.topkGates, this.k, this.numExperts, first, rows);
+  }
+}
+
+/** What a gating pass produced: the plan, and the arena that holds it and the gating state. */
+export interface Gated {
+  plan: Plan;
+  arena: Arena;
 }
 
 export class CpuEngine {
   readonly kernels: KernelExports;
   readonly spec: LayerSpec;
   readonly kind: number;
-  /** Padded widths: hidden (hp), model (dp), up-projection output (hw: 2·hp for swiglu). */
-  readonly hp: number; readonly dp: number; readonly hw: number;
-  /** Gating GEMM output columns: clean, then raw when noisy; row stride ldl. */
-  readonly gateCols: number; readonly ldl: number;
-
-  private top: number;
-  /** The packed weights (b1, b2 are 0 for swiglu); they fill [weightPtr.gate, weightEnd). */
+  readonly packed: PackedLayout;
+  /** Absolute byte addresses of the packed weights (b1, b2: 0 for swiglu). */
   readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number };
   readonly weightEnd: number;
-  private scratchBase: number;
+
+  /** Start of the arenas (everything below lives as long as the layer). */
+  private arenaBase: number;
+  /** End of the last arena. */
+  private top: number;
+  private arenas: Arena[] = [];
   /**
    * Views of the whole memory, made again whenever reserve grows it (nothing else does: the kernels
-   * never grow it). A call reads and writes through these instead of making views of
-   * `memory.buffer`: on cold caches each such view costs microseconds (bench/cold-call.mjs).
+   * never grow it). Calls read and write through these instead of making views of `memory.buffer`:
+   * on cold caches each such view costs microseconds.
    */
   private heap: HeapViews;
-  private s: Scratch | undefined;
-  private xSlot = 0;
+  private pool: ThreadPool | undefined;
 
   constructor(kernels: KernelExports, spec: LayerSpec) {
     this.kernels = kernels;
     this.spec = spec;
     this.kind = KIND_CODE[spec.expert];
-    const { dModel: d, dHidden: h, numExperts: n } = spec;
-    this.hp = roundUp(h, 8);
-    this.dp = roundUp(d, 8);
-    this.hw = spec.expert === "swiglu" ? 2 * this.hp : this.hp;
-    this.gateCols = spec.noisyGating ? 2 * n : n;
-    this.ldl = roundUp(this.gateCols, 8);
+    this.packed = packedLayout(spec);
     this.heap = heapViews(kernels.memory);
-    this.top = roundUp(kernels.heapBase(), ALIGN);
-    const bias = spec.expert !== "swiglu";
-    this.weightPtr = {
-      gate: this.alloc(4 * d * this.ldl),
-      w1: this.alloc(4 * n * d * this.hw),
-      b1: bias ? this.alloc(4 * n * this.hp) : 0,
-      w2: this.alloc(4 * n * this.hp * this.dp),
-      b2: bias ? this.alloc(4 * n * this.dp) : 0,
-    };
-    this.weightEnd = this.top;
-    this.scratchBase = this.top;
+    const start = roundUp(kernels.heapBase(), ALIGN_BYTES);
+    const o = this.packed.offsets;
+    this.weightPtr = { gate: start + o.gate, w1: start + o.w1, b1: o.b1 < 0 ? 0 : start + o.b1, w2: start + o.w2, b2: o.b2 < 0 ? 0 : start + o.b2 };
+    this.weightEnd = start + this.packed.bytes;
+    this.arenaBase = this.weightEnd;
+    this.top = this.weightEnd;
+    this.reserve(this.top);
   }
 
+  // ---- memory -------------------------------------------------------------------------------
+
   /**
-   * Zeroed memory that lives as long as the layer, beside the weights (gradients, optimizer
-   * state): the per-batch scratch moves up to make room, its contents kept.
+   * Zeroed memory that lives as long as the layer, beside the weights (thread control block,
+   * gradients, optimizer state): the arenas move up to make room, their contents kept.
    */
   allocPersistent(bytes: number): number {
-    const ptr = roundUp(this.scratchBase, ALIGN);
-    const shift = roundUp(ptr + bytes, ALIGN) - this.scratchBase;
-    const s = this.s;
-    if (s) {
-      this.reserve(s.end + shift);
-      new Uint8Array(this.heap.f32.buffer).copyWithin(this.scratchBase + shift, this.scratchBase, s.end);
-      for (const key of Object.keys(s) as Array<keyof Scratch>) {
-        if (key === "x") s.x = [s.x[0] + shift, s.x[1] + shift];
-        else if (key !== "capacity") s[key] += shift;
-      }
-      this.top = s.end;
-    } else {
-      this.reserve(this.scratchBase + shift);
-      this.top = this.scratchBase + shift;
-    }
-    this.scratchBase += shift;
+    const ptr = this.arenaBase;
+    const shift = roundUp(bytes, ALIGN_BYTES);
+    this.reserve(this.top + shift);
+    new Uint8Array(this.heap.f32.buffer).copyWithin(this.arenaBase + shift, this.arenaBase, this.top);
+    for (const arena of this.arenas) arena.moveBy(shift);
+    this.arenaBase += shift;
+    this.top += shift;
     new Uint8Array(this.heap.f32.buffer, ptr, bytes).fill(0);
     return ptr;
   }
 
-  /** Memory past everything else for one call's staging; valid until the next allocation. */
+  /** Memory past everything else for one step's staging; valid until the next allocation. */
   staging(bytes: number): number {
-    const ptr = roundUp(this.top, ALIGN);
+    const ptr = roundUp(this.top, ALIGN_BYTES);
     this.reserve(ptr + bytes);
-    return ptr;
-  }
-
-  private alloc(bytes: number): number {
-    const ptr = roundUp(this.top, ALIGN);
-    this.top = ptr + bytes;
-    this.reserve(this.top);
     return ptr;
   }
 
@@ -154,26 +180,67 @@ export class CpuEngine {
     }
   }
 
+  // Byte addresses reach 4 GiB: `>>>` keeps them unsigned where `>>` would turn them negative.
   f32(ptr: number, length: number): Float32Array {
-    return this.heap.f32.subarray(ptr >> 2, (ptr >> 2) + length);
+    return this.heap.f32.subarray(ptr >>> 2, (ptr >>> 2) + length);
   }
   i32(ptr: number, length: number): Int32Array {
-    return this.heap.i32.subarray(ptr >> 2, (ptr >> 2) + length);
+    return this.heap.i32.subarray(ptr >>> 2, (ptr >>> 2) + length);
   }
   f64(ptr: number, length: number): Float64Array {
-    return this.heap.f64.subarray(ptr >> 3, (ptr >> 3) + length);
+    return this.heap.f64.subarray(ptr >>> 3, (ptr >>> 3) + length);
   }
   /** x, whole, into memory at ptr. */
   writeF32(ptr: number, x: Float32Array): void {
-    this.heap.f32.set(x, ptr >> 2);
+    this.heap.f32.set(x, ptr >>> 2);
   }
   /** `length` floats at ptr: into `into` when given (and returned), else a new array. */
   readF32(ptr: number, length: number, into?: Float32Array): Float32Array {
-    return readOut(this.heap.f32, ptr >> 2, length, into);
+    return readOut(this.heap.f32, ptr >>> 2, length, into);
   }
   /** `length` ints at ptr: into `into` when given (and returned), else a new array. */
   readI32(ptr: number, length: number, into?: Int32Array): Int32Array {
-    return readOut(this.heap.i32, ptr >> 2, length, into);
+    return readOut(this.heap.i32, ptr >>> 2, length, into);
+  }
+
+  // ---- arenas -------------------------------------------------------------------------------
+
+  /**
+   * An arena for `batch` rows, held once: a free one that is large enough, else a new one (laid
+   * out from the arenas' start when none is held, so memory stays at the largest batch seen).
+   */
+  acquire(batch: number): Arena {
+    let arena: Arena | undefined;
+    for (const a of this.arenas) {
+      if (a.holds === 0 && a.layout.capacity >= batch && (!arena || a.layout.capacity < arena.layout.capacity)) arena = a;
+    }
+    if (!arena) {
+      if (this.arenas.every((a) => a.holds === 0)) {
+        this.arenas = [];
+        this.top = this.arenaBase;
+      }
+      // Beside held arenas, a new one takes the largest capacity so far: a layer then holds at most
+      // (calls in flight + the training state) arenas of its largest batch, however batches vary.
+      const capacity = Math.max(batch, ...this.arenas.map((a) => a.layout.capacity));
+      const layout = arenaLayout(this.spec, this.packed, capacity);
+      const base = roundUp(this.top, ALIGN_BYTES);
+      this.reserve(base + layout.bytes);
+      this.top = base + layout.bytes;
+      arena = new Arena(base, layout);
+      this.arenas.push(arena);
+    }
+    arena.holds = 1;
+    return arena;
+  }
+
+  /** Drops one hold of an arena; at none it is free for the next call. */
+  release(arena: Arena): void {
+    if (arena.holds > 0) arena.holds--;
+  }
+
+  /** The arena of a plan made by this engine's gating and still held, else undefined. */
+  arenaOf(plan: Plan): Arena | undefined {
+    return plan instanceof ArenaPlan && plan.engine === this && plan.arena.holds > 0 ? plan.arena : undefined;
   }
 
   // ---- weights ------------------------------------------------------------------------------
@@ -186,9 +253,9 @@ export class CpuEngine {
     const { dModel: d, dHidden: h, numExperts: n } = this.spec;
     const K = this.kernels;
     const w = this.weightPtr;
-    // Staging for one matrix at a time, placed where the scratch will later live.
-    const staging = roundUp(this.scratchBase, ALIGN);
-    this.reserve(staging + 4 * Math.max(d * this.gateCols, d * h));
+    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes } = this.packed;
+    // Staging for one matrix at a time, where the arenas will later live.
+    const staging = this.staging(4 * Math.max(d * gateCols, d * h));
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
       const src = weights.get(name)!;
       this.f32(staging, length).set(src.subarray(from, from + length));
@@ -210,11 +277,8 @@ export class CpuEngine {
         both.set(wNoise.subarray(r * n, r * n + n), r * 2 * n + n);
       }
     }
-    K.packPanelsB(staging, d, this.gateCols, this.gateCols, w.gate, d, 1);
+    K.packPanelsB(staging, d, gateCols, gateCols, w.gate, d, 1);
 
-    const w1Bytes = 4 * d * this.hw;
-    const w2Bytes = 4 * this.hp * this.dp;
-    const panelBytes = 4 * 8 * d; // one up-projection panel: d rows × 8 floats
     for (let e = 0; e < n; e++) {
       if (this.spec.expert === "swiglu") {
         stage("wGateProj", e * d * h, d * h);
@@ -222,149 +286,111 @@ export class CpuEngine {
         stage("wUp", e * d * h, d * h);
         K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
         stage("wDown", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, this.hp, 1);
+        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
       } else {
         stage("w1", e * d * h, d * h);
         K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes, d, 1);
         stage("w2", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, this.hp, 1);
+        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
         stage("b1", e * h, h);
-        this.f32(w.b1 + 4 * e * this.hp, this.hp).fill(0).set(this.f32(staging, h));
+        this.f32(w.b1 + 4 * e * hp, hp).fill(0).set(this.f32(staging, h));
         stage("b2", e * d, d);
-        this.f32(w.b2 + 4 * e * this.dp, this.dp).fill(0).set(this.f32(staging, d));
+        this.f32(w.b2 + 4 * e * dp, dp).fill(0).set(this.f32(staging, d));
       }
     }
   }
 
-  // ---- scratch ------------------------------------------------------------------------------
-
-  /** Lays out the scratch for `batch` rows when it does not fit yet (sized once per capacity). */
-  private ensureCapacity(batch: number): Scratch {
-    if (this.s && this.s.capacity >= batch) return this.s;
-    const { dModel: d, numExperts: n, k } = this.spec;
-    const pairs = batch * k;
-    this.top = this.scratchBase;
-    const f = (count: number) => this.alloc(4 * count);
-    const s: Scratch = {
-      capacity: batch,
-      x: [f(batch * d), f(batch * d)],
-      logits: f(batch * this.ldl), noise: f(roundUp(batch * n, 4)), std: f(batch * n), h: f(batch * n),
-      topkIdx: f(pairs), topkGates: f(pairs), nextIdx: f(batch), topkScratch: f(2 * (k + 1)),
-      importance: f(n), load: f(n), losses: this.alloc(16), lossAcc: this.alloc(16 * n),
-      expertOffsets: f(n + 1), pairOf: f(pairs), posOf: f(pairs),
-      gathered: f(pairs * d), pre: f(pairs * this.hw), act: f(pairs * this.hp), out: f(pairs * this.dp),
-      y: f(batch * d),
-      dy: f(batch * d), dx: f(batch * d), dLogits: f(batch * this.ldl), dGates: f(pairs),
-      end: 0,
-    };
-    s.end = this.top;
-    this.s = s;
-    return s;
-  }
-
-  get scratch(): Scratch {
-    if (!this.s) throw new Error("no batch has run yet");
-    return this.s;
-  }
-  get xPtr(): number {
-    return this.scratch.x[this.xSlot];
-  }
-
-  // ---- forward ------------------------------------------------------------------------------
+  // ---- gating -------------------------------------------------------------------------------
 
   /**
-   * Copies x in, checks it, and runs the gating network: logits, noise (train + noisy),
-   * top-k + softmax, balancing losses (train), and the dispatch plan.
-   * `noise` (already checked for length and finiteness) overrides the seeded generator.
+   * Takes an arena, copies x in, checks it, and runs the gating network: logits, noise (train +
+   * noisy), top-k + softmax, balancing losses (train), and the plan. `noise` (already checked)
+   * overrides the seeded generator. On failure the arena is released and nothing else changed.
    */
-  gate(x: Float32Array, batch: number, train: boolean, noise: Float32Array | undefined, seed: { key: number; stream: number }): void {
+  gate(x: Float32Array, batch: number, train: boolean, noise: Float32Array | undefined, seed: { key: number; stream: number }): Gated {
     const K = this.kernels;
     const { dModel: d, numExperts: n, k, noisyGating } = this.spec;
+    const { ldl } = this.packed;
     this.pool?.wake(); // the expert pass's workers wake up while the gating runs
-    const grows = !this.s || this.s.capacity < batch;
-    // A larger batch lays the scratch out anew: check x before that, in staging, so a rejected x
-    // leaves the last training forward's state (read by backward) intact.
-    if (this.spec.checkFinite && grows) this.writeChecked(this.staging(4 * batch * d), x);
-    const s = this.ensureCapacity(batch);
-    const xPtr = s.x[1 - this.xSlot];
-    if (this.spec.checkFinite && !grows) this.writeChecked(xPtr, x);
-    else this.writeF32(xPtr, x);
-    this.xSlot = 1 - this.xSlot;
-
-    const noisy = train && noisyGating;
-    // Eval mode needs only the clean columns (the first ⌈n/8⌉ panels).
-    const panels = noisy ? this.ldl / 8 : Math.ceil(n / 8);
-    if (this.pool && batch * d * panels * 8 >= THREADED_GATING_MACS) {
-      // the same GEMM in row chunks across the threads (assembly/experts.ts gatingThread): same bits
-      const c = this.pool.control;
-      c[CONTROL.d] = d; c[CONTROL.batch] = batch; c[CONTROL.x] = xPtr;
-      c[CONTROL.gateW] = this.weightPtr.gate; c[CONTROL.panels] = panels; c[CONTROL.logits] = s.logits; c[CONTROL.ldl] = this.ldl;
-      this.pool.runGating();
-    } else {
-      K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, s.logits, this.ldl, 0);
-    }
-    if (noisy) {
-      if (noise) {
-        this.f32(s.noise, batch * n).set(noise);
-      } else {
-        K.normalNoise(s.noise, batch * n, 0, seed.stream >>> 0, seed.key >>> 0, Math.floor(seed.key / 2 ** 32) >>> 0);
+    const arena = this.acquire(batch);
+    try {
+      const xPtr = arena.at("x");
+      const logits = arena.at("logits");
+      this.writeF32(xPtr, x);
+      if (this.spec.checkFinite) {
+        const bad = K.firstNonFinite(xPtr, batch * d);
+        if (bad >= 0) fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
       }
-      K.noisyLogits(s.logits, this.ldl, batch, n, s.noise, this.spec.noiseEpsilon, s.std, s.h);
-    } else {
-      K.cleanLogits(s.logits, this.ldl, batch, n, s.h);
+      const noisy = train && noisyGating;
+      // Eval mode needs only the clean columns (the first ⌈n/PANEL⌉ panels).
+      const panels = noisy ? ldl / PANEL : Math.ceil(n / PANEL);
+      if (this.pool && batch * d * panels * PANEL >= THREADED_GATING_MACS) {
+        // the same GEMM in row chunks across the threads (assembly/experts.ts gatingThread): same bits
+        const c = this.pool.control;
+        c[CTL_D] = d; c[CTL_BATCH] = batch; c[CTL_X] = xPtr;
+        c[CTL_GATE_W] = this.weightPtr.gate; c[CTL_PANELS] = panels; c[CTL_LOGITS] = logits; c[CTL_LDL] = ldl;
+        this.pool.runGating();
+      } else {
+        K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, logits, ldl, 0);
+      }
+      // Finite x can still overflow the logits (|x| near 3.4e38): the gates would be NaN.
+      if (this.spec.checkFinite && K.firstNonFinite(logits, batch * ldl) >= 0) {
+        fail("NON_FINITE_INPUT", "x·W_g overflowed float32 (x holds values too large for the gating network); scale x down");
+      }
+      const s = arena.ptr;
+      if (noisy) {
+        if (noise) this.f32(s.noise, batch * n).set(noise);
+        else K.normalNoise(s.noise, batch * n, 0, seed.stream >>> 0, seed.key >>> 0, Math.floor(seed.key / 2 ** 32) >>> 0);
+        K.noisyLogits(logits, ldl, batch, n, s.noise, this.spec.noiseEpsilon, s.std, s.h);
+      } else {
+        K.cleanLogits(logits, ldl, batch, n, s.h);
+      }
+      K.topkSoftmax(s.h, batch, n, k, s.topkIdx, s.topkGates, s.nextIdx, s.topkScratch);
+      if (train) {
+        const probMode = noisy && k < n ? 1 : 0;
+        K.balanceLosses(
+          probMode, batch, n, k, logits, ldl, s.std, s.h, s.topkIdx, s.topkGates, s.nextIdx,
+          this.spec.wImportance, this.spec.wLoad, s.importance, s.load, s.losses, 0, s.lossAcc,
+        );
+      }
+      K.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
+    } catch (error) {
+      this.release(arena);
+      throw error;
     }
-    K.topkSoftmax(s.h, batch, n, k, s.topkIdx, s.topkGates, s.nextIdx, s.topkScratch);
-    if (train) {
-      const probMode = noisy && k < n ? 1 : 0;
-      K.balanceLosses(
-        probMode, batch, n, k, s.logits, this.ldl, s.std, s.h, s.topkIdx, s.topkGates, s.nextIdx,
-        this.spec.wImportance, this.spec.wLoad, s.importance, s.load, s.losses, 0, s.lossAcc,
-      );
-    }
-    K.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
+    return { plan: new ArenaPlan(this, arena, batch), arena };
   }
 
-  /** x into memory at ptr, then NON_FINITE_INPUT if it holds a NaN or an infinity. */
-  private writeChecked(ptr: number, x: Float32Array): void {
-    this.writeF32(ptr, x);
-    const bad = this.kernels.firstNonFinite(ptr, x.length);
-    if (bad >= 0) {
-      const d = this.spec.dModel;
-      fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
-    }
-  }
+  // ---- experts ------------------------------------------------------------------------------
 
-  /** The experts and the combination on the CPU: y [B, d] in scratch. */
-  runExperts(batch: number): void {
+  /** The expert pass and the combination over the plan in `arena`: y [B, d] in the arena. */
+  expertPass(arena: Arena, batch: number): void {
     const K = this.kernels;
-    const s = this.scratch;
     const { dModel: d, dHidden: h, numExperts: n, k } = this.spec;
     const w = this.weightPtr;
+    const s = arena.ptr;
     if (this.pool) {
       // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
       const c = this.pool.control;
-      c[CONTROL.kind] = this.kind; c[CONTROL.d] = d; c[CONTROL.h] = h; c[CONTROL.n] = n; c[CONTROL.k] = k;
-      c[CONTROL.batch] = batch; c[CONTROL.x] = this.xPtr;
-      c[CONTROL.w1] = w.w1; c[CONTROL.b1] = w.b1; c[CONTROL.w2] = w.w2; c[CONTROL.b2] = w.b2;
-      c[CONTROL.expertOffsets] = s.expertOffsets; c[CONTROL.pairOf] = s.pairOf; c[CONTROL.posOf] = s.posOf;
-      c[CONTROL.topkGates] = s.topkGates; c[CONTROL.gathered] = s.gathered; c[CONTROL.pre] = s.pre;
-      c[CONTROL.act] = s.act; c[CONTROL.out] = s.out; c[CONTROL.y] = s.y;
+      c[CTL_KIND] = this.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch; c[CTL_X] = s.x;
+      c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
+      c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
+      c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre;
+      c[CTL_ACT] = s.act; c[CTL_OUT] = s.out; c[CTL_Y] = s.y;
       this.pool.runExperts();
       return;
     }
-    K.gatherRows(this.xPtr, d, k, s.pairOf, 0, batch * k, s.gathered);
+    K.gatherRows(s.x, d, k, s.pairOf, 0, batch * k, s.gathered);
     K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }
 
-  /** Bytes of wasm memory in use (weights + scratch). */
+  /** Bytes of wasm memory in use (weights + arenas). */
   get memoryBytes(): number {
     return this.kernels.memory.buffer.byteLength;
   }
 
   // ---- threads ------------------------------------------------------------------------------
-
-  private pool: ThreadPool | undefined;
 
   /** Threads running the expert pass: 1, or the pool's size. */
   get threads(): number {
@@ -373,14 +399,14 @@ export class CpuEngine {
 
   /**
    * Starts `threads − 1` workers on this engine's shared memory (a threaded build only); from then
-   * on runExperts splits the expert pass across them. Called once, at creation.
+   * on the expert pass and large gating GEMMs split across them. Called once, at creation.
    */
   async startThreads(threads: number): Promise<void> {
     const module = kernelModules.get(this.kernels);
     if (!module || !WebAssembly.Module.imports(module).some((i) => i.kind === "memory")) {
       fail("INVALID_CONFIG", `threads: ${threads} needs a threaded kernel build (wasmBuild "simd-threads" or "relaxed-threads", or an injected wasm of one)`);
     }
-    const ctl = this.allocPersistent(4 * CONTROL.slots);
+    const ctl = this.allocPersistent(4 * CTL_SLOTS);
     this.pool = await ThreadPool.start(module, this.kernels, ctl, threads);
   }
 
@@ -389,4 +415,41 @@ export class CpuEngine {
     this.pool?.terminate();
     this.pool = undefined;
   }
+}
+
+/** The experts on the CPU, as an expert back end: runs a plan made by this engine or any other. */
+export class CpuExperts implements ExpertBackend {
+  readonly name = "cpu";
+  private readonly engine: CpuEngine;
+
+  constructor(engine: CpuEngine) {
+    this.engine = engine;
+  }
+
+  /**
+   * y = the experts over the plan. A plan of this engine's gating runs in place; any other (a
+   * slice, a plan from elsewhere) is copied into an arena of its own first.
+   */
+  run(plan: Plan, y: Float32Array): void {
+    const engine = this.engine;
+    const { batch } = plan;
+    let arena = engine.arenaOf(plan);
+    const own = !arena;
+    if (!arena) {
+      const { k, numExperts: n } = engine.spec;
+      arena = engine.acquire(batch);
+      engine.writeF32(arena.at("x"), plan.x);
+      engine.i32(arena.at("topkIdx"), batch * k).set(plan.topkIndices);
+      engine.writeF32(arena.at("topkGates"), plan.topkGates);
+      engine.kernels.buildPlan(arena.at("topkIdx"), batch, k, n, arena.at("expertOffsets"), arena.at("pairOf"), arena.at("posOf"));
+    }
+    try {
+      engine.expertPass(arena, batch);
+      engine.readF32(arena.at("y"), batch * engine.spec.dModel, y);
+    } finally {
+      if (own) engine.release(arena);
+    }
+  }
+
+  dispose(): void {}
 }

@@ -9,18 +9,7 @@
 // the one source below, so no extra file has to be found next to the bundle.
 import { MoEError } from "../errors.ts";
 import type { KernelExports } from "./wasm.ts";
-
-/** Slots (i32 indices) of the control block; mirrors the CTL_* constants of assembly/experts.ts. */
-export const CONTROL = {
-  generation: 0, failed: 33, callerMayBlock: 34, job: 48, threads: 49, kind: 50, d: 51, h: 52, n: 53, k: 54, batch: 55,
-  x: 56, w1: 57, b1: 58, w2: 59, b2: 60, expertOffsets: 61, pairOf: 62, posOf: 63, topkGates: 64,
-  gathered: 65, pre: 66, act: 67, out: 68, y: 69, run: 70, gateW: 71, panels: 72, logits: 73, ldl: 74,
-  /** Size of the block in i32 slots. */
-  slots: 80,
-} as const;
-export const JOB_EXPERTS = 1;
-export const JOB_EXIT = 2;
-export const JOB_GATING = 3;
+import { CTL_CALLER_MAY_BLOCK, CTL_FAILED, CTL_GENERATION, CTL_JOB, CTL_RUN, CTL_SLOTS, CTL_THREADS, JOB_EXIT, JOB_EXPERTS, JOB_GATING } from "../abi.ts";
 
 /** What a worker is told at start. */
 interface WorkerStart {
@@ -48,26 +37,26 @@ async function main({ module, memory, ctl, thread }) {
     post({ error: String(error && error.message || error) });
     return;
   }
-  const c = new Int32Array(memory.buffer, ctl, ${CONTROL.slots});
-  let seen = Atomics.load(c, ${CONTROL.generation});
+  const c = new Int32Array(memory.buffer, ctl, ${CTL_SLOTS});
+  let seen = Atomics.load(c, ${CTL_GENERATION});
   post({ ready: true });
   for (;;) {
-    let g = Atomics.load(c, ${CONTROL.generation});
+    let g = Atomics.load(c, ${CTL_GENERATION});
     const until = performance.now() + SPIN_MS;
     for (let i = 1; g === seen; i++) {
-      g = Atomics.load(c, ${CONTROL.generation});
+      g = Atomics.load(c, ${CTL_GENERATION});
       if ((i & 1023) === 0 && performance.now() > until) break;
     }
     if (g === seen) {
-      Atomics.wait(c, ${CONTROL.generation}, seen);
+      Atomics.wait(c, ${CTL_GENERATION}, seen);
       continue;
     }
     seen = g;
-    if (Atomics.load(c, ${CONTROL.job}) === ${JOB_EXIT}) break;
+    if (Atomics.load(c, ${CTL_JOB}) === ${JOB_EXIT}) break;
     try {
       instance.exports.poolThread(ctl, thread);
     } catch (error) {
-      Atomics.store(c, ${CONTROL.failed}, 1);
+      Atomics.store(c, ${CTL_FAILED}, 1);
       post({ error: String(error && error.message || error) });
     }
   }
@@ -150,7 +139,7 @@ async function spawnWorker(): Promise<PoolWorker> {
 
 export class ThreadPool {
   readonly threads: number;
-  /** The control block (CONTROL slots): the engine writes a run's parameters here. */
+  /** The control block (src/abi.ts CTL_* slots): the engine writes a run's parameters here. */
   readonly control: Int32Array;
   private readonly kernels: KernelExports;
   private readonly ctl: number;
@@ -164,12 +153,12 @@ export class ThreadPool {
     this.workers = workers;
     this.threads = workers.length + 1;
     // A view made once: shared memory only grows, and the block lies below everything else.
-    this.control = new Int32Array(kernels.memory.buffer, ctl, CONTROL.slots);
+    this.control = new Int32Array(kernels.memory.buffer, ctl, CTL_SLOTS);
   }
 
   /**
    * Starts `threads − 1` workers on `module` and the shared `kernels.memory`; `ctl` is the byte
-   * offset of a zeroed, 64-byte-aligned block of CONTROL.slots i32 in that memory.
+   * offset of a zeroed, 64-byte-aligned block of CTL_SLOTS i32 in that memory.
    */
   static async start(module: WebAssembly.Module, kernels: KernelExports, ctl: number, threads: number): Promise<ThreadPool> {
     const workers: PoolWorker[] = [];
@@ -209,15 +198,15 @@ export class ThreadPool {
   private run(job: typeof JOB_EXPERTS | typeof JOB_GATING): void {
     if (this.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
     const c = this.control;
-    c[CONTROL.job] = job;
-    c[CONTROL.threads] = this.threads;
-    c[CONTROL.callerMayBlock] = CALLER_MAY_BLOCK;
+    c[CTL_JOB] = job;
+    c[CTL_THREADS] = this.threads;
+    c[CTL_CALLER_MAY_BLOCK] = CALLER_MAY_BLOCK;
     // each job's chunk counters (assembly/experts.ts) only grow, by its own runs: nothing to reset
-    c[CONTROL.run] = this.runs[job]++;
-    Atomics.add(c, CONTROL.generation, 1);
-    Atomics.notify(c, CONTROL.generation);
+    c[CTL_RUN] = this.runs[job]++;
+    Atomics.add(c, CTL_GENERATION, 1);
+    Atomics.notify(c, CTL_GENERATION);
     this.kernels.poolThread(this.ctl, 0);
-    if (Atomics.load(c, CONTROL.failed) !== 0) {
+    if (Atomics.load(c, CTL_FAILED) !== 0) {
       throw new MoEError("WASM_LOAD", `a kernel worker failed: ${this.error ?? "unknown error"}`);
     }
   }
@@ -227,15 +216,15 @@ export class ThreadPool {
    * (the engine calls this when a forward starts, so the wake-up overlaps the gating).
    */
   wake(): void {
-    Atomics.notify(this.control, CONTROL.generation);
+    Atomics.notify(this.control, CTL_GENERATION);
   }
 
   /** Ends the workers (they leave their loop at the next generation and close). */
   terminate(): void {
     const c = this.control;
-    c[CONTROL.job] = JOB_EXIT;
-    Atomics.add(c, CONTROL.generation, 1);
-    Atomics.notify(c, CONTROL.generation);
+    c[CTL_JOB] = JOB_EXIT;
+    Atomics.add(c, CTL_GENERATION, 1);
+    Atomics.notify(c, CTL_GENERATION);
     for (const w of this.workers) w.terminate();
     this.workers = [];
   }

@@ -1,6 +1,6 @@
-// The experts on the GPU: weights uploaded once and resident, per call only x, the plan (made by
-// the CPU gating, the same plan the CPU experts read) and y move, through buffers that are reused
-// and grow only when a batch exceeds their capacity.
+// The experts on the GPU, an expert back end (src/plan.ts): weights uploaded once and resident; per
+// call only x, the plan (made by the CPU gating, the same plan the CPU experts read) and y move,
+// through buffers that are reused and grow only when a batch exceeds their capacity.
 //
 //   upload x, pairOf, posOf, topkGates, tile tables ──► up:   act = act(x[pairOf] · W1 + b1)
 //                                                      down: out = act · W2 + b2
@@ -9,12 +9,15 @@
 //
 // Limits: every weight matrix is cut into slabs that fit the adapter's maxStorageBufferBindingSize
 // (columns split when one expert's matrix alone is too big) and slabs are grouped into as few
-// buffers as fit; a batch whose per-call buffers would not fit one binding runs in row chunks.
-import type { CpuEngine } from "../cpu/engine.ts";
+// buffers as fit; a batch whose per-call buffers would not fit one binding runs in row chunks, each
+// a slice of the plan.
+import { KIND_NONE } from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
+import { KIND_CODE } from "../cpu/layout.ts";
+import type { ExpertBackend, Plan } from "../plan.ts";
 import { MoEError } from "../errors.ts";
 import type { MoEWeights } from "../types.ts";
-import type { GpuDevice } from "./device.ts";
+import { givenGpuDevice, sharedGpuDevice, type GpuDevice } from "./device.ts";
 import { pipelineFor, type TemplateValues } from "./shaders.ts";
 
 // GPUBufferUsage / GPUMapMode bits (numbers: the globals are absent where Dawn is not installed globally).
@@ -33,8 +36,6 @@ const THREAD_M = 4;
 const TILE_K = 16;
 const MAX_DISPATCH = 65535;
 const COMBINE_WORKGROUP = 64;
-
-const ACTIVATION_CODE = { relu: 1, gelu: 2, swiglu: 3 } as const;
 
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 const nextPow2 = (v: number) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
@@ -97,7 +98,8 @@ interface CallBuffers {
   combineGroup: GPUBindGroup;
 }
 
-export class GpuExperts {
+export class GpuExperts implements ExpertBackend {
+  readonly name = "gpu";
   readonly device: GPUDevice;
   readonly description: string;
   readonly software: boolean;
@@ -122,7 +124,7 @@ export class GpuExperts {
   private readonly downShape: GPUBuffer;
   private call: CallBuffers | undefined;
   private readback: GPUBuffer | undefined;
-  /** x of the running call, rows padded to xStride: the upload source and the CPU fallback's copy. */
+  /** x of the running call, rows padded to xStride: the upload source. */
   private hostX = new Float32Array(0);
   private hostTiles = new Uint32Array(0);
   private hostStaging = new ArrayBuffer(0);
@@ -190,8 +192,8 @@ export class GpuExperts {
         TILE_M, TILE_N: p.tileN, TILE_K, THREAD_M, GATHER: gather, ACTIVATION: activation, HAS_BIAS: p.bias,
       });
       const [upPipe, downPipe, combinePipe] = await Promise.all([
-        pipelineFor(device, "grouped_gemm", gemm(up, true, ACTIVATION_CODE[expert])),
-        pipelineFor(device, "grouped_gemm", gemm(down, false, 0)),
+        pipelineFor(device, "grouped_gemm", gemm(up, true, KIND_CODE[expert])),
+        pipelineFor(device, "grouped_gemm", gemm(down, false, KIND_NONE)),
         pipelineFor(device, "combine", {}),
       ]);
       const error = (await popScopes()).find((e) => e);
@@ -353,41 +355,31 @@ export class GpuExperts {
   // ---- one call -----------------------------------------------------------------------------
 
   /**
-   * Runs the experts of the batch whose gating and plan are in the engine's scratch: uploads and
-   * submits synchronously (the scratch may change once this returns), then reads y back into
-   * `y` [B, d]. Rejects when the device is lost or a GPU operation fails; the caller then runs
-   * `cpuFallback`.
+   * y [B, d] = the experts over the plan. Uploads and submits synchronously (the plan is not read
+   * once this returns), then reads y back. Rejects when the device is lost or a GPU operation
+   * fails; the caller then runs the plan on another back end.
    */
-  run(engine: CpuEngine, batch: number, y: Float32Array): Promise<void> {
+  run(plan: Plan, y: Float32Array): Promise<void> {
     if (this.failure) return Promise.reject(new MoEError("GPU_ERROR", this.failure));
-    const { dModel: d, numExperts: n, k } = this.spec;
+    const d = this.spec.dModel;
+    const { batch } = plan;
     const device = this.device;
-    const K = engine.kernels;
 
     device.pushErrorScope("out-of-memory");
     device.pushErrorScope("validation");
     let readback: GPUBuffer;
     try {
       readback = this.ensureBatch(batch);
-      // x, rows padded to xStride: kept for the CPU fallback and uploaded from here.
-      const x = engine.f32(engine.xPtr, batch * d);
+      // x, rows padded to xStride: uploaded from here, chunk by chunk.
+      const x = plan.x;
       if (this.xStride === d) this.hostX.set(x);
       else for (let r = 0; r < batch; r++) this.hostX.set(x.subarray(r * d, r * d + d), r * this.xStride);
 
       this.stamp = (this.stamp % 0xffffff) + 1;
       const rowsPerPass = Math.min(batch, this.maxRows);
-      const chunked = rowsPerPass < batch;
       for (let r0 = 0; r0 < batch; r0 += rowsPerPass) {
         const rows = Math.min(rowsPerPass, batch - r0);
-        const s = engine.scratch;
-        // A chunk of rows gets its own plan (the same counting sort over its pairs); the whole
-        // batch's plan is restored below, for backward and the CPU fallback.
-        if (chunked) K.buildPlan(s.topkIdx + 4 * r0 * k, rows, k, n, s.expertOffsets, s.pairOf, s.posOf);
-        this.submitPass(engine, r0, rows, readback);
-      }
-      if (chunked) {
-        const s = engine.scratch;
-        K.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
+        this.submitPass(rows < batch ? plan.slice(r0, rows) : plan, r0, readback);
       }
     } catch (error) {
       void device.popErrorScope().catch(() => undefined);
@@ -425,21 +417,20 @@ export class GpuExperts {
     return copy;
   }
 
-  /** Uploads rows [r0, r0 + rows) with the plan in the scratch, and submits the three passes. */
-  private submitPass(engine: CpuEngine, r0: number, rows: number, readback: GPUBuffer): void {
-    const { dModel: d, numExperts: n, k } = this.spec;
+  /** Uploads the rows of `plan` (rows [r0, r0 + plan.batch) of the call) and submits the three passes. */
+  private submitPass(plan: Plan, r0: number, readback: GPUBuffer): void {
+    const d = this.spec.dModel;
+    const rows = plan.batch;
     const call = this.ensureCapacity(rows);
     const { layout } = call;
     const queue = this.device.queue;
-    const s = engine.scratch;
-    const pairs = rows * k;
     queue.writeBuffer(call.inputs, layout.x, this.hostX, r0 * this.xStride, rows * this.xStride);
-    queue.writeBuffer(call.inputs, layout.pairOf, this.unshared(engine.i32(s.pairOf, pairs)));
-    queue.writeBuffer(call.inputs, layout.posOf, this.unshared(engine.i32(s.posOf, pairs)));
-    queue.writeBuffer(call.inputs, layout.gates, this.unshared(engine.f32(s.topkGates + 4 * r0 * k, pairs)));
+    queue.writeBuffer(call.inputs, layout.pairOf, this.unshared(plan.pairOf));
+    queue.writeBuffer(call.inputs, layout.posOf, this.unshared(plan.posOf));
+    queue.writeBuffer(call.inputs, layout.gates, this.unshared(plan.topkGates));
 
     // Tile tables: per weight buffer, the tiles of TILE_M positions of each of its slabs' experts.
-    const offsets = engine.i32(s.expertOffsets, n + 1);
+    const offsets = plan.expertOffsets;
     const tiles = this.hostTiles;
     const fillTables = (p: Projection, tables: InputLayout["upTiles"]): number[] =>
       p.shards.map((shard, sIdx) => {
@@ -471,7 +462,7 @@ export class GpuExperts {
     info.setFloat32(4, this.stamp, true);
     info.setUint32(8, d, true);
     info.setUint32(12, this.down.width / 4, true);
-    info.setUint32(16, k, true);
+    info.setUint32(16, plan.k, true);
     queue.writeBuffer(this.callInfo, 0, this.callWords);
 
     const encoder = this.device.createCommandEncoder({ label: "edge-moe experts" });
@@ -508,22 +499,32 @@ export class GpuExperts {
     this.call = undefined;
     this.readback = undefined;
   }
+}
 
-  /**
-   * The experts of the last call on the CPU, when its GPU run failed: puts the call's x, top-k
-   * choice and gates back into the scratch (another call may have used it meanwhile), rebuilds
-   * the plan and runs the CPU experts.
-   */
-  cpuFallback(engine: CpuEngine, batch: number, topkIndices: Int32Array, topkGates: Float32Array, y: Float32Array): void {
-    const { dModel: d, numExperts: n, k } = this.spec;
-    const x = engine.f32(engine.xPtr, batch * d);
-    if (this.xStride === d) x.set(this.hostX.subarray(0, batch * d));
-    else for (let r = 0; r < batch; r++) x.set(this.hostX.subarray(r * this.xStride, r * this.xStride + d), r * d);
-    const s = engine.scratch;
-    engine.i32(s.topkIdx, batch * k).set(topkIndices);
-    engine.f32(s.topkGates, batch * k).set(topkGates);
-    engine.kernels.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
-    engine.runExperts(batch);
-    y.set(engine.f32(engine.scratch.y, batch * d));
+/**
+ * The GPU experts of a layer created with backend "gpu" or "auto": on the caller's device (`gpu`)
+ * or the package's shared one, with the weights uploaded. Backend "gpu" fails (NO_GPU, GPU_ERROR)
+ * where "auto" gets the reason there is none.
+ */
+export async function openGpuExperts(
+  spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array>, given: unknown,
+): Promise<{ experts: GpuExperts } | { reason: string; error?: unknown }> {
+  let gpu;
+  if (given !== undefined) {
+    gpu = givenGpuDevice(given);
+    if (!gpu) throw new MoEError("INVALID_CONFIG", "gpu must be a GPUDevice (from adapter.requestDevice())");
+  } else {
+    const got = await sharedGpuDevice();
+    if ("reason" in got) {
+      if (spec.backend === "gpu") throw new MoEError("NO_GPU", `backend "gpu" needs WebGPU: ${got.reason}; or use backend "auto" (GPU when present) or "cpu"`);
+      return { reason: got.reason };
+    }
+    gpu = got;
+  }
+  try {
+    return { experts: await GpuExperts.create(gpu, spec, weights) };
+  } catch (error) {
+    if (spec.backend === "gpu") throw error;
+    return { reason: (error as Error).message, error };
   }
 }

@@ -11,7 +11,7 @@ import type { MoEWeights } from "../types.ts";
 export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
   const { dModel: d, dHidden: h, numExperts: n, expert, noisyGating } = engine.spec;
   const K = engine.kernels;
-  const { hp, dp, hw, gateCols } = engine;
+  const { hp, dp, gateCols, w1Bytes, w2Bytes, panelBytes } = engine.packed;
   const w = engine.weightPtr;
   const staging = engine.staging(4 * Math.max(d * gateCols, d * h));
   const out: MoEWeights = {};
@@ -29,9 +29,6 @@ export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
   if (wNoise) out.wNoise = wNoise;
 
   // Experts: one [d, h] or [h, d] matrix at a time through the staging area.
-  const w1Bytes = 4 * d * hw;
-  const w2Bytes = 4 * hp * dp;
-  const panelBytes = 4 * 8 * d;
   const unpackEach = (
     ptr: number, perExpert: number, rows: number, cols: number, kPad: number, panelStep: number,
   ): Float32Array => {

@@ -6,8 +6,8 @@
 // and Adam's two moments are two more such regions (allocated at the first Adam step). An
 // optimizer step is then one elementwise pass over the whole region; the zero padding of the
 // panels gets zero gradients and stays zero. The per-batch buffers of the backward pass (dy, dx,
-// dLogits, dGates) are part of the engine's scratch; the rest reuses the forward's buffers in place.
-import type { CpuEngine } from "../cpu/engine.ts";
+// dLogits, dGates) are part of the forward's arena; the rest reuses the forward's buffers in place.
+import type { Arena, CpuEngine } from "../cpu/engine.ts";
 import type { KernelExports } from "../cpu/wasm.ts";
 import { fail } from "../errors.ts";
 import type { Gradients, StepOptions } from "../types.ts";
@@ -53,10 +53,10 @@ export class Trainer {
   }
 
   /** Copies the upstream gradient dy [batch, d] (length already checked) in; rejects NaN/Inf. */
-  loadUpstream(batch: number, dy: Float32Array): void {
+  loadUpstream(arena: Arena, batch: number, dy: Float32Array): void {
     const engine = this.engine;
     const d = engine.spec.dModel;
-    const at = engine.scratch.dy;
+    const at = arena.at("dy");
     engine.f32(at, batch * d).set(dy);
     const bad = this.kernels.firstNonFinite(at, batch * d);
     if (bad >= 0) {
@@ -65,16 +65,16 @@ export class Trainer {
   }
 
   /**
-   * The backward pass of the last training forward (whose state is in the engine's scratch) for
-   * the upstream gradient loadUpstream put in. Uses up the forward's expert buffers.
+   * The backward pass of the training forward whose state is in `arena`, for the upstream gradient
+   * loadUpstream put in. Uses up the forward's expert buffers.
    * Returns dx and, when `weights`, every weight's gradient in the input layout.
    */
-  backward(batch: number, weights: boolean): Gradients {
+  backward(arena: Arena, batch: number, weights: boolean): Gradients {
     const engine = this.engine;
     const K = this.kernels;
-    const s = engine.scratch;
+    const s = arena.ptr;
     const { dModel: d, dHidden: h, numExperts: n, k, noisyGating, wImportance, wLoad } = engine.spec;
-    const { ldl } = engine;
+    const { ldl } = engine.packed;
     const w = engine.weightPtr;
     const g = this.gradOffset;
 
@@ -91,7 +91,7 @@ export class Trainer {
       s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
     );
     // gating GEMM backward: d[W_g | W_noise] = xᵀ·dLogits, dx = dLogits·[W_g | W_noise]ᵀ
-    K.gemmAtB(engine.xPtr, d, batch, d, s.dLogits, ldl, ldl / 8, d, w.gate + g);
+    K.gemmAtB(s.x, d, batch, d, s.dLogits, ldl, ldl / 8, d, w.gate + g);
     K.gemmABt(s.dLogits, ldl, batch, w.gate, ldl / 8, d, d, s.dx, d);
     // experts, then each row's share of dx from its k experts
     const bias = engine.spec.expert !== "swiglu";
