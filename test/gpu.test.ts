@@ -426,5 +426,32 @@ gpuSuite("the GPU path (Node, Dawn)", probe, () => {
       layer.dispose();
       await expectCode(layer.forward(inputs[0]), "DISPOSED");
     });
+
+    it('backend "auto" with 2 threads: CPU and GPU calls interleaved in flight give the bits of the same calls one after another', async () => {
+      const config = { ...layerConfig(SHAPE, 11), backend: "auto" as const, crossover: 16, wasmBuild: "simd-threads" as const, threads: 2 };
+      const together = await createMoE(config);
+      const inTurn = await createMoE(config);
+      // B·k from 2 to 80 on both sides of the crossover; training calls draw the layer's own noise
+      // stream (its order is the order of the calls), seeded ones and eval ones in between.
+      const calls = [1, 12, 3, 40, 2, 9, 7, 33, 1, 20, 5, 16].map((batch, i) => ({
+        x: rng.normals(batch * SHAPE.d),
+        options: i % 3 === 0 ? { train: true } : i % 3 === 1 ? { train: true, seed: 100 + i } : {},
+      }));
+      const results = await Promise.all(calls.map(({ x, options }) => together.forward(x, options)));
+      const backends = new Set(results.map((r) => r.backend));
+      expect(backends, "both back ends ran").toEqual(new Set(["cpu", "gpu"]));
+      for (const [i, { x, options }] of calls.entries()) {
+        const want = await inTurn.forward(x, options);
+        const got = results[i];
+        expect(got.backend, `call ${i}`).toBe(want.backend);
+        expect(Array.from(got.topkIndices), `call ${i}`).toEqual(Array.from(want.topkIndices));
+        expect(Array.from(got.topkGates), `call ${i}`).toEqual(Array.from(want.topkGates));
+        expect(Array.from(got.y), `call ${i}`).toEqual(Array.from(want.y));
+        expect(got.lossImportance, `call ${i}`).toBe(want.lossImportance);
+        expect(got.lossLoad, `call ${i}`).toBe(want.lossLoad);
+      }
+      together.dispose();
+      inTurn.dispose();
+    });
   });
 });
