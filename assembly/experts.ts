@@ -97,11 +97,6 @@ export function activateColumns(kind: i32, pre: usize, ldPre: i32, m: i32, u0: i
   }
 }
 
-/** act[M, hp] = activation(pre[M, hw]): activateColumns over every unit of contiguous rows. */
-export function activate(kind: i32, pre: usize, m: i32, hp: i32, act: usize): void {
-  activateColumns(kind, pre, kind == KIND_SWIGLU ? hp << 1 : hp, m, 0, hp >> 3, act, hp);
-}
-
 // ---- one expert, by column blocks (the serial and the threaded pass share these) --------------
 
 /**

@@ -18,11 +18,6 @@ export function madd(a: v128, b: v128, acc: v128): v128 {
   }
 }
 
-/** Floats in one packed panel set for a [K, N] matrix: ceil(N/8) panels of kPad × 8. */
-export function packedPanelsLength(kPad: i32, n: i32): i32 {
-  return ((n + 7) >> 3) * kPad * 8;
-}
-
 /**
  * Packs a row-major [K, N] matrix (row stride ldSrc floats) into ceil(N/8) panels of kPad × 8
  * (kPad ≥ K; rows K..kPad and columns N..8·ceil(N/8) are zero). Panel p goes to panel slot

@@ -1,14 +1,13 @@
 // The wasm module's exports: plain functions over pointers into this module's memory.
 // The TypeScript side (src/cpu/) owns the memory layout; nothing here allocates.
-export { packPanelsB, unpackPanelsB, packedPanelsLength, gemmPanels } from "./gemm";
+export { packPanelsB, unpackPanelsB, gemmPanels } from "./gemm";
 export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
 export { normalNoise } from "./rng";
 export { topkSoftmax } from "./topk";
 export { balanceLosses } from "./losses";
-export { buildPlan, gatherRows, activate, expertsForward, combine, poolThread } from "./experts";
+export { buildPlan, gatherRows, expertsForward, combine, poolThread } from "./experts";
 export {
-  expertOutputGrads, cvSquaredGrad, gatingBackward, gemmAtB, gemmABt, columnSums, activationBackward,
-  expertsBackward, scatterAddRows,
+  expertOutputGrads, cvSquaredGrad, gatingBackward, gemmAtB, gemmABt, expertsBackward, scatterAddRows,
 } from "./backward";
 export { sgdStep, adamStep } from "./optim";
 

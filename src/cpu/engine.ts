@@ -385,17 +385,7 @@ export class CpuEngine {
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }
 
-  /** Bytes of wasm memory in use (weights + arenas). */
-  get memoryBytes(): number {
-    return this.kernels.memory.buffer.byteLength;
-  }
-
   // ---- threads ------------------------------------------------------------------------------
-
-  /** Threads running the expert pass: 1, or the pool's size. */
-  get threads(): number {
-    return this.pool?.threads ?? 1;
-  }
 
   /**
    * Starts `threads − 1` workers on this engine's shared memory (a threaded build only); from then

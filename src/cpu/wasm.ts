@@ -28,7 +28,6 @@ export interface KernelExports {
   ): void;
   buildPlan(topkIdx: number, b: number, k: number, n: number, expertOffsets: number, pairOf: number, posOf: number): void;
   gatherRows(x: number, d: number, k: number, pairOf: number, first: number, count: number, dst: number): void;
-  activate(kind: number, pre: number, m: number, hp: number, act: number): void;
   expertsForward(
     kind: number, d: number, h: number, eBegin: number, eEnd: number,
     w1: number, b1: number, w2: number, b2: number,
