@@ -1,4 +1,4 @@
-// Memory (issue 6): after a layer has seen its largest batch, its WebAssembly memory does not grow
+// Memory: after a layer has seen its largest batch, its WebAssembly memory does not grow
 // across 10,000 forward calls of any batch size up to that one (the scratch is laid out once per
 // batch capacity; nothing is allocated per call). Growth is observed where it can only happen:
 // WebAssembly.Memory.prototype.grow (the kernels never execute memory.grow; the engine grows the
