@@ -1,7 +1,7 @@
 // The benchmark cases, their weights and inputs, and the arithmetic of their roofline.
 // Runtime-neutral: imported by every runtime the suite runs in.
 
-/** (d, h, n, k) shapes of issue 6, each with relu and swiglu experts, at every batch size. */
+/** The benchmark's (d, h, n, k) shapes, each with relu and swiglu experts, at every batch size. */
 export const SHAPES = [
   { d: 512, h: 2048, n: 8, k: 2 },
   { d: 1024, h: 1024, n: 64, k: 4 },
@@ -45,7 +45,7 @@ export function makeInput(batch, d, seed = 99) {
   return fillUniform(new Float32Array(batch * d), seed + batch, 1);
 }
 
-/** Useful floating-point work of one inference forward (issue 6): gating GEMM + the B·k expert MLPs. */
+/** Useful floating-point work of one inference forward: gating GEMM + the B·k expert MLPs. */
 export function forwardFlops({ d, h, n, k }, expert, batch) {
   return 2 * batch * d * n + batch * k * (expert === "swiglu" ? 6 : 4) * d * h;
 }

@@ -1,5 +1,5 @@
 // The peer: the same inference forward composed from TensorFlow.js ops on its WebAssembly backend
-// (XNNPACK, SIMD; threads where the host allows), as a user would write it today (issue 6):
+// (XNNPACK, SIMD; threads where the host allows), as a user would write it today:
 // matMul gating, topk, softmax over the k, per expert a gather of its rows and fused
 // matMul + bias + relu (swiglu: two matMuls, sigmoid, muls), then one scatterND that sums the
 // gate-weighted expert outputs into y. Every expert's weights are tensors made once, so XNNPACK

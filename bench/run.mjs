@@ -6,19 +6,20 @@
 // --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
 // toolchain: bench/device/run.sh); --no-gpu leaves out the GPU path (A/B runs of CPU kernels:
 // swap dist/*.wasm between runs); --out writes the results elsewhere than bench/results;
-// --report-only measures nothing: it renders results.md, chart.svg and the README table again
-// from the results.json already in the output folder (after a change to bench/report.mjs).
+// --report-only measures nothing: it renders results.md, chart.svg, the README table and the
+// tables of docs/benchmarks.md again from the results.json already in the output folder (after a
+// change to bench/report.mjs); --no-readme leaves README.md and docs/benchmarks.md alone.
 // Builds the machine probes, runs bench/suite.mjs in Node, Deno, Bun and headless Chromium (one
 // after another, so they do not share the cores), and writes bench/results/: results.json (every
-// figure), results.md (the tables), chart.svg (time per token vs batch), and the README's
-// "Benchmarks" table between its markers.
+// figure), results.md (the tables), chart.svg (time per token vs batch), the README's compact
+// "Benchmarks" table and docs/benchmarks.md's full tables, each between its markers.
 import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { extname, join, normalize } from "node:path";
 import { BATCHES, EXPERTS, SHAPES } from "./cases.mjs";
-import { renderChart, renderMarkdown, renderReadmeSection } from "./report.mjs";
+import { renderChart, renderDocsSection, renderMarkdown, renderReadmeSection } from "./report.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
 const args = Object.fromEntries(process.argv.slice(2).map((a) => {
@@ -193,6 +194,12 @@ function writeReports(results) {
     const readme = readFileSync(readmePath, "utf8");
     const updated = renderReadmeSection(readme, results);
     if (updated !== readme) writeFileSync(readmePath, updated);
+    const docPath = join(root, "docs/benchmarks.md");
+    if (existsSync(docPath)) {
+      const doc = readFileSync(docPath, "utf8");
+      const updatedDoc = renderDocsSection(doc, results);
+      if (updatedDoc !== doc) writeFileSync(docPath, updatedDoc);
+    }
   }
-  console.log(`\nwrote ${outDir}/results.md, chart.svg${args["report-only"] ? " (from its results.json)" : " and results.json"}${args["no-readme"] ? "" : " and the README table"}`);
+  console.log(`\nwrote ${outDir}/results.md, chart.svg${args["report-only"] ? " (from its results.json)" : " and results.json"}${args["no-readme"] ? "" : ", the README table and docs/benchmarks.md"}`);
 }

@@ -139,7 +139,7 @@ async function runCase(c) {
     result.batches.push(row);
     await timeEngines(c, engines, x, batch, row);
   }
-  // Gating alone (issue 6: ≤ 10% of a forward at B = 64): the same layer with 8-wide experts, in
+  // Gating alone (target: ≤ 10% of a forward at B = 64): the same layer with 8-wide experts, in
   // training mode (fused gating GEMM + seeded noise + top-k + losses + plan); the experts' share
   // left in it is an upper bound of ~1/h of theirs.
   if (reference && batches.includes(64)) {
@@ -155,7 +155,7 @@ async function runCase(c) {
   return result;
 }
 
-const EVICT_BYTES = 64 * 2 ** 20; // twice the largest L3 of the machines in DESIGN.md
+const EVICT_BYTES = 64 * 2 ** 20; // twice the 32 MiB L3 of the machines measured so far
 
 /** A function that reads EVICT_BYTES through the probe module: what was cached is gone after it. */
 async function makeEvictor(module) {

@@ -1,7 +1,7 @@
 // WebGPU for the GPU suites in Node: Dawn from the `webgpu` package, on whatever adapter the
 // machine has. On a Linux machine without a GPU, Dawn rejects Debian 12's lavapipe, so it is
-// pointed at the SwiftShader Vulkan driver that Debian's chromium package ships (DESIGN.md,
-// "Testing WGSL without a GPU"), unless the caller already chose a driver with VK_ICD_FILENAMES.
+// pointed at the SwiftShader Vulkan driver that Debian's chromium package ships, unless the caller
+// already chose a driver with VK_ICD_FILENAMES.
 //
 // The rule for a missing adapter: under CI=true a GPU suite FAILS; elsewhere it is reported as
 // skipped, with the reason in the skipped test's name (gpuSuite below).

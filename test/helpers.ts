@@ -1,6 +1,6 @@
 // Shared test helpers: the golden vectors (read with the package's own safetensors reader),
 // the README's error metric, the file-name → option-name mapping of the weights, and a seeded
-// JavaScript PRNG for random layers. Nothing here touches ../shared: the fixtures live in the repo.
+// JavaScript PRNG for random layers. The fixtures live in the repository (test/fixtures).
 import { readFileSync } from "node:fs";
 import type { RefLayer } from "./reference.ts";
 import { readSafetensors, type ExpertKind, type MoEConfig, type MoEWeights, type SafetensorsFile } from "edge-moe";

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The GPU machine's side (after bench/device/prepare.sh here): the device tool's `run` with
-#   command: bash bench/device/run.sh     carry: .device dist build/bench test/gpu-check.bundle.mjs
-#                                                test/gpu-suites.bundle.mjs
+# The GPU host's side of a remote benchmark run (bench/device/README.md). In the folder where
+# build/gpu-host.tar (from bench/device/prepare.sh) was unpacked:
+#   OUT=/tmp/edge-moe-out bash bench/device/run.sh
 # Unpacks Node, Dawn, tinybench and the Vulkan loader; finds a Vulkan driver that gives Dawn an
 # adapter; runs the golden vectors and the router's calibration on the GPU (test/device/gpu-check.ts)
 # and the Node benchmark with the GPU path (bench/run.mjs). Everything lands in $OUT.
 # GPUTESTS=1 runs the Node GPU test suites instead, DIAG=1 the time breakdown, TILES=1 the tile sweep.
+# Installs the Vulkan loader's .deb files into / (dpkg -x) and runs ldconfig: run it as root on a
+# host (or container) that is there for the run.
 set -uo pipefail
-OUT=${OUT:-/tmp/device-out}
+OUT=${OUT:-/tmp/edge-moe-out}
 mkdir -p "$OUT"
 log() { echo "[$(date +%T)] $*"; }
 for f in .device/*.deb; do dpkg -x "$f" /; done

@@ -1,15 +1,15 @@
-// Diagnostic (issue 6): the real expert pass (expertsForward of dist/edge-moe.<build>.wasm, relu,
+// Diagnostic: the real expert pass (expertsForward of dist/edge-moe.<build>.wasm, relu,
 // d = h = 1024, 64 experts: 512 MiB of packed weights) with m rows routed to every expert, on cold
 // weights, against T_mem (reading 512 MiB: the better of bench/assembly/machine.ts's one-stream and
 // four-stream reads, as the bench's roofline) and T_L3 (the same pass with every expert's call on
 // expert 0's 8 MiB, L3-resident: the arithmetic with the least memory cost), interleaved per sample.
-//   node --no-liftoff --experimental-wasm-relaxed-simd bench/experts-overlap.mjs [--build=simd] [--m=1,2,4,5,8] [--samples=5]
+//   node --no-liftoff --experimental-wasm-relaxed-simd bench/diagnostics/experts-overlap.mjs [--build=simd] [--m=1,2,4,5,8] [--samples=5]
 //        [--d=1024 --h=1024 --n=64 --assign=256 (multinomial: B·k)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-<build>.wasm, bench/run.mjs builds them).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
 const args = Object.fromEntries(process.argv.slice(2).map((a) => {
   const [k, v] = a.replace(/^--/, "").split("=");
   return [k, v ?? true];

@@ -1,6 +1,6 @@
-// Diagnostic (issue 6, odd row counts): gemmPanels' rate per row count m on warm packed weights,
+// Diagnostic (odd row counts): gemmPanels' rate per row count m on warm packed weights,
 // K = 1024, several wasm files interleaved per sample (this VM drifts ±30%), best of the samples.
-//   node --no-liftoff [--experimental-wasm-relaxed-simd] bench/gemm-rows.mjs a.wasm b.wasm ...
+//   node --no-liftoff [--experimental-wasm-relaxed-simd] bench/diagnostics/gemm-rows.mjs a.wasm b.wasm ...
 //        [--m=1,2,3,4,5,6,7,8,9,11,12] [--n=1024] [--samples=7] [--ms=25]
 // --n: output columns (weights K × n: 1024 → 4 MiB, L3-resident; 64 → 256 KiB, L2-resident).
 // --ldcpad: floats added to C's row stride (8·⌈n/8⌉ by default).

@@ -1,4 +1,4 @@
-// Diagnostic (issue 6, memory-bound rows): what one forward costs on cold caches beyond its weight
+// Diagnostic (memory-bound rows): what one forward costs on cold caches beyond its weight
 // stream. For each case: the layer as benchmarked, and the same layer with 8-wide experts (its
 // weights ~1/h of the real ones: what is left is the call's fixed cost). Each sample flushes the
 // caches as the suite does (a 64 MiB read), then times one cold call and right after it one warm
@@ -7,14 +7,14 @@
 // gating and the expert pass without the API around them (checks, outputs), a bound on what any
 // JavaScript around the kernels could reach, and of its gating alone (x in and checked, the gating
 // GEMM, top-k, the plan): the work done before the first expert weight can be read.
-//   node --no-liftoff bench/cold-call.mjs [--cases=relu-256,relu-512] [--batch=1] [--samples=60] [--build=simd]
+//   node --no-liftoff bench/diagnostics/cold-call.mjs [--cases=relu-256,relu-512] [--batch=1] [--samples=60] [--build=simd]
 //        [--threads=2 (with --build=simd-threads or relaxed-threads)]
 // Needs `npm run build` (dist/) and the machine probes (build/bench/machine-simd.wasm: bench/run.mjs --probes-only).
 import { readFileSync } from "node:fs";
-import { createMoE } from "../dist/index.js";
-import { EXPERTS, SHAPES, expertBytes, makeInput, makeWeights } from "./cases.mjs";
+import { createMoE } from "../../dist/index.js";
+import { EXPERTS, SHAPES, expertBytes, makeInput, makeWeights } from "../cases.mjs";
 
-const root = new URL("..", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
 const args = Object.fromEntries(process.argv.slice(2).map((a) => {
   const [k, v] = a.replace(/^--/, "").split("=");
   return [k, v ?? true];
