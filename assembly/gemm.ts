@@ -63,7 +63,7 @@ export function unpackPanelsB(src: usize, k: i32, n: i32, dst: usize, ldDst: i32
 // tile shape therefore gives the same bits for the same element, whichever tile (and whichever
 // thread, src/cpu/threads.ts) computes it. At most 8 accumulators: V8 gives wasm 16 xmm registers
 // (one of them its scratch). A 5 × 8 tile (10 accumulators) for the 1- and 2-row remainders of
-// M ≥ 5 measured 17 GFLOP/s against 26 for 4 × 8 + 1 × 8 (bench/gemm-rows.mjs, hot, simd and
+// M ≥ 5 measured 17 GFLOP/s against 26 for 4 × 8 + 1 × 8 (bench/diagnostics/gemm-rows.mjs, hot, simd and
 // relaxed alike): V8 spills it.
 
 // The 8 bias floats of one panel, or zeros (bias == 0: no bias).
@@ -108,7 +108,7 @@ function tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: 
 }
 
 // 4 × 8: the compute-bound workhorse (per kk: 2 panel loads, 4 splats, 8 madds). Inlined at
-// both its call sites: as a function of its own V8 ran it 10–15% slower (bench/gemm-rows.mjs).
+// both its call sites: as a function of its own V8 ran it 10–15% slower (bench/diagnostics/gemm-rows.mjs).
 // @ts-ignore: decorator
 @inline
 function tile4x8(a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
@@ -265,7 +265,7 @@ function gemmPanels3(a: usize, rowA: usize, k: i32, bp: usize, panels: i32, pane
  * such a tail has too few accumulator chains (1 × 8: 2, 2 × 8: 4; the madd's latency needs about
  * 8) to keep the FP pipes busy, so it runs once per group of panels as 1 × 32 or 2 × 16, right
  * after the group's 4-row tiles, while the group (2–4 panels) is still in L2; for M ≤ 2 the group's
- * panels are its read streams. bench/gemm-rows.mjs, K = 1024, hot: M = 5, 6, 9, 10 from 26–34 to
+ * panels are its read streams. bench/diagnostics/gemm-rows.mjs, K = 1024, hot: M = 5, 6, 9, 10 from 26–34 to
  * 29–41 GFLOP/s (simd, relaxed), the rate of M = 4.
  */
 function gemmPanelsGroupedTail(a: usize, rowA: usize, r0: i32, r1: i32, rest: i32, k: i32, bp: usize, panels: i32,
