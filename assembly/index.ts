@@ -4,6 +4,8 @@ export { packPanelsB, unpackPanelsB, gemmPanels } from "./gemm";
 export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
 export { normalNoise } from "./rng";
 export { topkSoftmax } from "./topk";
+export { topkSoftmaxAll, topkSigmoidGrouped } from "./routing";
+export { appendSharedSlots } from "./shared";
 export { balanceLosses } from "./losses";
 export { buildPlan, gatherRows, expertsForward, combine, poolThread } from "./experts";
 export {

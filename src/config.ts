@@ -1,5 +1,6 @@
 // Validation at the door: every option and weight of createMoE, with errors a user can act on.
 import { fail } from "./errors.ts";
+import { validateRouting, validateShared, type RoutingSpec, type SharedSpec } from "./routing.ts";
 import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights } from "./types.ts";
 
 export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
@@ -23,10 +24,14 @@ export interface LayerSpec {
   threads: number | "auto";
   /** Seed of the random expert weights the caller left out (config.init), if any. */
   initSeed: number | undefined;
+  /** The router (the paper's top-k softmax unless config.routing says otherwise). */
+  routing: RoutingSpec;
+  /** The shared expert, run as `shared.slices` extra experts every row routes to. */
+  shared: SharedSpec | undefined;
 }
 
 /** Name and expected length of every weight an expert kind needs, in the input layout. */
-export function weightShapes(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating">): Array<[keyof MoEWeights, number[]]> {
+export function weightShapes(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating" | "shared">): Array<[keyof MoEWeights, number[]]> {
   const { dModel: d, dHidden: h, numExperts: n } = spec;
   const shapes: Array<[keyof MoEWeights, number[]]> = [["wGate", [d, n]]];
   if (spec.noisyGating) shapes.push(["wNoise", [d, n]]);
@@ -34,6 +39,11 @@ export function weightShapes(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numEx
     shapes.push(["wGateProj", [n, d, h]], ["wUp", [n, d, h]], ["wDown", [n, h, d]]);
   } else {
     shapes.push(["w1", [n, d, h]], ["b1", [n, h]], ["w2", [n, h, d]], ["b2", [n, d]]);
+  }
+  if (spec.shared) {
+    const hs = spec.shared.dHidden;
+    shapes.push(["sharedGateProj", [d, hs]], ["sharedUp", [d, hs]], ["sharedDown", [hs, d]]);
+    if (spec.shared.gated) shapes.push(["sharedGate", [d]]);
   }
   return shapes;
 }
@@ -84,8 +94,12 @@ export function validateConfig(config: MoEConfig): LayerSpec {
   if (config.onWarning !== undefined && typeof config.onWarning !== "function") {
     fail("INVALID_CONFIG", "onWarning must be a function (warning) => void");
   }
-  const noisyGating = config.noisyGating ?? true;
+  const routing = validateRouting(config.routing, numExperts, config.k);
+  const shared = validateShared(config.shared, config.expert, dHidden);
+  const paperRouting = routing.score === "topk-softmax";
+  const noisyGating = config.noisyGating ?? paperRouting;
   if (typeof noisyGating !== "boolean") fail("INVALID_CONFIG", "noisyGating must be a boolean");
+  if (noisyGating && !paperRouting) fail("INVALID_CONFIG", `noisy gating is the paper's top-k softmax; routing.score ${JSON.stringify(routing.score)} needs noisyGating: false`);
   const checkFinite = config.checkFinite ?? true;
   if (typeof checkFinite !== "boolean") fail("INVALID_CONFIG", "checkFinite must be a boolean");
   const threads = config.threads ?? 1;
@@ -93,7 +107,7 @@ export function validateConfig(config: MoEConfig): LayerSpec {
     fail("INVALID_CONFIG", `threads must be an integer in [1, 256] or "auto", got ${String(threads)}`);
   }
   // Limits of the 32-bit wasm address space: the largest single weight tensor must fit.
-  const biggest = numExperts * dModel * dHidden;
+  const biggest = (numExperts + (shared?.slices ?? 0)) * dModel * dHidden;
   if (biggest > 2 ** 29) {
     fail("INVALID_CONFIG", `numExperts·dModel·dHidden = ${biggest} floats exceeds what a 4 GiB wasm memory can hold (2^29)`);
   }
@@ -112,6 +126,8 @@ export function validateConfig(config: MoEConfig): LayerSpec {
     checkFinite,
     threads,
     initSeed: initSeedOf(config.init),
+    routing,
+    shared,
   };
 }
 
@@ -136,7 +152,7 @@ export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined
     const value = weights[name];
     const expected = shape.reduce((a, b) => a * b, 1);
     if (value === undefined || value === null) {
-      if (name === "wGate" || name === "wNoise" || spec.initSeed !== undefined) continue;
+      if (name === "wGate" || name === "wNoise" || name === "sharedGate" || spec.initSeed !== undefined) continue;
       fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`);
     }
     if (!(value instanceof Float32Array)) {

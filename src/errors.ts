@@ -41,7 +41,9 @@ export type MoEErrorCode =
   /** The upstream gradient dy has the wrong length or type. */
   | "GRAD_SHAPE"
   /** step() was called before any backward(): there are no gradients to apply. */
-  | "NO_GRADIENTS";
+  | "NO_GRADIENTS"
+  /** The layer cannot do this: e.g. backward on a layer whose router or shared expert has no backward pass yet. */
+  | "UNSUPPORTED";
 
 export class MoEError extends Error {
   readonly code: MoEErrorCode;

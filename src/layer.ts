@@ -9,6 +9,7 @@ import { completeWeights } from "./train/init.ts";
 import { stepOptionsOf, Trainer } from "./train/trainer.ts";
 import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
+import { withSharedSlices } from "./routing.ts";
 import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
 import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
@@ -20,14 +21,17 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   const threads = await resolveThreads(spec.threads, config.wasmBuild, config.wasm !== undefined);
   const kernels = await instantiateKernels(config.wasm, config.wasmBuild, threads);
   const engine = new CpuEngine(kernels, spec);
-  const complete = completeWeights(engine, weights, spec.initSeed);
+  const given = completeWeights(engine, weights, spec.initSeed);
+  // a shared expert runs as extra experts that every row routes to (src/routing.ts)
+  const complete = spec.shared ? withSharedSlices(given, spec.shared, spec.dModel, spec.dHidden, spec.numExperts) : given;
   engine.loadWeights(complete);
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
   let setupError: unknown;
   if (spec.backend !== "cpu") {
-    const opened = await openGpuExperts(spec, complete, config.gpu);
+    const expertSpec = { ...spec, numExperts: engine.packed.experts, k: engine.packed.slots };
+    const opened = await openGpuExperts(expertSpec, complete, config.gpu);
     if ("experts" in opened) gpu = opened.experts;
     else ({ reason, error: setupError } = opened);
   }
@@ -177,8 +181,8 @@ class Layer implements MoELocalLayer {
     this.dropState();
     const result: ForwardResult = {
       y: out.y ?? new Float32Array(batch * d),
-      topkIndices: engine.readI32(arena.at("topkIdx"), batch * k, out.topkIndices),
-      topkGates: engine.readF32(arena.at("topkGates"), batch * k, out.topkGates),
+      topkIndices: engine.readRows(engine.i32(arena.at("topkIdx"), plan.batch * plan.k), batch, k, plan.k, out.topkIndices ?? new Int32Array(batch * k)),
+      topkGates: engine.readRows(engine.f32(arena.at("topkGates"), plan.batch * plan.k), batch, k, plan.k, out.topkGates ?? new Float32Array(batch * k)),
       backend: "cpu",
     };
     if (train) {
@@ -204,6 +208,9 @@ class Layer implements MoELocalLayer {
     const state = this.state;
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
+    }
+    if (engine.spec.routing.score !== "topk-softmax" || engine.spec.shared) {
+      fail("UNSUPPORTED", "backward is implemented for the paper's top-k softmax routing without a shared expert; this layer's router or shared expert has no backward pass yet");
     }
     const d = this.config.dModel;
     if (!isFloat32(dy) || dy.length !== state.batch * d) {

@@ -20,6 +20,12 @@ export interface MoEWeights {
   wGateProj?: Float32Array;
   wUp?: Float32Array;
   wDown?: Float32Array;
+  /** The shared expert (config.shared, swiglu layers): `sharedGateProj [d,hs]`, `sharedUp [d,hs]`, `sharedDown [hs,d]`. */
+  sharedGateProj?: Float32Array;
+  sharedUp?: Float32Array;
+  sharedDown?: Float32Array;
+  /** `[d]`: the shared expert's output is multiplied by sigmoid(x · sharedGate) (config.shared.gated). */
+  sharedGate?: Float32Array;
 }
 
 export interface MoEConfig {
@@ -94,6 +100,44 @@ export interface MoEConfig {
    * `wasmBuild` "auto" or a "-threads" one), else 1. Every thread count gives the same bits.
    */
   threads?: number | "auto";
+  /**
+   * How the gating network turns a row's logits into its k experts and their weights. Default: the
+   * paper's top-k softmax (noisy in training mode). Other routers: see RoutingOptions.
+   */
+  routing?: RoutingOptions;
+  /**
+   * A shared expert that every row goes through beside its k routed experts: a SwiGLU MLP of hidden
+   * width `dHidden` (weights sharedGateProj, sharedUp, sharedDown), its output multiplied by
+   * sigmoid(x · sharedGate) when `gated`. swiglu layers only.
+   */
+  shared?: { dHidden: number; gated?: boolean };
+}
+
+/**
+ * A router other than the paper's. Its logits are x · wGate (no noise: noisyGating must be false,
+ * which is its default here); the experts are chosen by score, and their weights come from it.
+ */
+export interface RoutingOptions {
+  /**
+   * "topk-softmax" (the default, the paper): softmax over the k largest logits.
+   * "softmax": softmax over all n logits, then the k largest probabilities (Mixtral, Qwen-MoE,
+   * OLMoE, Switch). "sigmoid": element-wise sigmoid scores (DeepSeek-V3).
+   */
+  score?: "topk-softmax" | "softmax" | "sigmoid";
+  /** Divide the k weights by their sum (+ renormEpsilon). Default false. */
+  renormalize?: boolean;
+  /** Added to the sum when renormalising. Default 0. */
+  renormEpsilon?: number;
+  /** Multiplies the weights (after renormalisation). Default 1. */
+  scale?: number;
+  /** "sigmoid" only: [n] added to the scores for the choice of experts, never to their weights. */
+  choiceBias?: Float32Array;
+  /**
+   * "sigmoid" only: group-limited choice. The n experts form nGroup equal groups; a group's score
+   * is the sum of its two best (biased) scores; only the experts of the topkGroup best groups can
+   * be chosen.
+   */
+  groups?: { nGroup: number; topkGroup: number };
 }
 
 /**

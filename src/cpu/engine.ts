@@ -81,8 +81,8 @@ class ArenaPlan implements Plan {
     this.engine = engine;
     this.arena = arena;
     this.batch = batch;
-    this.k = engine.spec.k;
-    this.numExperts = engine.spec.numExperts;
+    this.k = engine.packed.slots;
+    this.numExperts = engine.packed.experts;
     this.dModel = engine.spec.dModel;
     Object.freeze(this);
   }
@@ -111,7 +111,7 @@ export class CpuEngine {
   readonly kind: number;
   readonly packed: PackedLayout;
   /** Absolute byte addresses of the packed weights (b1, b2: 0 for swiglu). */
-  readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number };
+  readonly weightPtr: { gate: number; w1: number; b1: number; w2: number; b2: number; choiceBias: number };
   readonly weightEnd: number;
 
   /** Start of the arenas (everything below lives as long as the layer). */
@@ -135,7 +135,8 @@ export class CpuEngine {
     this.heap = heapViews(kernels.memory);
     const start = roundUp(kernels.heapBase(), ALIGN_BYTES);
     const o = this.packed.offsets;
-    this.weightPtr = { gate: start + o.gate, w1: start + o.w1, b1: o.b1 < 0 ? 0 : start + o.b1, w2: start + o.w2, b2: o.b2 < 0 ? 0 : start + o.b2 };
+    const at = (offset: number) => (offset < 0 ? 0 : start + offset);
+    this.weightPtr = { gate: at(o.gate), w1: at(o.w1), b1: at(o.b1), w2: at(o.w2), b2: at(o.b2), choiceBias: at(o.choiceBias) };
     this.weightEnd = start + this.packed.bytes;
     this.arenaBase = this.weightEnd;
     this.top = this.weightEnd;
@@ -198,6 +199,15 @@ export class CpuEngine {
   readF32(ptr: number, length: number, into?: Float32Array): Float32Array {
     return readOut(this.heap.f32, ptr >>> 2, length, into);
   }
+  /** The first `cols` of each of `rows` rows of stride `stride` from `view`, into `into`. */
+  readRows<T extends Float32Array | Int32Array>(view: T, rows: number, cols: number, stride: number, into: T): T {
+    if (cols === stride) {
+      into.set(view.subarray(0, rows * cols));
+      return into;
+    }
+    for (let r = 0; r < rows; r++) into.set(view.subarray(r * stride, r * stride + cols), r * cols);
+    return into;
+  }
   /** `length` ints at ptr: into `into` when given (and returned), else a new array. */
   readI32(ptr: number, length: number, into?: Int32Array): Int32Array {
     return readOut(this.heap.i32, ptr >>> 2, length, into);
@@ -246,14 +256,15 @@ export class CpuEngine {
   // ---- weights ------------------------------------------------------------------------------
 
   /**
-   * Copies, checks (NaN/Inf) and packs every weight. `weights` holds exactly the tensors
-   * weightShapes() names, already validated for length.
+   * Copies, checks (NaN/Inf) and packs every weight. `weights` holds the tensors weightShapes()
+   * names, already validated for length, the expert tensors with the shared expert's slices
+   * appended (src/routing.ts withSharedSlices).
    */
   loadWeights(weights: Map<keyof MoEWeights, Float32Array>): void {
-    const { dModel: d, dHidden: h, numExperts: n } = this.spec;
+    const { dModel: d, dHidden: h, numExperts: routed } = this.spec;
     const K = this.kernels;
     const w = this.weightPtr;
-    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes } = this.packed;
+    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol } = this.packed;
     // Staging for one matrix at a time, where the arenas will later live.
     const staging = this.staging(4 * Math.max(d * gateCols, d * h));
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
@@ -265,19 +276,23 @@ export class CpuEngine {
       }
     };
 
-    // Gating: [W_g | W_noise] side by side as one [d, gateCols] matrix, one GEMM over x.
-    stage("wGate", 0, d * n);
-    if (this.spec.noisyGating) {
-      const wGate = this.f32(staging, d * n).slice();
-      stage("wNoise", 0, d * n);
-      const wNoise = this.f32(staging, d * n).slice();
-      const both = this.f32(staging, d * 2 * n);
-      for (let r = 0; r < d; r++) {
-        both.set(wGate.subarray(r * n, r * n + n), r * 2 * n);
-        both.set(wNoise.subarray(r * n, r * n + n), r * 2 * n + n);
-      }
-    }
+    // Gating: [W_g | W_noise | shared gate] side by side as one [d, gateCols] matrix, one GEMM over x.
+    const blocks: Array<[keyof MoEWeights, number]> = [["wGate", routed]];
+    if (this.spec.noisyGating) blocks.push(["wNoise", routed]);
+    if (sharedGateCol >= 0) blocks.push(["sharedGate", 1]);
+    const parts = blocks.map(([name, cols]) => {
+      stage(name, 0, d * cols);
+      return this.f32(staging, d * cols).slice();
+    });
+    const all = this.f32(staging, d * gateCols);
+    let col = 0;
+    blocks.forEach(([, cols], i) => {
+      for (let r = 0; r < d; r++) all.set(parts[i].subarray(r * cols, r * cols + cols), r * gateCols + col);
+      col += cols;
+    });
     K.packPanelsB(staging, d, gateCols, gateCols, w.gate, d, 1);
+    const bias = this.spec.routing.choiceBias;
+    if (bias) this.f32(w.choiceBias, routed).set(bias);
 
     for (let e = 0; e < n; e++) {
       if (this.spec.expert === "swiglu") {
@@ -309,8 +324,8 @@ export class CpuEngine {
    */
   gate(x: Float32Array, batch: number, train: boolean, noise: Float32Array | undefined, seed: { key: number; stream: number }): Gated {
     const K = this.kernels;
-    const { dModel: d, numExperts: n, k, noisyGating } = this.spec;
-    const { ldl } = this.packed;
+    const { dModel: d, numExperts: n, k, noisyGating, routing } = this.spec;
+    const { ldl, slots, experts, sharedGateCol } = this.packed;
     this.pool?.wake(); // the expert pass's workers wake up while the gating runs
     const arena = this.acquire(batch);
     try {
@@ -322,8 +337,8 @@ export class CpuEngine {
         if (bad >= 0) fail("NON_FINITE_INPUT", `x[${bad}] (row ${Math.floor(bad / d)}, column ${bad % d}) is ${x[bad]}; inputs must be finite`);
       }
       const noisy = train && noisyGating;
-      // Eval mode needs only the clean columns (the first ⌈n/PANEL⌉ panels).
-      const panels = noisy ? ldl / PANEL : Math.ceil(n / PANEL);
+      // Eval mode needs only the clean columns (and the shared expert's gate).
+      const panels = noisy ? ldl / PANEL : Math.ceil(Math.max(n, sharedGateCol + 1) / PANEL);
       if (this.pool && batch * d * panels * PANEL >= THREADED_GATING_MACS) {
         // the same GEMM in row chunks across the threads (assembly/experts.ts gatingThread): same bits
         const c = this.pool.control;
@@ -333,10 +348,6 @@ export class CpuEngine {
       } else {
         K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, logits, ldl, 0);
       }
-      // Finite x can still overflow the logits (|x| near 3.4e38): the gates would be NaN.
-      if (this.spec.checkFinite && K.firstNonFinite(logits, batch * ldl) >= 0) {
-        fail("NON_FINITE_INPUT", "x·W_g overflowed float32 (x holds values too large for the gating network); scale x down");
-      }
       const s = arena.ptr;
       if (noisy) {
         if (noise) this.f32(s.noise, batch * n).set(noise);
@@ -345,7 +356,21 @@ export class CpuEngine {
       } else {
         K.cleanLogits(logits, ldl, batch, n, s.h);
       }
-      K.topkSoftmax(s.h, batch, n, k, s.topkIdx, s.topkGates, s.nextIdx, s.topkScratch);
+      // Finite x can still overflow the logits (|x| near 3.4e38): the gates would be NaN.
+      if (this.spec.checkFinite && K.firstNonFinite(s.h, batch * n) >= 0) {
+        fail("NON_FINITE_INPUT", "x·W_g overflowed float32 (x holds values too large for the gating network); scale x down");
+      }
+      const renorm = routing.renormalize ? 1 : 0;
+      if (routing.score === "topk-softmax") {
+        K.topkSoftmax(s.h, batch, n, k, s.topkIdx, s.topkGates, s.nextIdx, s.topkScratch);
+      } else if (routing.score === "softmax") {
+        K.topkSoftmaxAll(s.h, batch, n, k, renorm, routing.scale, s.topkIdx, s.topkGates, s.topkScratch);
+      } else {
+        K.topkSigmoidGrouped(
+          s.h, batch, n, k, this.weightPtr.choiceBias, routing.nGroup, routing.topkGroup,
+          renorm, routing.renormEpsilon, routing.scale, s.topkIdx, s.topkGates, s.topkScratch,
+        );
+      }
       if (train) {
         const probMode = noisy && k < n ? 1 : 0;
         K.balanceLosses(
@@ -353,7 +378,8 @@ export class CpuEngine {
           this.spec.wImportance, this.spec.wLoad, s.importance, s.load, s.losses, 0, s.lossAcc,
         );
       }
-      K.buildPlan(s.topkIdx, batch, k, n, s.expertOffsets, s.pairOf, s.posOf);
+      if (slots > k) K.appendSharedSlots(s.topkIdx, s.topkGates, batch, k, slots - k, n, logits, ldl, sharedGateCol);
+      K.buildPlan(s.topkIdx, batch, slots, experts, s.expertOffsets, s.pairOf, s.posOf);
     } catch (error) {
       this.release(arena);
       throw error;
@@ -366,7 +392,8 @@ export class CpuEngine {
   /** The expert pass and the combination over the plan in `arena`: y [B, d] in the arena. */
   expertPass(arena: Arena, batch: number): void {
     const K = this.kernels;
-    const { dModel: d, dHidden: h, numExperts: n, k } = this.spec;
+    const { dModel: d, dHidden: h } = this.spec;
+    const { experts: n, slots: k } = this.packed;
     const w = this.weightPtr;
     const s = arena.ptr;
     if (this.pool) {
@@ -426,7 +453,7 @@ export class CpuExperts implements ExpertBackend {
     let arena = engine.arenaOf(plan);
     const own = !arena;
     if (!arena) {
-      const { k, numExperts: n } = engine.spec;
+      const { slots: k, experts: n } = engine.packed;
       arena = engine.acquire(batch);
       engine.writeF32(arena.at("x"), plan.x);
       engine.i32(arena.at("topkIdx"), batch * k).set(plan.topkIndices);

@@ -19,6 +19,12 @@ export interface KernelExports {
   firstNonFinite(p: number, len: number): number;
   normalNoise(dst: number, count: number, first: number, stream: number, seedLo: number, seedHi: number): void;
   topkSoftmax(h: number, b: number, n: number, k: number, topkIdx: number, topkGates: number, nextIdx: number, scratch: number): void;
+  topkSoftmaxAll(logits: number, b: number, n: number, k: number, renormalize: number, scale: number, topkIdx: number, topkGates: number, scratch: number): void;
+  topkSigmoidGrouped(
+    logits: number, b: number, n: number, k: number, bias: number, nGroup: number, topkGroup: number,
+    renormalize: number, eps: number, scale: number, topkIdx: number, topkGates: number, scratch: number,
+  ): void;
+  appendSharedSlots(topkIdx: number, topkGates: number, b: number, k: number, m: number, n: number, logits: number, ldl: number, gateCol: number): void;
   balanceLosses(
     probMode: number, b: number, n: number, k: number,
     logits: number, ldl: number, std: number, h: number,

@@ -13,8 +13,8 @@ import type { MoEWeights } from "../types.ts";
 /** Streams of the init normals: far above the forward pass's noise streams (0, 1, 2, …). */
 const INIT_STREAM = 0x80000000;
 
-const UP_PROJECTIONS: ReadonlyArray<keyof MoEWeights> = ["w1", "wGateProj", "wUp"];
-const DOWN_PROJECTIONS: ReadonlyArray<keyof MoEWeights> = ["w2", "wDown"];
+const UP_PROJECTIONS: ReadonlyArray<keyof MoEWeights> = ["w1", "wGateProj", "wUp", "sharedGateProj", "sharedUp"];
+const DOWN_PROJECTIONS: ReadonlyArray<keyof MoEWeights> = ["w2", "wDown", "sharedDown"];
 
 /**
  * Every weight the layer needs: the given ones (already validated) and, for each missing one,
@@ -30,7 +30,8 @@ export function completeWeights(
     if (all.has(name)) return;
     const length = shape.reduce((a, b) => a * b, 1);
     const values = new Float32Array(length);
-    const std = UP_PROJECTIONS.includes(name) ? Math.sqrt(1 / d) : DOWN_PROJECTIONS.includes(name) ? Math.sqrt(1 / h) : 0;
+    const fanIn = name === "sharedDown" ? shape[0] : h;
+    const std = UP_PROJECTIONS.includes(name) ? Math.sqrt(1 / d) : DOWN_PROJECTIONS.includes(name) ? Math.sqrt(1 / fanIn) : 0;
     if (std > 0 && initSeed !== undefined) fillNormals(engine, values, std, initSeed, INIT_STREAM + tensorIndex);
     all.set(name, values);
   });

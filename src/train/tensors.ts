@@ -2,6 +2,7 @@
 // themselves (getWeights) and their gradients, which share the weights' packed layout at a fixed
 // byte offset (trainer.ts). Inverse of CpuEngine.loadWeights.
 import type { CpuEngine } from "../cpu/engine.ts";
+import { foldSharedSlices } from "../routing.ts";
 import type { MoEWeights } from "../types.ts";
 
 /**
@@ -9,24 +10,24 @@ import type { MoEWeights } from "../types.ts";
  * Float32Arrays named and shaped as createMoE takes them.
  */
 export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
-  const { dModel: d, dHidden: h, numExperts: n, expert, noisyGating } = engine.spec;
+  const { dModel: d, dHidden: h, numExperts: routed, expert, noisyGating, shared } = engine.spec;
   const K = engine.kernels;
-  const { hp, dp, gateCols, w1Bytes, w2Bytes, panelBytes } = engine.packed;
+  const { hp, dp, gateCols, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol } = engine.packed;
   const w = engine.weightPtr;
   const staging = engine.staging(4 * Math.max(d * gateCols, d * h));
   const out: MoEWeights = {};
 
-  // Gating: one [d, gateCols] matrix [W_g | W_noise], split by columns.
+  // Gating: one [d, gateCols] matrix [W_g | W_noise | shared gate], split by columns.
   K.unpackPanelsB(w.gate + offset, d, gateCols, staging, gateCols, d, 1);
-  const both = engine.f32(staging, d * gateCols);
-  const wGate = new Float32Array(d * n);
-  const wNoise = noisyGating ? new Float32Array(d * n) : undefined;
-  for (let r = 0; r < d; r++) {
-    wGate.set(both.subarray(r * gateCols, r * gateCols + n), r * n);
-    wNoise?.set(both.subarray(r * gateCols + n, r * gateCols + 2 * n), r * n);
-  }
-  out.wGate = wGate;
-  if (wNoise) out.wNoise = wNoise;
+  const all = engine.f32(staging, d * gateCols);
+  const columns = (first: number, cols: number): Float32Array => {
+    const m = new Float32Array(d * cols);
+    for (let r = 0; r < d; r++) m.set(all.subarray(r * gateCols + first, r * gateCols + first + cols), r * cols);
+    return m;
+  };
+  out.wGate = columns(0, routed);
+  if (noisyGating) out.wNoise = columns(routed, routed);
+  if (sharedGateCol >= 0) out.sharedGate = columns(sharedGateCol, 1);
 
   // Experts: one [d, h] or [h, d] matrix at a time through the staging area.
   const unpackEach = (
@@ -55,5 +56,5 @@ export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
     out.w2 = unpackEach(w.w2, w2Bytes, h, d, hp, 1);
     out.b2 = unpadEach(w.b2, dp, d);
   }
-  return out;
+  return shared ? foldSharedSlices(out, shared, d, h, routed) : out;
 }
