@@ -2,7 +2,7 @@
 // The TypeScript side (src/cpu/) owns the memory layout; nothing here allocates.
 export { packPanelsB, unpackPanelsB, packedPanelsLength, gemmPanels } from "./gemm";
 export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
-export { normalNoise } from "./rng";
+export { normalNoise, philoxBlock } from "./rng";
 export { topkSoftmax } from "./topk";
 export { balanceLosses } from "./losses";
 export { buildPlan, gatherRows, activate, expertsForward, combine, poolThread } from "./experts";
