@@ -133,7 +133,10 @@ function initSeedOf(init: MoEConfig["init"]): number | undefined {
 export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined): Map<keyof MoEWeights, Float32Array> {
   if (weights === undefined && spec.initSeed !== undefined) weights = {};
   if (typeof weights !== "object" || weights === null) {
-    fail("MISSING_WEIGHT", "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown }), or init: { seed } to draw the expert weights");
+    fail(
+      "MISSING_WEIGHT",
+      "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown }), or init: { seed } to draw the expert weights",
+    );
   }
   checkKeys(weights, WEIGHT_KEYS, "weights", "weights.");
   const out = new Map<keyof MoEWeights, Float32Array>();
@@ -142,7 +145,10 @@ export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined
     const expected = shape.reduce((a, b) => a * b, 1);
     if (value === undefined || value === null) {
       if (name === "wGate" || name === "wNoise" || spec.initSeed !== undefined) continue;
-      fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`);
+      fail(
+        "MISSING_WEIGHT",
+        `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`,
+      );
     }
     if (!(value instanceof Float32Array)) {
       fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array, got ${Object.prototype.toString.call(value)}`);

@@ -9,12 +9,37 @@ type Keys<T> = Record<keyof Required<T>, true>;
 const keysOf = <T>(keys: Keys<T>): readonly string[] => Object.freeze(Object.keys(keys));
 
 export const CONFIG_KEYS = keysOf<MoEConfig>({
-  dModel: true, dHidden: true, numExperts: true, k: true, expert: true, noisyGating: true, noiseEpsilon: true,
-  wImportance: true, wLoad: true, weights: true, init: true, backend: true, gpu: true, crossover: true,
-  onWarning: true, seed: true, checkFinite: true, wasm: true, wasmBuild: true, threads: true,
+  dModel: true,
+  dHidden: true,
+  numExperts: true,
+  k: true,
+  expert: true,
+  noisyGating: true,
+  noiseEpsilon: true,
+  wImportance: true,
+  wLoad: true,
+  weights: true,
+  init: true,
+  backend: true,
+  gpu: true,
+  crossover: true,
+  onWarning: true,
+  seed: true,
+  checkFinite: true,
+  wasm: true,
+  wasmBuild: true,
+  threads: true,
 });
 export const WEIGHT_KEYS = keysOf<MoEWeights>({
-  wGate: true, wNoise: true, w1: true, b1: true, w2: true, b2: true, wGateProj: true, wUp: true, wDown: true,
+  wGate: true,
+  wNoise: true,
+  w1: true,
+  b1: true,
+  w2: true,
+  b2: true,
+  wGateProj: true,
+  wUp: true,
+  wDown: true,
 });
 export const INIT_KEYS = keysOf<NonNullable<MoEConfig["init"]>>({ seed: true });
 export const FORWARD_KEYS = keysOf<ForwardOptions>({ train: true, noise: true, seed: true, out: true, backend: true });
@@ -83,7 +108,10 @@ export function checkKeys(value: object, allowed: readonly string[], where: stri
 function optionsObject(options: unknown, call: string, keys: readonly string[]): options is object {
   if (options === undefined) return false;
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    fail("INVALID_CONFIG", `${call} options must be an object { ${keys.join(", ")} } or left out, got ${Array.isArray(options) ? "an array" : String(options)}`);
+    fail(
+      "INVALID_CONFIG",
+      `${call} options must be an object { ${keys.join(", ")} } or left out, got ${Array.isArray(options) ? "an array" : String(options)}`,
+    );
   }
   return true;
 }

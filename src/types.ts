@@ -220,7 +220,9 @@ export interface StepOptions {
 }
 
 export interface MoELayer {
-  readonly config: Readonly<Required<Pick<MoEConfig, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "noiseEpsilon" | "wImportance" | "wLoad">>>;
+  readonly config: Readonly<
+    Required<Pick<MoEConfig, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "noiseEpsilon" | "wImportance" | "wLoad">>
+  >;
   forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
   /**
    * The gradients of the last training-mode forward for the upstream gradient dy [B, d]. Runs on

@@ -53,12 +53,19 @@ describe("golden vectors: every gradient of J = Σ y·dy + L_importance + L_load
   it.each(names)("%s: grad_aux_* (dy = 0: the balancing losses alone) match at 1e-4", async (name) => {
     const golden = caseNamed(name);
     const grads = await goldenBackward(golden, new Float32Array(golden.x.length));
-    const aux: Array<[string, keyof Gradients]> = [["grad_aux_x", "x"], ["grad_aux_w_gate", "wGate"]];
+    const aux: Array<[string, keyof Gradients]> = [
+      ["grad_aux_x", "x"],
+      ["grad_aux_w_gate", "wGate"],
+    ];
     if (golden.noise) aux.push(["grad_aux_w_noise", "wNoise"]);
     for (const [file, key] of aux) expect(relErr(grads[key]!, golden.f32(file)), file).toBeLessThan(TOL);
     // with dy = 0 nothing reaches the experts
     for (const key of ["w1", "b1", "w2", "b2", "wGateProj", "wUp", "wDown"] as const) {
-      if (grads[key]) expect(grads[key]!.every((v) => v === 0), key).toBe(true);
+      if (grads[key])
+        expect(
+          grads[key]!.every((v) => v === 0),
+          key,
+        ).toBe(true);
     }
   });
 
@@ -69,8 +76,12 @@ describe("golden vectors: every gradient of J = Σ y·dy + L_importance + L_load
     const chosen = new Set(golden.tensor("topk_indices"));
     expect(n - chosen.size).toBeGreaterThan(10);
     for (let e = 0; e < n; e++) {
-      const parts = [grads.w1!.subarray(e * d * h, (e + 1) * d * h), grads.b1!.subarray(e * h, (e + 1) * h),
-        grads.w2!.subarray(e * h * d, (e + 1) * h * d), grads.b2!.subarray(e * d, (e + 1) * d)];
+      const parts = [
+        grads.w1!.subarray(e * d * h, (e + 1) * d * h),
+        grads.b1!.subarray(e * h, (e + 1) * h),
+        grads.w2!.subarray(e * h * d, (e + 1) * h * d),
+        grads.b2!.subarray(e * d, (e + 1) * d),
+      ];
       const allZero = parts.every((part) => part.every((v) => v === 0));
       expect(allZero, `expert ${e}`).toBe(!chosen.has(e));
     }
@@ -147,7 +158,18 @@ for (const expert of ["relu", "gelu", "swiglu"] as const) {
   FD_SHAPES.push(
     { label: `${expert}, noisy, k=2 of 6 (smooth load)`, expert, noisy: true, d: 7, h: 12, n: 6, k: 2, wImportance: 0.7, wLoad: 0.9, dyScale: 1 },
     { label: `${expert}, clean, k=2 of 5 (count load)`, expert, noisy: false, d: 9, h: 10, n: 5, k: 2, wImportance: 0.7, wLoad: 0.9, dyScale: 1 },
-    { label: `${expert}, noisy, k=3 of 5, dy = 0 (balancing losses only)`, expert, noisy: true, d: 6, h: 8, n: 5, k: 3, wImportance: 0.8, wLoad: 1.1, dyScale: 0 },
+    {
+      label: `${expert}, noisy, k=3 of 5, dy = 0 (balancing losses only)`,
+      expert,
+      noisy: true,
+      d: 6,
+      h: 8,
+      n: 5,
+      k: 3,
+      wImportance: 0.8,
+      wLoad: 1.1,
+      dyScale: 0,
+    },
   );
 }
 

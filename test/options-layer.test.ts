@@ -40,9 +40,11 @@ describe("layer calls reject unknown option keys (INVALID_CONFIG, nearest valid 
   });
   it("forwardSync and forward's options.out", async () => {
     await withLayer(async (layer, x) => {
-      expect((await rejection(() => layer.forwardSync(x, { sed: 1 } as Loose))).message).toContain('options.sed is not an option of forward; did you mean "seed"?');
+      expect((await rejection(() => layer.forwardSync(x, { sed: 1 } as Loose))).message).toContain(
+        'options.sed is not an option of forward; did you mean "seed"?',
+      );
       const out = { Y: new Float32Array(B * shape.d) };
-      expect((await rejection(() => layer.forward(x, { out } as Loose))).message).toContain('options.out.Y is not an option');
+      expect((await rejection(() => layer.forward(x, { out } as Loose))).message).toContain("options.out.Y is not an option");
     });
   });
   it('backward(dy, { weight: false }) → "weights"; the training state survives the rejected call', async () => {

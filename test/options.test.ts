@@ -4,8 +4,19 @@
 import { describe, expect, it } from "vitest";
 import { createMoE, MoEError, type MoEConfig } from "edge-moe";
 import {
-  BACKWARD_KEYS, CALIBRATE_KEYS, checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkKeys, checkStepOptions,
-  CONFIG_KEYS, editDistance, FORWARD_KEYS, nearestKey, STEP_KEYS, WEIGHT_KEYS,
+  BACKWARD_KEYS,
+  CALIBRATE_KEYS,
+  checkBackwardOptions,
+  checkCalibrateOptions,
+  checkForwardOptions,
+  checkKeys,
+  checkStepOptions,
+  CONFIG_KEYS,
+  editDistance,
+  FORWARD_KEYS,
+  nearestKey,
+  STEP_KEYS,
+  WEIGHT_KEYS,
 } from "../src/options.ts";
 import { MoEError as SourceMoEError } from "../src/errors.ts";
 import { configOf, randomWeights, Rng, type LayerShape } from "./helpers.ts";
@@ -98,7 +109,18 @@ describe("createMoE: unknown keys in the config, weights and init (INVALID_CONFI
     expect(error.message).toBe('init.sed is not an option of init; did you mean "seed"?');
   });
   it("every documented key is accepted", async () => {
-    const layer = await createMoE({ ...good(), noiseEpsilon: 1e-2, wImportance: 0.1, wLoad: 0.1, seed: 1, checkFinite: true, threads: 1, wasmBuild: "simd", onWarning: () => undefined, crossover: Infinity });
+    const layer = await createMoE({
+      ...good(),
+      noiseEpsilon: 1e-2,
+      wImportance: 0.1,
+      wLoad: 0.1,
+      seed: 1,
+      checkFinite: true,
+      threads: 1,
+      wasmBuild: "simd",
+      onWarning: () => undefined,
+      crossover: Infinity,
+    });
     layer.dispose();
     const { weights, ...config } = good();
     (await createMoE({ ...config, weights: { wGate: weights!.wGate }, init: { seed: 2 } })).dispose();
@@ -119,7 +141,9 @@ describe("forward options (checkForwardOptions)", () => {
   it("accepts every documented option, and no options", () => {
     expect(() => checkForwardOptions(undefined)).not.toThrow();
     expect(() => checkForwardOptions({})).not.toThrow();
-    expect(() => checkForwardOptions({ train: true, noise: undefined, seed: 1, backend: "cpu", out: { y: undefined, topkIndices: undefined, topkGates: undefined } })).not.toThrow();
+    expect(() =>
+      checkForwardOptions({ train: true, noise: undefined, seed: 1, backend: "cpu", out: { y: undefined, topkIndices: undefined, topkGates: undefined } }),
+    ).not.toThrow();
     expect(() => checkForwardOptions({ out: null })).not.toThrow();
   });
   it("a non-object is INVALID_CONFIG, a non-object out is OUTPUT_SHAPE", () => {

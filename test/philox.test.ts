@@ -16,7 +16,9 @@ const wasmUrl = (build: string) => new URL(`../dist/edge-moe.${build}.wasm`, imp
 function load(build: string): Hook {
   const bytes = readFileSync(wasmUrl(build));
   // The threaded builds import their (shared) memory and export it again.
-  const imports: WebAssembly.Imports = build.endsWith("-threads") ? { env: { memory: new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true }) } } : {};
+  const imports: WebAssembly.Imports = build.endsWith("-threads")
+    ? { env: { memory: new WebAssembly.Memory({ initial: 17, maximum: 65536, shared: true }) } }
+    : {};
   const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), imports);
   return exports as unknown as Hook;
 }

@@ -71,7 +71,10 @@ async function compile(name: string, options: Record<string, unknown>): Promise<
   const result = await runCommand(tsc, ["-p", "tsconfig.json", "--listFiles"], { cwd: dir, timeoutMs: 90_000 });
   const output = `${result.stdout}${result.stderr}`;
   expect(result.code, output).toBe(0);
-  const files = result.stdout.split("\n").map((line) => line.trim()).filter((line) => line.endsWith(".ts"));
+  const files = result.stdout
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line.endsWith(".ts"));
   return { output, files };
 }
 

@@ -40,8 +40,11 @@ function sameBits(a: Float32Array | Int32Array | undefined, b: Float32Array | In
 }
 
 function sameResult(a: ForwardResult, b: ForwardResult): boolean {
-  return (["y", "topkIndices", "topkGates", "importance", "load"] as const).every((key) => sameBits(a[key], b[key])) &&
-    Object.is(a.lossImportance, b.lossImportance) && Object.is(a.lossLoad, b.lossLoad);
+  return (
+    (["y", "topkIndices", "topkGates", "importance", "load"] as const).every((key) => sameBits(a[key], b[key])) &&
+    Object.is(a.lossImportance, b.lossImportance) &&
+    Object.is(a.lossLoad, b.lossLoad)
+  );
 }
 
 const shapes: Array<{ expert: MoEConfig["expert"]; d: number; h: number; n: number; k: number; noisy: boolean }> = [
@@ -51,7 +54,15 @@ const shapes: Array<{ expert: MoEConfig["expert"]; d: number; h: number; n: numb
 ];
 const batches = [1, 3, 8, 64, 300];
 
-const report = { runtime: "", hardwareConcurrency: navigator.hardwareConcurrency, workersStarted: 0, expectedWorkers: 0, checks: 0, mismatches: [] as string[], error: undefined as string | undefined };
+const report = {
+  runtime: "",
+  hardwareConcurrency: navigator.hardwareConcurrency,
+  workersStarted: 0,
+  expectedWorkers: 0,
+  checks: 0,
+  mismatches: [] as string[],
+  error: undefined as string | undefined,
+};
 const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
 report.runtime = g.Deno ? `deno ${g.Deno.version.deno}` : g.Bun ? `bun ${g.Bun.version}` : "unknown";
 
@@ -73,7 +84,10 @@ try {
     const config: MoEConfig = { dModel: d, dHidden: h, numExperts: n, k: shape.k, expert, noisyGating: shape.noisy, weights, backend: "cpu" };
     const single = await createMoE({ ...config, wasmBuild: "simd" });
     const one = await createMoE({ ...config, wasmBuild: "simd-threads", threads: 1 });
-    const pools = [await createMoE({ ...config, wasmBuild: "simd-threads", threads: 2 }), await createMoE({ ...config, wasmBuild: "simd-threads", threads: 3 })];
+    const pools = [
+      await createMoE({ ...config, wasmBuild: "simd-threads", threads: 2 }),
+      await createMoE({ ...config, wasmBuild: "simd-threads", threads: 3 }),
+    ];
     report.expectedWorkers += 1 + 2;
     try {
       for (const batch of batches) {
@@ -81,7 +95,8 @@ try {
         for (const train of [false, true]) {
           const options = { train, seed: batch };
           const want = one.forwardSync(x, options);
-          if (!sameResult(single.forwardSync(x, options), want)) report.mismatches.push(`${expert} B=${batch} train=${train}: simd vs simd-threads with 1 thread`);
+          if (!sameResult(single.forwardSync(x, options), want))
+            report.mismatches.push(`${expert} B=${batch} train=${train}: simd vs simd-threads with 1 thread`);
           for (const [p, pool] of pools.entries()) {
             report.checks++;
             if (!sameResult(await pool.forward(x, options), want)) report.mismatches.push(`${expert} B=${batch} train=${train}: ${p + 2} threads vs 1`);

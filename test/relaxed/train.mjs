@@ -6,7 +6,17 @@ import { readFileSync } from "node:fs";
 import { bestWasmBuild, createMoE, readSafetensors } from "../../dist/index.js";
 
 const VECTORS = new URL("../fixtures/vectors/", import.meta.url);
-const WEIGHTS = [["w_gate", "wGate"], ["w_noise", "wNoise"], ["w1", "w1"], ["b1", "b1"], ["w2", "w2"], ["b2", "b2"], ["w_gate_proj", "wGateProj"], ["w_up", "wUp"], ["w_down", "wDown"]];
+const WEIGHTS = [
+  ["w_gate", "wGate"],
+  ["w_noise", "wNoise"],
+  ["w1", "w1"],
+  ["b1", "b1"],
+  ["w2", "w2"],
+  ["b2", "b2"],
+  ["w_gate_proj", "wGateProj"],
+  ["w_up", "wUp"],
+  ["w_down", "wDown"],
+];
 
 /** The golden vectors' metric: max|a − b| / max|b| (absolute where b is all zero); Infinity on NaN or a length mismatch. */
 function relErr(a, b) {
@@ -35,9 +45,17 @@ function loadCase(info) {
   const weights = {};
   for (const [name, option] of WEIGHTS) if (t(name)) weights[option] = t(name);
   const config = {
-    dModel: Number(m.d), dHidden: Number(m.h), numExperts: Number(m.n), k: Number(m.k), expert: m.expert,
-    noisyGating: m.noisy === "true", noiseEpsilon: Number(m.noise_epsilon), wImportance: Number(m.w_importance), wLoad: Number(m.w_load),
-    weights, backend: "cpu",
+    dModel: Number(m.d),
+    dHidden: Number(m.h),
+    numExperts: Number(m.n),
+    k: Number(m.k),
+    expert: m.expert,
+    noisyGating: m.noisy === "true",
+    noiseEpsilon: Number(m.noise_epsilon),
+    wImportance: Number(m.w_importance),
+    wLoad: Number(m.w_load),
+    weights,
+    backend: "cpu",
   };
   const grads = { x: t("grad_x") };
   for (const [name, option] of WEIGHTS) if (t(`grad_${name}`)) grads[option] = t(`grad_${name}`);
@@ -66,9 +84,21 @@ async function train(golden, wasmBuild, threads = 1) {
 }
 
 const KAT = [
-  [[0, 0, 0, 0], [0, 0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]],
-  [[0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]],
-  [[0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0], [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]],
+  [
+    [0, 0, 0, 0],
+    [0, 0],
+    [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+  ],
+  [
+    [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff],
+    [0xffffffff, 0xffffffff],
+    [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+  ],
+  [
+    [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+    [0xa4093822, 0x299f31d0],
+    [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+  ],
 ];
 
 function philoxKat(build) {
@@ -91,8 +121,15 @@ for (const info of index.cases) {
   const relaxed = await train(golden, "relaxed");
   const threaded = await train(golden, "relaxed-threads", 2);
   const entry = {
-    name: info.name, yGolden: relErr(relaxed.forward.y, golden.y), gradGolden: {}, gradVsSimd: {}, sgdVsSimd: {}, adamMaxDiff: 0, adamLr: ADAM_LR,
-    threadsSameBits: true, identicalToSimd: true,
+    name: info.name,
+    yGolden: relErr(relaxed.forward.y, golden.y),
+    gradGolden: {},
+    gradVsSimd: {},
+    sgdVsSimd: {},
+    adamMaxDiff: 0,
+    adamLr: ADAM_LR,
+    threadsSameBits: true,
+    identicalToSimd: true,
   };
   for (const [key, want] of Object.entries(golden.grads)) entry.gradGolden[key] = relErr(relaxed.grads[key], want);
   for (const [key, grad] of Object.entries(simd.grads)) {
