@@ -2,7 +2,7 @@
 // The TypeScript side (src/cpu/) owns the memory layout; nothing here allocates.
 export { packPanelsB, unpackPanelsB, gemmPanels } from "./gemm";
 export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
-export { normalNoise } from "./rng";
+export { normalNoise, philoxBlock } from "./rng";
 export { topkSoftmax } from "./topk";
 export { topkSoftmaxAll, topkSigmoidGrouped } from "./routing";
 export { appendSharedSlots } from "./shared";

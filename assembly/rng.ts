@@ -59,3 +59,15 @@ export function normalNoise(dst: usize, count: i32, first: u32, stream: u32, see
     if (i + 3 < count) store<f32>(o, z3, 12);
   }
 }
+
+/**
+ * One Philox4x32-10 block, its four words written to dst: exported only so that the tests can check
+ * the generator against the published known-answer vectors.
+ */
+export function philoxBlock(dst: usize, c0: u32, c1: u32, c2: u32, c3: u32, k0: u32, k1: u32): void {
+  philox4x32(c0, c1, c2, c3, k0, k1);
+  store<u32>(dst, out0);
+  store<u32>(dst, out1, 4);
+  store<u32>(dst, out2, 8);
+  store<u32>(dst, out3, 12);
+}

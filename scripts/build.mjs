@@ -2,7 +2,8 @@
 // Everything is built into a private folder first and swapped into place at the end, so a test
 // run reading dist/ never sees half a build.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync, renameSync, statSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, renameSync, statSync, writeFileSync, existsSync } from "node:fs";
+import { relative, resolve, sep } from "node:path";
 import { build } from "esbuild";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -53,6 +54,7 @@ try {
       platform: "neutral",
       target: "es2022",
       sourcemap: true,
+      sourcesContent: true,
       loader: { ".wgsl": "text" },
       external: bundle.node ? ["node:*", "webgpu"] : ["webgpu"],
       plugins: [
@@ -75,6 +77,27 @@ try {
       ],
       logLevel: "warning",
     });
+  }
+
+  // Source maps: esbuild writes `sources` relative to the private folder; rewrite them relative to
+  // dist/, where the maps end up, so that they name the package's own src/ (../src/…) and never a
+  // path outside it. The sources themselves travel inside the maps (sourcesContent): src/ is not
+  // published.
+  for (const file of readdirSync(out).filter((f) => f.endsWith(".js.map"))) {
+    const map = JSON.parse(readFileSync(`${out}/${file}`, "utf8"));
+    map.sources = map.sources.map((source) => {
+      // A module of a plugin namespace (the `node:` stubs above) is no file: named virtual/….
+      const virtual = /^([a-z-]+):(.*)$/.exec(source);
+      if (virtual) return `virtual/${virtual[1]}/${virtual[2].replace(/[^\w.-]/g, "-")}`;
+      const absolute = resolve(out, source);
+      const inRoot = relative(root, absolute);
+      if (inRoot.startsWith("..") || resolve(root, inRoot) !== absolute) throw new Error(`${file}: source ${source} lies outside the package`);
+      return relative(`${root}dist`, absolute).split(sep).join("/");
+    });
+    if (!Array.isArray(map.sourcesContent) || map.sourcesContent.length !== map.sources.length) {
+      throw new Error(`${file}: sourcesContent must hold every source`);
+    }
+    writeFileSync(`${out}/${file}`, JSON.stringify(map));
   }
 
   // Type declarations.

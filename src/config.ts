@@ -1,6 +1,7 @@
 // Validation at the door: every option and weight of createMoE, with errors a user can act on.
 import { fail } from "./errors.ts";
 import { validateRouting, validateShared, type RoutingSpec, type SharedSpec } from "./routing.ts";
+import { checkKeys, CONFIG_KEYS, INIT_KEYS, WEIGHT_KEYS } from "./options.ts";
 import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights } from "./types.ts";
 
 export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
@@ -72,6 +73,8 @@ export function checkSeed(name: string, value: unknown): number {
 
 export function validateConfig(config: MoEConfig): LayerSpec {
   if (typeof config !== "object" || config === null) fail("INVALID_CONFIG", "createMoE needs a configuration object");
+  // First, so that a misspelt size is reported as such, not as that size missing.
+  checkKeys(config, CONFIG_KEYS, "createMoE");
   const dModel = positiveInteger("dModel", config.dModel);
   const dHidden = positiveInteger("dHidden", config.dHidden);
   const numExperts = positiveInteger("numExperts", config.numExperts);
@@ -134,6 +137,7 @@ export function validateConfig(config: MoEConfig): LayerSpec {
 function initSeedOf(init: MoEConfig["init"]): number | undefined {
   if (init === undefined) return undefined;
   if (typeof init !== "object" || init === null) fail("INVALID_CONFIG", "init must be an object { seed }");
+  checkKeys(init, INIT_KEYS, "init", "init.");
   return checkSeed("init.seed", init.seed);
 }
 
@@ -145,15 +149,22 @@ function initSeedOf(init: MoEConfig["init"]): number | undefined {
 export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined): Map<keyof MoEWeights, Float32Array> {
   if (weights === undefined && spec.initSeed !== undefined) weights = {};
   if (typeof weights !== "object" || weights === null) {
-    fail("MISSING_WEIGHT", "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown }), or init: { seed } to draw the expert weights");
+    fail(
+      "MISSING_WEIGHT",
+      "weights is required: { wGate, wNoise, w1, b1, w2, b2 } (swiglu: { wGate, wNoise, wGateProj, wUp, wDown }), or init: { seed } to draw the expert weights",
+    );
   }
+  checkKeys(weights, WEIGHT_KEYS, "weights", "weights.");
   const out = new Map<keyof MoEWeights, Float32Array>();
   for (const [name, shape] of weightShapes(spec)) {
     const value = weights[name];
     const expected = shape.reduce((a, b) => a * b, 1);
     if (value === undefined || value === null) {
       if (name === "wGate" || name === "wNoise" || name === "sharedGate" || spec.initSeed !== undefined) continue;
-      fail("MISSING_WEIGHT", `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`);
+      fail(
+        "MISSING_WEIGHT",
+        `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`,
+      );
     }
     if (!(value instanceof Float32Array)) {
       fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array, got ${Object.prototype.toString.call(value)}`);

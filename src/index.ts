@@ -16,6 +16,7 @@ export type {
   MoELocalLayer,
   MoEWarning,
   GpuStatus,
+  GPUDeviceLike,
   CalibrateOptions,
   Calibration,
   MoEWeights,

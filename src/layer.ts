@@ -10,6 +10,7 @@ import { stepOptionsOf, Trainer } from "./train/trainer.ts";
 import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
 import { withSharedSlices } from "./routing.ts";
+import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkStepOptions } from "./options.ts";
 import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
 import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
@@ -144,7 +145,7 @@ class Layer implements MoELocalLayer {
    */
   private begin(x: Float32Array, options: ForwardOptions, cpuOnly: boolean): Call {
     const engine = this.live();
-    checkOptions(options);
+    checkForwardOptions(options);
     const { dModel: d, numExperts: n, k, noisyGating } = this.config;
     if (!isFloat32(x)) fail("INPUT_SHAPE", `x must be a Float32Array [B·${d}], got ${Object.prototype.toString.call(x)}`);
     if (x.length === 0 || x.length % d !== 0) {
@@ -205,6 +206,7 @@ class Layer implements MoELocalLayer {
 
   async backward(dy: Float32Array, options: BackwardOptions = {}): Promise<Gradients> {
     const engine = this.live();
+    checkBackwardOptions(options);
     const state = this.state;
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
@@ -231,6 +233,7 @@ class Layer implements MoELocalLayer {
 
   async step(options: StepOptions): Promise<void> {
     const engine = this.live();
+    checkStepOptions(options);
     const checked = stepOptionsOf(options);
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);
@@ -250,6 +253,7 @@ class Layer implements MoELocalLayer {
    */
   async calibrate(options: CalibrateOptions = {}): Promise<Calibration> {
     this.live();
+    checkCalibrateOptions(options);
     const { dModel: d, k } = this.config;
     const batchSizes = options.batchSizes ?? [1, 4, 16, 64, 256];
     const repeats = options.repeats ?? 3;
@@ -324,16 +328,6 @@ class Layer implements MoELocalLayer {
 
   [disposeSymbol](): void {
     this.dispose();
-  }
-}
-
-function checkOptions(options: unknown): void {
-  if (typeof options !== "object" || options === null) {
-    fail("INVALID_CONFIG", `forward options must be an object { train, noise, seed, out, backend } or left out, got ${String(options)}`);
-  }
-  const out = (options as ForwardOptions).out;
-  if (out !== undefined && out !== null && typeof out !== "object") {
-    fail("OUTPUT_SHAPE", `options.out must be an object { y?, topkIndices?, topkGates? } of output buffers, got ${String(out)}`);
   }
 }
 

@@ -2,6 +2,7 @@
 // shared expert turned into extra experts that every row routes to (assembly/shared.ts), so that
 // the plan and both expert back ends run it unchanged.
 import { fail } from "./errors.ts";
+import { checkKeys, GROUP_KEYS, ROUTING_KEYS, SHARED_KEYS } from "./options.ts";
 import type { ExpertKind, MoEConfig, MoEWeights, RoutingOptions } from "./types.ts";
 
 /** A validated router. */
@@ -31,6 +32,7 @@ const SCORES = ["topk-softmax", "softmax", "sigmoid"] as const;
 export function validateRouting(options: RoutingOptions | undefined, numExperts: number, k: number): RoutingSpec {
   if (options === undefined) return PAPER_ROUTING;
   if (typeof options !== "object" || options === null) fail("INVALID_CONFIG", "routing must be an object { score, renormalize, renormEpsilon, scale, choiceBias, groups }");
+  checkKeys(options, ROUTING_KEYS, "routing", "routing.");
   const score = options.score ?? "topk-softmax";
   if (!SCORES.includes(score)) fail("INVALID_CONFIG", `routing.score must be "topk-softmax", "softmax" or "sigmoid", got ${JSON.stringify(score)}`);
   const renormalize = options.renormalize ?? false;
@@ -41,6 +43,7 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
     return value;
   };
   const renormEpsilon = number("renormEpsilon", options.renormEpsilon, 0, (v) => v >= 0, "≥ 0");
+  if (renormEpsilon !== 0 && score !== "sigmoid") fail("INVALID_CONFIG", 'routing.renormEpsilon applies to routing.score "sigmoid"');
   const scale = number("scale", options.scale, 1, (v) => v > 0, "> 0");
   let choiceBias: Float32Array | undefined;
   let nGroup = 1;
@@ -60,6 +63,7 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
   if (options.groups !== undefined) {
     const g = options.groups;
     if (typeof g !== "object" || g === null) fail("INVALID_CONFIG", "routing.groups must be an object { nGroup, topkGroup }");
+    checkKeys(g, GROUP_KEYS, "routing.groups", "routing.groups.");
     nGroup = g.nGroup;
     topkGroup = g.topkGroup;
     if (!Number.isInteger(nGroup) || nGroup < 1 || numExperts % nGroup !== 0 || numExperts / nGroup < 2) {
@@ -74,6 +78,7 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
 export function validateShared(shared: MoEConfig["shared"], expert: ExpertKind, dHidden: number): SharedSpec | undefined {
   if (shared === undefined) return undefined;
   if (typeof shared !== "object" || shared === null) fail("INVALID_CONFIG", "shared must be an object { dHidden, gated }");
+  checkKeys(shared, SHARED_KEYS, "shared", "shared.");
   if (expert !== "swiglu") fail("INVALID_CONFIG", `shared experts are SwiGLU MLPs: they need expert "swiglu", got ${JSON.stringify(expert)}`);
   const hs = shared.dHidden;
   if (typeof hs !== "number" || !Number.isInteger(hs) || hs < 1) fail("INVALID_CONFIG", `shared.dHidden must be a positive integer, got ${String(hs)}`);

@@ -28,6 +28,16 @@ export interface MoEWeights {
   sharedGate?: Float32Array;
 }
 
+/**
+ * What the package's types ask of a WebGPU device: any `GPUDevice` fits. Declared structurally so
+ * that the published types need neither `@webgpu/types` nor a TypeScript lib with WebGPU in it.
+ */
+export interface GPUDeviceLike {
+  readonly limits: object;
+  readonly queue: { writeBuffer(...args: never[]): unknown };
+  createBuffer(...args: never[]): unknown;
+}
+
 export interface MoEConfig {
   /** d: width of x and y. */
   dModel: number;
@@ -63,10 +73,10 @@ export interface MoEConfig {
    */
   backend?: BackendChoice;
   /**
-   * The WebGPU device for backend "gpu" / "auto", instead of the one the package finds
-   * (navigator.gpu, or the optional `webgpu` package in Node and Bun). The caller keeps owning it.
+   * The WebGPU device (a `GPUDevice`) for backend "gpu" / "auto", instead of the one the package
+   * finds (navigator.gpu, or the optional `webgpu` package in Node and Bun). The caller keeps owning it.
    */
-  gpu?: GPUDevice;
+  gpu?: GPUDeviceLike;
   /**
    * B·k (rows × experts per row) at or above which backend "auto" runs the experts on the GPU.
    * Default: estimated from the expert size (Infinity on a software adapter); calibrate() measures it.
@@ -254,7 +264,9 @@ export interface StepOptions {
 }
 
 export interface MoELayer {
-  readonly config: Readonly<Required<Pick<MoEConfig, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "noiseEpsilon" | "wImportance" | "wLoad">>>;
+  readonly config: Readonly<
+    Required<Pick<MoEConfig, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "noiseEpsilon" | "wImportance" | "wLoad">>
+  >;
   forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
   /**
    * The gradients of the last training-mode forward for the upstream gradient dy [B, d]. Runs on

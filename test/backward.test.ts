@@ -1,5 +1,6 @@
 // The backward pass (layer.backward): the golden vectors' gradients, finite differences on random
-// layers of each expert kind, exact zeros for unchosen experts, the errors, and the rule that a
+// layers of each expert kind (along the gradient, and in random directions at a tolerance that a
+// gradient 10% off fails), exact zeros for unchosen experts, the errors, and the rule that a
 // rejected call leaves the state of the last training forward intact.
 import { describe, expect, it } from "vitest";
 import { createMoE, MoEError, type Gradients, type MoEWeights } from "edge-moe";
@@ -52,12 +53,19 @@ describe("golden vectors: every gradient of J = Σ y·dy + L_importance + L_load
   it.each(names)("%s: grad_aux_* (dy = 0: the balancing losses alone) match at 1e-4", async (name) => {
     const golden = caseNamed(name);
     const grads = await goldenBackward(golden, new Float32Array(golden.x.length));
-    const aux: Array<[string, keyof Gradients]> = [["grad_aux_x", "x"], ["grad_aux_w_gate", "wGate"]];
+    const aux: Array<[string, keyof Gradients]> = [
+      ["grad_aux_x", "x"],
+      ["grad_aux_w_gate", "wGate"],
+    ];
     if (golden.noise) aux.push(["grad_aux_w_noise", "wNoise"]);
     for (const [file, key] of aux) expect(relErr(grads[key]!, golden.f32(file)), file).toBeLessThan(TOL);
     // with dy = 0 nothing reaches the experts
     for (const key of ["w1", "b1", "w2", "b2", "wGateProj", "wUp", "wDown"] as const) {
-      if (grads[key]) expect(grads[key]!.every((v) => v === 0), key).toBe(true);
+      if (grads[key])
+        expect(
+          grads[key]!.every((v) => v === 0),
+          key,
+        ).toBe(true);
     }
   });
 
@@ -68,8 +76,12 @@ describe("golden vectors: every gradient of J = Σ y·dy + L_importance + L_load
     const chosen = new Set(golden.tensor("topk_indices"));
     expect(n - chosen.size).toBeGreaterThan(10);
     for (let e = 0; e < n; e++) {
-      const parts = [grads.w1!.subarray(e * d * h, (e + 1) * d * h), grads.b1!.subarray(e * h, (e + 1) * h),
-        grads.w2!.subarray(e * h * d, (e + 1) * h * d), grads.b2!.subarray(e * d, (e + 1) * d)];
+      const parts = [
+        grads.w1!.subarray(e * d * h, (e + 1) * d * h),
+        grads.b1!.subarray(e * h, (e + 1) * h),
+        grads.w2!.subarray(e * h * d, (e + 1) * h * d),
+        grads.b2!.subarray(e * d, (e + 1) * d),
+      ];
       const allZero = parts.every((part) => part.every((v) => v === 0));
       expect(allZero, `expert ${e}`).toBe(!chosen.has(e));
     }
@@ -146,7 +158,18 @@ for (const expert of ["relu", "gelu", "swiglu"] as const) {
   FD_SHAPES.push(
     { label: `${expert}, noisy, k=2 of 6 (smooth load)`, expert, noisy: true, d: 7, h: 12, n: 6, k: 2, wImportance: 0.7, wLoad: 0.9, dyScale: 1 },
     { label: `${expert}, clean, k=2 of 5 (count load)`, expert, noisy: false, d: 9, h: 10, n: 5, k: 2, wImportance: 0.7, wLoad: 0.9, dyScale: 1 },
-    { label: `${expert}, noisy, k=3 of 5, dy = 0 (balancing losses only)`, expert, noisy: true, d: 6, h: 8, n: 5, k: 3, wImportance: 0.8, wLoad: 1.1, dyScale: 0 },
+    {
+      label: `${expert}, noisy, k=3 of 5, dy = 0 (balancing losses only)`,
+      expert,
+      noisy: true,
+      d: 6,
+      h: 8,
+      n: 5,
+      k: 3,
+      wImportance: 0.8,
+      wLoad: 1.1,
+      dyScale: 0,
+    },
   );
 }
 
@@ -187,6 +210,77 @@ describe("finite differences: J(θ + εĝ) − J(θ − εĝ) = ⟨g, Δθ⟩ fo
       checked++;
     }
     expect(checked).toBe(shape.dyScale === 0 ? 3 : tensors.length);
+  });
+});
+
+/** A random unit direction (standard normals, normalised in float64). */
+function randomDirection(rng: Rng, length: number): Float64Array {
+  const u = Float64Array.from(rng.normals(length));
+  const norm = Math.hypot(...u);
+  return u.map((v) => v / norm);
+}
+
+/**
+ * The tolerance of the random-direction check for a gradient of norm |g| at step ε: the float32
+ * forward passes leave ≤ 4e-5·2ε|g| of noise in ΔJ on these layers (seen), a correct gradient
+ * passes with a margin of 10; a gradient 10% off in a random direction, or in the wrong layout,
+ * misses it (the second test below).
+ */
+const RANDOM_DIRECTION_TOL = 5e-4;
+
+/** Whether ΔJ over ±εu matches 2ε⟨g, u⟩ within the tolerance. */
+function agrees(dj: number, g: Float32Array | Float64Array, u: Float64Array, eps: number, gnorm: number): boolean {
+  let predicted = 0;
+  for (let i = 0; i < g.length; i++) predicted += 2 * eps * g[i] * u[i];
+  return Math.abs(dj - predicted) <= RANDOM_DIRECTION_TOL * 2 * eps * gnorm + 1e-7;
+}
+
+describe("finite differences in random directions: J(θ + εu) − J(θ − εu) = 2ε⟨g, u⟩ for random unit u", () => {
+  it.each(FD_SHAPES.map((s, i) => [s.label, i] as const))("%s", async (_label, index) => {
+    const shape = FD_SHAPES[index];
+    const rng = new Rng(5000 + index);
+    const B = 9;
+    const weights = randomWeights(rng, shape);
+    const { x, noise } = wellConditionedInputs(rng, shape, weights, B);
+    const dy = rng.normals(B * shape.d, shape.dyScale);
+
+    const layer = await createMoE(configOf(shape, weights));
+    await layer.forward(x, { train: true, noise });
+    const grads = await layer.backward(dy);
+    layer.dispose();
+
+    // ε = 1e-2 moves H by less than half the 0.05 gap between the top choices (and relu
+    // pre-activations by less than their 0.02 margin): the step crosses no kink.
+    const eps = 1e-2;
+    const tensors: Array<keyof Gradients> = ["x", ...(Object.keys(weights) as Array<keyof MoEWeights>)];
+    let corruptionsCaught = 0;
+    let corruptionsTried = 0;
+    for (const key of tensors) {
+      const g = grads[key]!;
+      const theta = key === "x" ? x : weights[key as keyof MoEWeights]!;
+      const gnorm = Math.hypot(...g);
+      // A gradient 10% off in a random direction, and one read in reverse order (a layout bug).
+      const perturbation = randomDirection(rng, g.length);
+      const corrupted = [g.map((v, i) => v + 0.1 * gnorm * perturbation[i]), g.slice().reverse()];
+      const missed = corrupted.map(() => 0);
+      for (let direction = 0; direction < 3; direction++) {
+        const u = randomDirection(rng, g.length);
+        const with_ = (t: Float32Array) => (key === "x" ? { w: weights, x: t } : { w: { ...weights, [key]: t }, x });
+        const a = with_(theta.map((v, i) => v + eps * u[i]));
+        const b = with_(theta.map((v, i) => v - eps * u[i]));
+        const dj = (await objective(shape, a.w, a.x, noise, dy)) - (await objective(shape, b.w, b.x, noise, dy));
+        expect(agrees(dj, g, u, eps, gnorm), `${key}, direction ${direction}: ΔJ ${dj}, |g| ${gnorm}`).toBe(true);
+        corrupted.forEach((wrong, c) => {
+          if (agrees(dj, wrong, u, eps, gnorm)) missed[c]++;
+        });
+      }
+      if (gnorm === 0) continue; // dy = 0: no expert gradient to corrupt
+      corruptionsTried += corrupted.length;
+      corruptionsCaught += missed.filter((m) => m < 3).length;
+    }
+    // the check has teeth: every corrupted gradient fails in at least one of its three directions
+    expect(corruptionsTried).toBeGreaterThanOrEqual(shape.dyScale === 0 ? 6 : 2 * tensors.length);
+    expect(corruptionsCaught).toBe(corruptionsTried);
   });
 });
 

@@ -1,12 +1,13 @@
 // WebGPU for the GPU suites in Node: Dawn from the `webgpu` package, on whatever adapter the
 // machine has. On a Linux machine without a GPU, Dawn rejects Debian 12's lavapipe, so it is
-// pointed at the SwiftShader Vulkan driver that Debian's chromium package ships, unless the caller
-// already chose a driver with VK_ICD_FILENAMES.
+// pointed at the SwiftShader Vulkan driver that Debian's chromium package ships, unless the
+// caller already chose a driver with VK_ICD_FILENAMES.
 //
-// The rule for a missing adapter: under CI=true a GPU suite FAILS; elsewhere it is reported as
-// skipped, with the reason in the skipped test's name (gpuSuite below).
+// The rule for a missing adapter: under CI (any non-empty CI variable) a GPU suite FAILS;
+// elsewhere it is reported as skipped, with the reason in the skipped test's name (gpuSuite below).
 import { existsSync, readdirSync } from "node:fs";
 import { describe, it } from "vitest";
+import { isCI } from "./helpers.ts";
 
 export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
 export const LAVAPIPE_ICD = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
@@ -57,8 +58,8 @@ export async function newDevice(): Promise<GPUDevice> {
 }
 
 /**
- * A describe block that needs a WebGPU adapter. Without one it FAILS under CI=true and is
- * reported as skipped, with the reason, elsewhere.
+ * A describe block that needs a WebGPU adapter. Without one it FAILS under CI (any non-empty CI)
+ * and is reported as skipped, with the reason, elsewhere.
  */
 export function gpuSuite(name: string, probe: GpuProbe, body: () => void): void {
   if (probe.adapter) {
@@ -66,8 +67,8 @@ export function gpuSuite(name: string, probe: GpuProbe, body: () => void): void 
     return;
   }
   describe(name, () => {
-    if (process.env.CI === "true") {
-      it("has a WebGPU adapter (required under CI=true)", () => {
+    if (isCI()) {
+      it(`has a WebGPU adapter (required under CI, here CI=${process.env.CI})`, () => {
         throw new Error(`no WebGPU adapter: ${probe.reason}`);
       });
     } else {

@@ -1,6 +1,6 @@
 // Shared test helpers: the golden vectors (read with the package's own safetensors reader),
 // the README's error metric, the file-name → option-name mapping of the weights, and a seeded
-// JavaScript PRNG for random layers. The fixtures live in the repository (test/fixtures).
+// JavaScript PRNG for random layers, and the CI rule. The fixtures live in the repo.
 import { readFileSync } from "node:fs";
 import type { RefLayer } from "./reference.ts";
 import { readSafetensors, type ExpertKind, type MoEConfig, type MoEWeights, type SafetensorsFile } from "edge-moe";
@@ -261,4 +261,12 @@ export function sameBits(a: Float32Array | Int32Array, b: Float32Array | Int32Ar
   const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) return false;
   return true;
+}
+
+/**
+ * Whether this run is CI: any non-empty CI variable (CI providers set "true", "1" or their own
+ * name), where a suite that needs a GPU may not skip.
+ */
+export function isCI(env: Record<string, string | undefined> = process.env): boolean {
+  return (env.CI ?? "") !== "";
 }

@@ -10,6 +10,7 @@ import {
   bundleEntries, packAndInstall, parseReport, ROOT, runChromium, runCli, runEdgeRuntime, runWorkerd,
   type Consumer, type ParsedReport,
 } from "./conformance/harness.ts";
+import { isCI } from "./helpers.ts";
 
 /** Checks per variant: 7 golden cases + 4 (seeded ×2, errors, out buffers). Fewer means a run was cut short. */
 const CHECKS_PER_VARIANT = 11;
@@ -85,7 +86,7 @@ describe("the conformance suite in every runtime", () => {
       // offers one); a layer that fails on an adapter fails the test.
       console.log(`chromium-gpu: ${results.gpu}`);
       expect(results.gpu).toMatch(/^skip: no WebGPU adapter/);
-      expect(process.env.CI, "Chromium offered no WebGPU adapter").not.toBe("true");
+      expect(isCI(), "Chromium offered no WebGPU adapter").toBe(false);
     } else {
       accept("chromium-gpu", parseReport(results.gpu), 1);
     }
