@@ -4,6 +4,7 @@ export { packPanelsB, unpackPanelsB, packedPanelsLength, gemmPanels } from "./ge
 export { noisyLogits, cleanLogits, firstNonFinite } from "./gating";
 export { normalNoise } from "./rng";
 export { topkSoftmax } from "./topk";
+export { topkSoftmaxAll, topkSigmoidGrouped } from "./routing";
 export { balanceLosses } from "./losses";
 export { buildPlan, gatherRows, activate, expertsForward, combine, poolThread } from "./experts";
 export {
