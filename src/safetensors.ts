@@ -10,7 +10,8 @@
 //   at most MAX_DEPTH levels (a valid header needs 3; the bound is checked by a linear scan before
 //   JSON.parse, so a deeply nested header is refused in linear time). Trailing spaces are padding.
 // - Names are unique and well-formed Unicode (no lone surrogates); "__metadata__" is an object
-//   of strings. Names become keys of Maps or null-prototype objects only ("__proto__" is a name
+//   of well-formed strings. Inside an entry or __metadata__, a repeated key takes the last value
+//   (as JSON.parse). Names become keys of Maps or null-prototype objects only ("__proto__" is a name
 //   like any other).
 // - Each entry has exactly the fields dtype, shape, data_offsets. dtype is one the format
 //   defines; tensors of dtypes edge-moe cannot widen to float32 (F64, I8, …) are still parsed
@@ -194,6 +195,7 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: numb
     if (end < begin || end > dataLength) bad(`tensor ${name} spans bytes [${begin}, ${end}) outside the ${dataLength}-byte data section`);
     let count = 1;
     for (const s of shape as number[]) count *= s;
+    if ((shape as number[]).includes(0)) count = 0; // exact even when the other dimensions overflow
     const bits = count * DTYPE_BITS.get(dtype)!;
     if (!Number.isSafeInteger(bits) || bits % 8 !== 0) bad(`tensor ${name} of shape [${shape}] and dtype ${dtype} is not a whole number of bytes`);
     if (end - begin !== bits / 8) bad(`tensor ${name} of shape [${shape}] and dtype ${dtype} needs ${bits / 8} bytes, its offsets give ${end - begin}`);
