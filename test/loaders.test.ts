@@ -392,3 +392,37 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
     await expectCode(s.read(4, 11), "SOURCE_ERROR", /bytes \[4, 11\) are outside the 10-byte file/);
   });
 });
+
+// ---- paths in Deno (Deno.open + seek + read) and Bun (node:fs/promises) ------------------------
+
+describe("paths read at offsets in Deno and Bun as in Node", () => {
+  it.each([["deno", ["run", "--allow-read"]], ["bun", []]] as const)("%s", async (runtime, args) => {
+    const { execFileSync } = await import("node:child_process");
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const fx = fixture("qwen2_moe");
+    const src = new URL("../src/loaders/index.ts", import.meta.url).pathname;
+    const dir = mkdtempSync(`${tmpdir()}/edge-moe-load-`);
+    try {
+      writeFileSync(
+        `${dir}/probe.ts`,
+        `import { loadMoELayer } from ${JSON.stringify(src)};
+const files = ${JSON.stringify(pathFiles(fx))};
+let loaded = 0;
+const layer = await loadMoELayer({ config: ${JSON.stringify(fx.config)}, files, layer: 1, onProgress: (p) => { loaded = p.loadedBytes; } });
+console.log(JSON.stringify({ loaded, deno: typeof (globalThis as any).Deno === "object", wDown: Array.from(layer.config.weights.wDown!), gate: Array.from(layer.shared!.gate!) }));
+`,
+      );
+      const bin = new URL(`../node_modules/.bin/${runtime}`, import.meta.url).pathname;
+      const out = JSON.parse(execFileSync(bin, [...args, `${dir}/probe.ts`], { encoding: "utf8", timeout: 60_000 }));
+      let loaded = 0;
+      const want = await loadMoELayer({ config: fx.config, files: pathFiles(fx), layer: 1, onProgress: (p) => (loaded = p.loadedBytes) });
+      expect(out.deno).toBe(runtime === "deno");
+      expect(out.wDown).toEqual(Array.from(want.config.weights.wDown!));
+      expect(out.gate).toEqual(Array.from(want.shared!.gate!));
+      expect(out.loaded).toBe(loaded);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
