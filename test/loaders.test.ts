@@ -291,12 +291,17 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
         res.writeHead(404).end();
         return;
       }
+      const hideSize = url.searchParams.has("hide-size");
+      if (req.method === "HEAD") {
+        res.writeHead(200, { "content-length": body.length }).end();
+        return;
+      }
       const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
       if (m && !ignoreRange) {
         const a = Number(m[1]), b = Math.min(Number(m[2]), body.length - 1);
         const part = body.subarray(a, b + 1);
         served.push({ path: url.pathname, range: req.headers.range, bytes: part.length });
-        res.writeHead(206, { "content-range": `bytes ${a}-${b}/${body.length}`, "content-length": part.length }).end(part);
+        res.writeHead(206, { "content-range": `bytes ${a}-${b}/${hideSize ? "*" : body.length}`, "content-length": part.length }).end(part);
       } else {
         served.push({ path: url.pathname, range: undefined, bytes: body.length });
         res.writeHead(200, { "content-length": body.length }).end(body);
@@ -341,9 +346,20 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
     expect(notes[0]).toMatch(/does not answer range requests \(status 200 instead of 206\)/);
   });
 
+  it("a server whose Content-Range hides the size: the size from HEAD", async () => {
+    const { fx, want } = await reference("olmoe");
+    const got = await loadMoELayer({ config: fx.config, files: { "model.safetensors": `${base}olmoe/model.safetensors?hide-size` }, layer: 0 });
+    expect(got.config.weights).toEqual(want.config.weights);
+  });
+
   it("HTTP errors and unreachable URLs are SOURCE_ERROR", async () => {
     const { fx } = await reference("olmoe");
     await expectCode(loadMoELayer({ config: fx.config, files: { "model.safetensors": `${base}olmoe/missing.safetensors` }, layer: 0 }), "SOURCE_ERROR", /answered HTTP 404/);
+    const closed = createServer(() => {});
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    await expectCode(loadMoELayer({ config: fx.config, files: { "model.safetensors": `http://127.0.0.1:${port}/model.safetensors` }, layer: 0 }), "SOURCE_ERROR", /fetch http:\/\/127.0.0.1:\d+\/model.safetensors failed/);
   });
 
   it("Blob, Response, ArrayBuffer and file: URL give the same layer", async () => {

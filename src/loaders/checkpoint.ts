@@ -71,7 +71,6 @@ export async function openCheckpoint(files: Record<string, FileValue> | Map<stri
   let weightMap: Map<string, string> | undefined;
   let shardFiles: string[];
   if (given.has(INDEX_FILE)) {
-    total += 0;
     const index = parseSafetensorsIndex(await readWhole(source(INDEX_FILE)));
     weightMap = index.weightMap;
     shardFiles = [...new Set(weightMap.values())];

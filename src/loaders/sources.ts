@@ -8,6 +8,7 @@
 //     note through onNote per file).
 //   other strings, file: URLs: a path; Node and Bun read at offsets through node:fs/promises
 //     (imported when first needed), Deno through Deno.open + seek + read.
+import { MoEError } from "../errors.ts";
 import { loadError } from "./errors.ts";
 
 export type FileValue = Uint8Array | ArrayBuffer | Blob | Response | URL | string;
@@ -64,8 +65,9 @@ async function readBody(response: Response, file: string, options: SourceOptions
       options.onBytes?.(file, value.byteLength);
     }
   } catch (error) {
-    if ((error as { name?: string }).name === "AbortError") checkAborted(options.signal ?? AbortSignal.abort(), `reading ${file}`);
-    throw error;
+    checkAborted(options.signal, `reading ${file}`);
+    if (error instanceof MoEError) throw error;
+    throw loadError("SOURCE_ERROR", `${file}: reading the body failed after ${total} bytes (${(error as Error).message})`, error);
   } finally {
     if (options.signal?.aborted) reader.cancel().catch(() => {});
   }
@@ -177,7 +179,19 @@ class UrlSource implements ByteSource {
     // The first 8 bytes (the header length, read next anyway) tell the size through Content-Range.
     if (this.total === undefined) this.head = await this.read(0, 8);
     if (this.total === undefined) {
-      throw loadError("SOURCE_ERROR", `${this.file}: ${this.url} answered a range request without the file size (Content-Range: bytes a-b/size)`);
+      // Content-Range hidden (a cross-origin server that does not expose it) or "*": ask HEAD.
+      const fetchFn = this.options.fetch ?? globalThis.fetch;
+      let length: string | null = null;
+      try {
+        const response = await fetchFn(this.url, { method: "HEAD", signal: this.options.signal });
+        if (response.ok) length = response.headers.get("content-length");
+      } catch {
+        checkAborted(this.options.signal, `fetching ${this.file}`);
+      }
+      if (length === null || !/^\d+$/.test(length)) {
+        throw loadError("SOURCE_ERROR", `${this.file}: ${this.url} tells neither its size in Content-Range (bytes a-b/size; cross-origin servers must expose it) nor in a HEAD request's Content-Length`);
+      }
+      this.total = Number(length);
     }
     return this.total;
   }
