@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MoEError, readSafetensors, type SafetensorsFile } from "edge-moe";
-import { listCases, readCaseBytes, sameBits } from "./helpers.ts";
+import { listCases, readCaseBytes, Rng, sameBits } from "./helpers.ts";
 
 // ---- a minimal writer ------------------------------------------------------------------------
 
@@ -205,7 +205,7 @@ const malformed: Array<[string, () => unknown, RegExp]> = [
   ["header a JSON number", () => withHeader("42"), /header is not a JSON object/],
   ["header JSON null", () => withHeader("null"), /header is not a JSON object/],
   ["a tensor entry that is not an object", () => withHeader('{"t": 3}'), /entry t is not an object/],
-  ["unknown dtype F64", () => oneTensor({ ...good, dtype: "F64" }), /tensor t has dtype "F64"; supported: F32, F16, BF16, I32/],
+  ["unknown dtype F65", () => oneTensor({ ...good, dtype: "F65" }), /tensor t has dtype "F65"; known: BOOL, U8/],
   ["lower-case dtype", () => oneTensor({ ...good, dtype: "f32" }), /dtype "f32"/],
   ["no dtype", () => oneTensor({ shape: [2], data_offsets: [0, 8] }), /tensor t has dtype undefined/],
   ["negative shape", () => oneTensor({ ...good, shape: [-2] }), /tensor t has an invalid shape/],
@@ -259,3 +259,180 @@ describe("malformed files are refused with BAD_SAFETENSORS and a message naming 
     expect(Object.keys(two.tensors).sort()).toEqual(["a", "b"]);
   });
 });
+
+// ---- hardening: names as keys, zero-size tensors, BOMs, nesting, other dtypes ---------------
+// These use the module directly (src/): the header parser and the writer for ranged loading.
+
+describe("hardening", () => {
+  const st = () => import("../src/safetensors.ts");
+  const errors = () => import("../src/errors.ts");
+  const expectBad = async (f: () => unknown, message: RegExp) => {
+    const { MoEError: SrcError } = await errors();
+    let error: unknown;
+    try {
+      f();
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SrcError);
+    expect((error as MoEError).code).toBe("BAD_SAFETENSORS");
+    expect((error as MoEError).message).toMatch(message);
+  };
+
+  it("a tensor and a metadata key named __proto__ are read like any other name", async () => {
+    const { readSafetensors: read } = await st();
+    // by hand: an object literal's __proto__ key sets the prototype, and JSON.stringify would drop it
+    const g = JSON.stringify(good);
+    const h = JSON.stringify({ ...good, data_offsets: [8, 16] });
+    const bytes = withHeader(`{"__metadata__":{"__proto__":"meta","constructor":"c"},"__proto__":${g},"constructor":${h}}`, f32Bytes(4));
+    const file = read(bytes);
+    expect(Object.keys(file.tensors).sort()).toEqual(["__proto__", "constructor"]);
+    expect(Array.from(file.tensors["__proto__"].data)).toEqual([1, 1]);
+    expect(file.metadata["__proto__"]).toBe("meta");
+    expect(Object.keys(file.metadata).sort()).toEqual(["__proto__", "constructor"]);
+    expect(Object.getPrototypeOf(file.tensors)).toBe(null);
+  });
+
+  it("a zero-size tensor at another tensor's offset is accepted whatever the key order", async () => {
+    const { readSafetensors: read } = await st();
+    const empty = { dtype: "F32", shape: [0], data_offsets: [0, 0] };
+    const inside = { dtype: "F32", shape: [0, 5], data_offsets: [4, 4] };
+    for (const order of [{ a: good, e: empty, i: inside }, { e: empty, i: inside, a: good }, { i: inside, a: good, e: empty }]) {
+      const file = read(withHeader(JSON.stringify(order), f32Bytes(2)));
+      expect(Object.keys(file.tensors).sort()).toEqual(["a", "e", "i"]);
+      expect(file.tensors.i.shape).toEqual([0, 5]);
+      expect(file.tensors.i.data.length).toBe(0);
+    }
+    // still bounded by the data section
+    await expectBad(() => read(withHeader(JSON.stringify({ a: good, e: { ...empty, data_offsets: [9, 9] } }), f32Bytes(2))), /spans bytes \[9, 9\) outside/);
+  });
+
+  it("a header with a UTF-8 byte-order mark, or leading whitespace, is refused", async () => {
+    const { readSafetensors: read } = await st();
+    const json = new TextEncoder().encode(JSON.stringify({ t: good }));
+    const bom = new Uint8Array(json.length + 3);
+    bom.set([0xef, 0xbb, 0xbf]);
+    bom.set(json, 3);
+    await expectBad(() => read(withRawHeader(bom, f32Bytes(2))), /must start with "\{" \(a UTF-8 byte-order mark is not allowed\)/);
+    await expectBad(() => read(withHeader(` ${JSON.stringify({ t: good })}`, f32Bytes(2))), /starts with byte 0x20/);
+    expect(Array.from(read(withRawHeader(json, f32Bytes(2))).tensors.t.data)).toEqual([1, 1]);
+  });
+
+  it("a 10 MiB header nested 2·10^6 levels deep is refused in well under a second", async () => {
+    const { readSafetensors: read } = await st();
+    const depth = 2_000_000;
+    const text = `{"a":${"[".repeat(depth)}${"]".repeat(depth)}}`.padEnd(10 * 2 ** 20, " ");
+    const bytes = withHeader(text);
+    const t0 = performance.now();
+    await expectBad(() => read(bytes), /nests deeper than 8 levels/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    // brackets inside strings do not count
+    const names = read(withHeader(JSON.stringify({ __metadata__: { "[[[[[[[[[[": "{{{{{{{{{{{{" } })));
+    expect(names.metadata["[[[[[[[[[["]).toBe("{{{{{{{{{{{{");
+  });
+
+  it("tensors of other dtypes are parsed raw and refused only when decoded", async () => {
+    const { readSafetensors: read, parseSafetensorsHeader, decodeTensor, safetensorsHeaderLength } = await st();
+    const f64 = new Float64Array([1, 2]);
+    const bytes = encode({ w: { dtype: "F32", shape: [2], bytes: f32Bytes(2) }, d: { dtype: "F64", shape: [2], bytes: bytesOf(f64 as never) }, q: { dtype: "I8", shape: [3], bytes: Uint8Array.from([1, 2, 255]) } });
+    const file = read(bytes);
+    expect(Object.keys(file.tensors)).toEqual(["w"]);
+    expect(file.others.d.dtype).toBe("F64");
+    expect(new Float64Array(file.others.d.bytes.slice().buffer)).toEqual(f64);
+    expect(Array.from(file.others.q.bytes)).toEqual([1, 2, 255]);
+    const n = safetensorsHeaderLength(bytes.subarray(0, 8), bytes.length);
+    const header = parseSafetensorsHeader(bytes.subarray(8, 8 + n), bytes.length - 8 - n);
+    const d = header.entries.get("d")!;
+    await expectBad(() => decodeTensor(d, bytes.subarray(8 + n + d.begin, 8 + n + d.end)), /tensor d has dtype F64; edge-moe reads F32, F16, BF16 and I32/);
+    // sizes are still checked for them
+    await expectBad(() => read(withHeader(JSON.stringify({ d: { dtype: "F64", shape: [2], data_offsets: [0, 8] } }), f32Bytes(2))), /dtype F64 needs 16 bytes, its offsets give 8/);
+    await expectBad(() => read(withHeader(JSON.stringify({ f: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }), f32Bytes(2))), /not a whole number of bytes/);
+  });
+
+  it("duplicate names, unexpected fields and lone surrogates are refused", async () => {
+    const { readSafetensors: read } = await st();
+    await expectBad(() => read(withHeader(`{"t":${JSON.stringify(good)},"t":${JSON.stringify(good)}}`, f32Bytes(2))), /the name "t" appears twice/);
+    await expectBad(() => read(oneTensor({ ...good, extra: 1 })), /unexpected field "extra"/);
+    await expectBad(() => read(withHeader(`{"\\ud800":${JSON.stringify(good)}}`, f32Bytes(2))), /lone surrogate/);
+  });
+
+  it("the header parser needs only the header: a ranged read of a file's first bytes", async () => {
+    const { parseSafetensorsHeader, safetensorsHeaderLength, writeSafetensors, decodeTensor } = await st();
+    const bytes = writeSafetensors({ a: { dtype: "F32", shape: [3], data: Float32Array.from([1, 2, 3]) }, b: { dtype: "I32", shape: [1], data: Int32Array.from([7]) } });
+    const n = safetensorsHeaderLength(bytes.subarray(0, 8), bytes.length);
+    const header = parseSafetensorsHeader(bytes.slice(8, 8 + n), bytes.length - 8 - n);
+    expect(header.dataStart).toBe(8 + n);
+    expect([...header.entries.keys()]).toEqual(["a", "b"]);
+    const b = header.entries.get("b")!;
+    expect(Array.from(decodeTensor(b, bytes.slice(header.dataStart + b.begin, header.dataStart + b.end)).data)).toEqual([7]);
+  });
+});
+
+describe("writeSafetensors", () => {
+  it("round-trips F32, I32, raw dtypes and metadata; the header is space-padded to 8 bytes", async () => {
+    const { readSafetensors: read, writeSafetensors } = await st0();
+    const rng = new Rng(99);
+    const a = Float32Array.from(rng.normals(7));
+    const bytes = writeSafetensors(
+      new Map([
+        ["a", { dtype: "F32", shape: [7], data: a }],
+        ["i", { dtype: "I32", shape: [2, 1], data: Int32Array.from([-3, 5]) }],
+        ["u", { dtype: "U8", shape: [3], data: Uint8Array.from([9, 8, 7]) }],
+        ["__proto__", { dtype: "F32", shape: [], data: Float32Array.from([2]) }],
+      ]),
+      { format: "pt", __proto__x: "y" },
+    );
+    const n = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    expect(n % 8).toBe(0);
+    expect(new TextDecoder().decode(bytes.subarray(8, 8 + n))).toMatch(/} *$/);
+    const file = read(bytes);
+    expect(sameBits(file.tensors.a.data, a)).toBe(true);
+    expect(Array.from(file.tensors.i.data)).toEqual([-3, 5]);
+    expect(file.tensors.i.shape).toEqual([2, 1]);
+    expect(Array.from(file.others.u.bytes)).toEqual([9, 8, 7]);
+    expect(Array.from(file.tensors["__proto__"].data)).toEqual([2]);
+    expect({ ...file.metadata }).toEqual({ format: "pt", __proto__x: "y" });
+  });
+
+  it("F16 and BF16 narrow with round-to-nearest-even and widen back exactly", async () => {
+    const { readSafetensors: read, writeSafetensors, f32ToF16Bits, f32ToBf16Bits } = await st0();
+    const cases: Array<[number, number, number]> = [
+      // value, F16 bits, BF16 bits
+      [1, 0x3c00, 0x3f80], [-2, 0xc000, 0xc000], [65504, 0x7bff, 0x4780], [65520, 0x7c00, 0x4780], [2 ** -24, 0x0001, 0x3380],
+      [2 ** -25, 0x0000, 0x3300], [3 * 2 ** -26, 0x0001, 0x3340], [1 + 2 ** -11, 0x3c00, 0x3f80], [1 + 3 * 2 ** -11, 0x3c02, 0x3f80],
+      [-0, 0x8000, 0x8000], [Infinity, 0x7c00, 0x7f80], [1 + 2 ** -8, 0x3c04, 0x3f80], [1 + 3 * 2 ** -8, 0x3c0c, 0x3f82],
+    ];
+    for (const [v, h, b] of cases) {
+      expect(f32ToF16Bits(v).toString(16), `F16 of ${v}`).toBe(h.toString(16));
+      expect(f32ToBf16Bits(v).toString(16), `BF16 of ${v}`).toBe(b.toString(16));
+    }
+    expect(f32ToF16Bits(NaN) & 0x7fff).toBeGreaterThan(0x7c00);
+    expect(f32ToBf16Bits(NaN) & 0x7fff).toBeGreaterThan(0x7f80);
+    // every F16 value survives F16 → F32 → F16
+    const all = new Uint16Array(65536).map((_, i) => i);
+    const wide = read(encode({ h: { dtype: "F16", shape: [65536], bytes: bytesOf(all) } })).tensors.h.data as Float32Array;
+    const back = read(writeSafetensors({ h: { dtype: "F16", shape: [65536], data: wide } })).tensors.h.data as Float32Array;
+    expect(sameBits(back, wide)).toBe(true);
+  });
+
+  it("refuses inconsistent input with INVALID_CONFIG", async () => {
+    const { writeSafetensors } = await st0();
+    expect(() => writeSafetensors({ a: { dtype: "F32", shape: [3], data: new Float32Array(2) } })).toThrow(/F32 needs a Float32Array of 3 values/);
+    expect(() => writeSafetensors({ a: { dtype: "Q4", shape: [3], data: new Uint8Array(2) } })).toThrow(/unknown dtype "Q4"/);
+    expect(() => writeSafetensors({ __metadata__: { dtype: "F32", shape: [0], data: new Float32Array(0) } })).toThrow(/cannot name a tensor/);
+  });
+});
+
+describe("parseSafetensorsIndex", () => {
+  it("reads weight_map into a Map, __proto__ included, and refuses a malformed index", async () => {
+    const { parseSafetensorsIndex } = await st0();
+    const index = parseSafetensorsIndex('{"metadata":{"total_size":12},"weight_map":{"a":"model-00001-of-00002.safetensors","__proto__":"model-00002-of-00002.safetensors"}}');
+    expect([...index.weightMap]).toEqual([["a", "model-00001-of-00002.safetensors"], ["__proto__", "model-00002-of-00002.safetensors"]]);
+    expect(index.metadata.get("total_size")).toBe(12);
+    expect(() => parseSafetensorsIndex("{}")).toThrow(/must be an object with a "weight_map" object/);
+    expect(() => parseSafetensorsIndex('{"weight_map":{"a":3}}')).toThrow(/weight_map\["a"\] is not a file name/);
+    expect(() => parseSafetensorsIndex("{")).toThrow(/is not UTF-8 JSON/);
+  });
+});
+
+const st0 = () => import("../src/safetensors.ts");
