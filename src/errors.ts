@@ -43,7 +43,17 @@ export type MoEErrorCode =
   /** step() was called before any backward(): there are no gradients to apply. */
   | "NO_GRADIENTS"
   /** The layer cannot do this: e.g. backward on a layer whose router or shared expert has no backward pass yet. */
-  | "UNSUPPORTED";
+  | "UNSUPPORTED"
+  /** loadMoE: the caller's AbortSignal fired. */
+  | "ABORTED"
+  /** loadMoE: a file could not be read (HTTP status, network or file-system error, a value of an unsupported type). */
+  | "SOURCE_ERROR"
+  /** loadMoE: a file the checkpoint needs (a shard the index names, a *.safetensors) is not in `files`. */
+  | "MISSING_FILE"
+  /** loadMoE: config.model_type is not one of the supported families. */
+  | "UNKNOWN_MODEL_TYPE"
+  /** loadMoE: the requested layer is a dense MLP in this model, not a mixture of experts. */
+  | "DENSE_LAYER";
 
 export class MoEError extends Error {
   readonly code: MoEErrorCode;

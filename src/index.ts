@@ -20,10 +20,15 @@ export type {
   CalibrateOptions,
   Calibration,
   MoEWeights,
+  RoutingOptions,
   WasmBuild,
 } from "./types.ts";
-export { readSafetensors } from "./safetensors.ts";
+export { readSafetensors, writeSafetensors, parseSafetensorsHeader, parseSafetensorsIndex } from "./safetensors.ts";
+export { loadMoE } from "./loaders/load-moe.ts";
+export type { LoadMoEOptions, LoadedMoE } from "./loaders/load-moe.ts";
+export { loadMoELayer, describeFamily, FAMILIES } from "./loaders/index.ts";
+export type { ConvertedLayer, FamilyDescription, Family, Routing, FileValue, LoadProgress, LoadLayerOptions } from "./loaders/index.ts";
 export { createMoEWorker } from "./worker-client.ts";
 export type { MoEWorkerLike } from "./worker-client.ts";
 export { bestWasmBuild } from "./cpu/wasm.ts";
-export type { SafetensorsDType, SafetensorsFile, SafetensorsTensor } from "./safetensors.ts";
+export type { SafetensorsDType, SafetensorsFile, SafetensorsTensor, SafetensorsRawTensor, SafetensorsHeader, SafetensorsEntry, SafetensorsInput, SafetensorsIndex } from "./safetensors.ts";

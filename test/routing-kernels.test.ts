@@ -144,32 +144,3 @@ describe("topkSigmoidGrouped: sigmoid, choice bias, group-limited top-k, weights
     closeTo(new Float32Array(w.memory.buffer, pG, 3), [1 / (1 + Math.exp(-3)), 0.5, 0.5]);
   });
 });
-
-describe("route() (src/loaders/route.ts, the JavaScript routing of loadMoE) chooses as the kernels", () => {
-  it("same experts in the same order, gates within float32 rounding, tied logits included", async () => {
-    const { route } = await import("../src/loaders/route.ts");
-    const rng = new Rng(99);
-    for (const ties of [false, true]) {
-      const { k: w, alloc } = instance();
-      const b = 16, n = 16, k = 4;
-      const logits = logitsOf(rng, b * n, ties);
-      const bias = Float32Array.from({ length: n }, (_, i) => (ties ? (i % 3 === 0 ? -1 : 0) : 0.5 * Math.sin(i)));
-      const pL = alloc(b * n), pB = alloc(n), pI = alloc(b * k), pG = alloc(b * k), pS = alloc(4 * n + 16);
-      new Float32Array(w.memory.buffer).set(logits, pL >> 2);
-      new Float32Array(w.memory.buffer).set(bias, pB >> 2);
-      const read = () => ({ idx: Array.from(new Int32Array(w.memory.buffer, pI, b * k)), gates: new Float32Array(w.memory.buffer, pG, b * k).slice() });
-      for (const [renormalize, scale] of [[false, 1], [true, 2.5]] as const) {
-        w.topkSoftmaxAll(pL, b, n, k, renormalize ? 1 : 0, scale, pI, pG, pS);
-        const want = read();
-        const got = route(logits, b, n, k, { score: "softmax", renormalize, renormEpsilon: 0, scale });
-        expect(Array.from(got.topkIndices)).toEqual(want.idx);
-        closeTo(got.topkGates, Array.from(want.gates));
-        w.topkSigmoidGrouped(pL, b, n, k, pB, 4, 2, renormalize ? 1 : 0, 1e-20, scale, pI, pG, pS);
-        const wantS = read();
-        const gotS = route(logits, b, n, k, { score: "sigmoid", renormalize, renormEpsilon: 1e-20, scale, choiceBias: bias, groups: { nGroup: 4, topkGroup: 2 } });
-        expect(Array.from(gotS.topkIndices)).toEqual(wantS.idx);
-        closeTo(gotS.topkGates, Array.from(wantS.gates));
-      }
-    }
-  });
-});

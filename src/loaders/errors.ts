@@ -1,19 +1,8 @@
-// Error codes of the loaders that src/errors.ts does not list yet. They are thrown as MoEError
-// (same class, same `code` field), so callers can already switch on them.
+// The loaders' errors: MoEErrors with the loader codes of src/errors.ts.
 import { MoEError, type MoEErrorCode } from "../errors.ts";
 
-export type LoadErrorCode =
-  /** The caller's AbortSignal fired. */
-  | "ABORTED"
-  /** A file could not be read: HTTP status, network or file-system error, a value of an unsupported type. */
-  | "SOURCE_ERROR"
-  /** A file the checkpoint needs (a shard the index names, any *.safetensors) is not in `files`. */
-  | "MISSING_FILE"
-  /** config.model_type is not one of the supported families. */
-  | "UNKNOWN_MODEL_TYPE"
-  /** The requested layer is a dense MLP in this model, not a mixture of experts. */
-  | "DENSE_LAYER";
+export type LoadErrorCode = Extract<MoEErrorCode, "ABORTED" | "SOURCE_ERROR" | "MISSING_FILE" | "UNKNOWN_MODEL_TYPE" | "DENSE_LAYER">;
 
-export function loadError(code: LoadErrorCode | MoEErrorCode, message: string, cause?: unknown): MoEError {
-  return new MoEError(code as MoEErrorCode, message, cause === undefined ? undefined : { cause });
+export function loadError(code: MoEErrorCode, message: string, cause?: unknown): MoEError {
+  return new MoEError(code, message, cause === undefined ? undefined : { cause });
 }
