@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
-  npm ci --no-audit --no-fund
+  # onnxruntime-node (a test peer) ships its CPU binary; its install script would download GPU ones
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 fi
 
 # The demo needs only npm packages; the test suite also needs the Vulkan drivers and Chromium.
