@@ -14,6 +14,8 @@ export type {
   MoEConfig,
   MoELayer,
   MoELocalLayer,
+  MoELocalLayerMethods,
+  Disposable,
   MoEWarning,
   GpuStatus,
   GPUDeviceLike,

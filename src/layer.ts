@@ -13,7 +13,7 @@ import { withSharedSlices } from "./routing.ts";
 import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkStepOptions } from "./options.ts";
 import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
 export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
@@ -70,10 +70,7 @@ interface TrainingState {
   expertsInArena: boolean;
 }
 
-// Explicit resource management (`using`): the symbols exist in Node 20+, Deno, Bun and current browsers.
-const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("Symbol.dispose");
-
-class Layer implements MoELocalLayer {
+class Layer implements MoELocalLayerMethods {
   readonly config: MoELayer["config"];
   private engine: CpuEngine | undefined;
   private readonly cpu: CpuExperts;
@@ -326,7 +323,8 @@ class Layer implements MoELocalLayer {
     this.state = undefined;
   }
 
-  [disposeSymbol](): void {
+  /** `using layer = await createMoE(…)`: Symbol.dispose exists in Node 20+, Deno, Bun and current browsers. */
+  [Symbol.dispose](): void {
     this.dispose();
   }
 }

@@ -280,8 +280,18 @@ export interface MoELayer {
   dispose(): void;
 }
 
-/** A layer made by createMoE in this thread: an MoELayer with the GPU router's controls. */
-export interface MoELocalLayer extends MoELayer {
+/**
+ * `[Symbol.dispose]()` (it calls dispose()) where the consumer's TypeScript library declares
+ * Symbol.dispose (ESNext.Disposable), so that `using layer = await createMoE(…)` type-checks; no
+ * member otherwise, so the types compile without that library too. Layers have the method at run
+ * time wherever the runtime has the symbol.
+ */
+export type Disposable = SymbolConstructor extends { readonly dispose: infer S extends symbol } ? { [K in S]: () => void } : unknown;
+
+/** A layer made by createMoE in this thread: an MoELayer with the GPU router's controls, disposable. */
+export type MoELocalLayer = MoELocalLayerMethods & Disposable;
+
+export interface MoELocalLayerMethods extends MoELayer {
   /** forward on the CPU, synchronously (whatever the backend). */
   forwardSync(x: Float32Array, options?: ForwardOptions): ForwardResult;
   /**

@@ -16,10 +16,10 @@ export type LoadMoERuntimeOptions = Omit<
 export interface LoadMoEOptions extends LoadLayerOptions, LoadMoERuntimeOptions {}
 
 /** A loaded layer: createMoE's layer, and what was loaded. */
-export interface LoadedMoE extends MoELocalLayer {
+export type LoadedMoE = MoELocalLayer & {
   /** The family, the block's tensor prefix, its sizes and routing, and notes on what is not reproduced. */
   readonly description: FamilyDescription;
-}
+};
 
 /** Loads one layer's MoE block (reading only its tensors) and creates the layer. */
 export async function loadMoE(options: LoadMoEOptions): Promise<LoadedMoE> {
