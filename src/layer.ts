@@ -11,7 +11,9 @@ import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
 import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
+import { forwardResident } from "./gpu/resident.ts";
+import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
 export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
@@ -97,8 +99,11 @@ class Layer implements MoELocalLayer {
     return this.engine;
   }
 
-  async forward(x: Float32Array, options: ForwardOptions = {}): Promise<ForwardResult> {
-    const call = this.begin(x, options, false);
+  forward(x: GPUBufferLike, options?: ResidentForwardOptions): Promise<ResidentForwardResult>;
+  forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
+  async forward(x: Float32Array | GPUBufferLike, options: ForwardOptions | ResidentForwardOptions = {}): Promise<ForwardResult | ResidentForwardResult> {
+    if (isGpuBuffer(x)) return this.forwardResident(x, options as ResidentForwardOptions);
+    const call = this.begin(x, options as ForwardOptions, false);
     const gpu = call.gpu;
     if (!gpu) return this.finishOnCpu(call);
     return this.router.serial(async () => {
@@ -116,6 +121,23 @@ class Layer implements MoELocalLayer {
       this.engine?.release(call.arena);
       return call.result;
     });
+  }
+
+  /**
+   * A forward whose x is a GPUBuffer: gating, plan and experts on the GPU, outputs as GPUBuffers
+   * (src/gpu/resident.ts). It leaves no state for backward.
+   */
+  private forwardResident(x: GPUBufferLike, options: ResidentForwardOptions): Promise<ResidentForwardResult> {
+    const engine = this.live();
+    checkOptions(options);
+    return forwardResident({
+      spec: engine.spec,
+      experts: this.router.gpuExperts,
+      status: this.router.status,
+      gatingWeights: () => unpackTensors(engine, 0),
+      nextStream: () => ++this.streamCalls >>> 0,
+      dropState: () => this.dropState(),
+    }, x, options);
   }
 
   /** The CPU path, synchronously, whatever the backend. */
