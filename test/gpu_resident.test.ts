@@ -1,12 +1,16 @@
 // The resident path in Node (Dawn): layer.forward with a GPUBuffer x runs gating, plan and experts
 // on the GPU and returns GPUBuffers. Every golden vector through it (top-k exact, y within 1e-4 of
 // max|y|), the training statistics against the CPU layer's, the seeded normals against a
-// reference of the CPU's generator (≤ 1e-6), validation errors, and device loss (GPU_LOST).
-import { readFileSync } from "node:fs";
+// reference of the CPU's generator (≤ 1e-6), validation errors, and device loss (GPU_LOST). Then
+// the golden vectors and device loss again in Deno's built-in WebGPU (test/deno/gpu_resident.ts, a
+// child process, on lavapipe where there is no GPU).
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMoE, type MoELocalLayer, type MoEWarning } from "edge-moe";
 import { configOf, listCases, loadCase, randomWeights, relErr, Rng, TOL, type GoldenCase, type LayerShape } from "./helpers.ts";
-import { gpuSuite, newDevice, probeGpu } from "./gpu_support.ts";
+import { gpuSuite, LAVAPIPE_ICD, newDevice, probeGpu, SWIFTSHADER_ICD } from "./gpu_support.ts";
 
 const probe = await probeGpu();
 const cases = listCases();
@@ -314,4 +318,71 @@ gpuSuite("the resident path: GPUBuffer in, GPUBuffers out (Node, Dawn)", probe, 
       layer.dispose();
     });
   });
+});
+
+// ---- Deno (wgpu), as test/gpu_deno.test.ts runs its script ------------------------------------
+
+interface DenoResidentReport {
+  noAdapter?: string;
+  adapter?: string;
+  cases?: Array<{ name: string; ok: boolean; topkExact: boolean; evalTopkExact: boolean; seededExact: boolean; gatesErr: number; yErr: number; evalErr: number; importanceErr: number; loadErr: number; error?: string }>;
+  loss?: { ok: boolean; code: string; laterCode: string; error?: string };
+}
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const deno = `${root}node_modules/.bin/deno`;
+
+function runDeno(): { report: DenoResidentReport | undefined; output: string; status: number | null } {
+  const env = { ...process.env };
+  if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
+  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_resident.ts"], { cwd: root, env, encoding: "utf8", timeout: 600_000 });
+  const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
+  const line = (child.stdout ?? "").split("\n").reverse().find((l) => l.startsWith("{"));
+  return { report: line ? (JSON.parse(line) as DenoResidentReport) : undefined, output, status: child.status };
+}
+
+describe("the resident path in Deno (built-in WebGPU)", () => {
+  if (!existsSync(deno)) {
+    it.skip("skipped: the deno package is not installed (npm ci)", () => undefined);
+    return;
+  }
+  const { report, output, status } = runDeno();
+  if (report?.noAdapter !== undefined) {
+    if (process.env.CI) {
+      it("has a WebGPU adapter (required under CI)", () => {
+        throw new Error(`Deno found no WebGPU adapter: ${report.noAdapter}`);
+      });
+    } else {
+      it.skip(`skipped: Deno found no WebGPU adapter (${report.noAdapter})`, () => undefined);
+    }
+    return;
+  }
+
+  it("the Deno script ran every case and exited 0", () => {
+    expect(report, output.slice(-4000)).toBeDefined();
+    expect(report!.cases!.length).toBe(19);
+    expect(status, output.slice(-4000)).toBe(0);
+    console.log(`Deno resident path ran on: ${report!.adapter}`);
+  });
+
+  it("a device destroyed right after forward() was called: GPU_LOST, and at the next call", () => {
+    expect(report?.loss?.error).toBeUndefined();
+    expect(report?.loss?.code).toBe("GPU_LOST");
+    expect(report?.loss?.laterCode).toBe("GPU_LOST");
+  });
+
+  for (const c of report?.cases ?? []) {
+    it(`${c.name}: top-k exact (given and seeded noise, eval), y ≤ 1e-4, statistics ≤ 1e-5 of the CPU's`, () => {
+      expect(c.error).toBeUndefined();
+      expect(c.topkExact).toBe(true);
+      expect(c.evalTopkExact).toBe(true);
+      expect(c.seededExact).toBe(true);
+      expect(c.gatesErr).toBeLessThanOrEqual(TOL);
+      expect(c.yErr).toBeLessThanOrEqual(TOL);
+      expect(c.evalErr).toBeLessThanOrEqual(TOL);
+      expect(c.importanceErr).toBeLessThanOrEqual(1e-5);
+      expect(c.loadErr).toBeLessThanOrEqual(1e-5);
+      expect(c.ok).toBe(true);
+    });
+  }
 });
