@@ -226,6 +226,35 @@ gpuSuite("the resident path: GPUBuffer in, GPUBuffers out (Node, Dawn)", probe, 
     });
   });
 
+  describe("calls in flight and batches that grow and shrink", () => {
+    it("B = 1, 70, 3, 130, 9 submitted together (no await between): each as the CPU layer's; options.batch takes the first rows", async () => {
+      const shape: LayerShape = { d: 20, h: 24, n: 9, k: 2, expert: "relu", noisy: true };
+      const rng = new Rng(31);
+      const layer = await createMoE({ ...configOf(shape, randomWeights(rng, shape)), backend: "gpu", gpu: device });
+      const batches = [1, 70, 3, 130, 9];
+      const inputs = batches.map((b) => rng.normals(b * shape.d));
+      const buffers = inputs.map((xs) => upload(device, xs));
+      const calls = buffers.map((x, i) => layer.forward(x, { train: i % 2 === 1, seed: 11 + i }));
+      const results = await Promise.all(calls);
+      for (let i = 0; i < batches.length; i++) {
+        const want = layer.forwardSync(inputs[i], { train: i % 2 === 1, seed: 11 + i });
+        const got = results[i];
+        expect(got.batch).toBe(batches[i]);
+        expect(Array.from(await readI32(device, got.topkIndices as GPUBuffer, batches[i] * shape.k))).toEqual(Array.from(want.topkIndices));
+        expect(relErr(await readF32(device, got.y as GPUBuffer, batches[i] * shape.d), want.y)).toBeLessThanOrEqual(TOL);
+        if (i % 2 === 1) expect(relErr(got.load!, want.load!)).toBeLessThanOrEqual(1e-5);
+        else expect(got.load).toBeUndefined();
+      }
+      // the first 50 rows of the 130-row buffer
+      const first = await layer.forward(buffers[3], { batch: 50 });
+      const want = layer.forwardSync(inputs[3].subarray(0, 50 * shape.d));
+      expect(relErr(await readF32(device, first.y as GPUBuffer, 50 * shape.d), want.y)).toBeLessThanOrEqual(TOL);
+      expect(Array.from(await readI32(device, first.topkIndices as GPUBuffer, 50 * shape.k))).toEqual(Array.from(want.topkIndices));
+      for (const b of buffers) b.destroy();
+      layer.dispose();
+    });
+  });
+
   describe("validation: typed errors before anything runs", () => {
     const shape: LayerShape = { d: 8, h: 8, n: 4, k: 2, expert: "relu", noisy: true };
     let layer: MoELocalLayer;

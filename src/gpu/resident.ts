@@ -110,7 +110,9 @@ interface CallBuffers {
 
 type Pipelines = Record<"gemm" | "noise" | "topk" | "stats" | "losses" | "scan" | "scatter" | "pad", GPUComputePipeline>;
 
+/** The resident state of each GPU expert back end, once set up, and while it is being set up. */
 const residents = new WeakMap<GpuExperts, Resident>();
+const opening = new WeakMap<GpuExperts, Promise<Resident>>();
 
 /** Marks the resident gating weights of these experts stale: the next resident call uploads them again (after a training step). */
 export function invalidateResidentGating(experts: GpuExperts | undefined): void {
@@ -155,9 +157,20 @@ class Resident {
     });
   }
 
-  static async open(experts: GpuExperts, spec: LayerSpec): Promise<Resident> {
-    let resident = residents.get(experts);
-    if (resident && !resident.disposed) return resident;
+  /** The resident state of these experts: set up once (calls that arrive meanwhile share the setup). */
+  static open(experts: GpuExperts, spec: LayerSpec): Promise<Resident> {
+    const ready = residents.get(experts);
+    if (ready && !ready.disposed) return Promise.resolve(ready);
+    let pending = opening.get(experts);
+    if (!pending) {
+      pending = Resident.setUp(experts, spec).finally(() => opening.delete(experts));
+      opening.set(experts, pending);
+    }
+    return pending;
+  }
+
+  private static async setUp(experts: GpuExperts, spec: LayerSpec): Promise<Resident> {
+    let resident: Resident;
     const view = experts as unknown as ExpertsView;
     const device = view.device;
     const { numExperts: n, k, dModel: d } = spec;
