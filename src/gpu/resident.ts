@@ -176,6 +176,10 @@ class Resident {
     const { numExperts: n, k, dModel: d } = spec;
     const ldl = spec.noisyGating ? 2 * n : n;
     const compile = (name: ShaderName, values: TemplateValues = {}) => pipelineFor(device, name, values);
+    const maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+    if (4 * d * ldl > maxBinding) {
+      throw new MoEError("GPU_ERROR", `the gating weights (${4 * d * ldl} bytes) exceed this adapter's maxStorageBufferBindingSize (${maxBinding}); pass x as a Float32Array (gating on the CPU)`);
+    }
     device.pushErrorScope("validation");
     let gateWeights: GPUBuffer | undefined;
     try {
