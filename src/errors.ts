@@ -36,6 +36,12 @@ export type MoEErrorCode =
    * A GPU failure during a call is no error: that call completes on the CPU, with a warning.
    */
   | "GPU_ERROR"
+  /**
+   * The GPU device was lost during, or before, a forward whose x is a GPUBuffer (the resident
+   * path). The CPU cannot finish such a call: its input lived on the lost device. Make a layer on
+   * a new device: createMoE({ ...config, gpu: newDevice, weights: await layer.getWeights() }).
+   */
+  | "GPU_LOST"
   /** backward() was called without a preceding training-mode forward(). */
   | "NO_FORWARD_STATE"
   /** The upstream gradient dy has the wrong length or type. */

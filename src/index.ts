@@ -19,10 +19,13 @@ export type {
   MoEWarning,
   GpuStatus,
   GPUDeviceLike,
+  GPUBufferLike,
   CalibrateOptions,
   Calibration,
   MoEWeights,
   RoutingOptions,
+  ResidentForwardOptions,
+  ResidentForwardResult,
   WasmBuild,
 } from "./types.ts";
 export { readSafetensors, writeSafetensors, parseSafetensorsHeader, parseSafetensorsIndex } from "./safetensors.ts";

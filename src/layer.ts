@@ -10,10 +10,12 @@ import { stepOptionsOf, Trainer } from "./train/trainer.ts";
 import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
 import { withSharedSlices } from "./routing.ts";
-import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkStepOptions } from "./options.ts";
+import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkResidentOptions, checkStepOptions } from "./options.ts";
 import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, StepOptions } from "./types.ts";
+import { disposeResident, forwardResident, invalidateResidentGating } from "./gpu/resident.ts";
+import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
 export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
@@ -99,8 +101,11 @@ class Layer implements MoELocalLayerMethods {
     return this.engine;
   }
 
-  async forward(x: Float32Array, options: ForwardOptions = {}): Promise<ForwardResult> {
-    const call = this.begin(x, options, false);
+  forward(x: GPUBufferLike, options?: ResidentForwardOptions): Promise<ResidentForwardResult>;
+  forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
+  async forward(x: Float32Array | GPUBufferLike, options: ForwardOptions | ResidentForwardOptions = {}): Promise<ForwardResult | ResidentForwardResult> {
+    if (isGpuBuffer(x)) return this.forwardResident(x, options as ResidentForwardOptions);
+    const call = this.begin(x, options as ForwardOptions, false);
     const gpu = call.gpu;
     if (!gpu) return this.finishOnCpu(call);
     return this.router.serial(async () => {
@@ -118,6 +123,26 @@ class Layer implements MoELocalLayerMethods {
       this.engine?.release(call.arena);
       return call.result;
     });
+  }
+
+  /**
+   * A forward whose x is a GPUBuffer: gating, plan and experts on the GPU, outputs as GPUBuffers
+   * (src/gpu/resident.ts). It leaves no state for backward.
+   */
+  private forwardResident(x: GPUBufferLike, options: ResidentForwardOptions): Promise<ResidentForwardResult> {
+    const engine = this.live();
+    checkResidentOptions(options);
+    if (engine.spec.routing.score !== "topk-softmax" || engine.spec.shared) {
+      fail("UNSUPPORTED", "a GPUBuffer x runs the paper's top-k softmax gating on the GPU; this layer's router or shared expert runs only with a Float32Array x");
+    }
+    return forwardResident({
+      spec: engine.spec,
+      experts: this.router.gpuExperts,
+      status: this.router.status,
+      gatingWeights: () => unpackTensors(engine, 0),
+      nextStream: () => ++this.streamCalls >>> 0,
+      dropState: () => this.dropState(),
+    }, x, options);
   }
 
   /** The CPU path, synchronously, whatever the backend. */
@@ -235,7 +260,10 @@ class Layer implements MoELocalLayerMethods {
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);
     const gpu = this.router.gpuExperts; // the GPU's resident copy too
-    if (gpu) gpu.writeWeights(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+    if (gpu) {
+      gpu.writeWeights(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+      invalidateResidentGating(gpu); // the resident path re-uploads the gating weights at its next call
+    }
     this.dropState(); // a pending forward saw the old weights
   }
 
@@ -316,6 +344,7 @@ class Layer implements MoELocalLayerMethods {
   }
 
   dispose(): void {
+    disposeResident(this.router.gpu);
     this.router.dispose();
     this.engine?.dispose(); // ends the worker threads, if any
     this.engine = undefined;

@@ -2,7 +2,7 @@
 // and the call would silently run with the default. Each list of keys is a Record over the option
 // type, so the compiler fails here when an option is added to src/types.ts and not to its list.
 import { fail } from "./errors.ts";
-import type { BackwardOptions, CalibrateOptions, ForwardOptions, MoEConfig, MoEWeights, RoutingOptions, StepOptions } from "./types.ts";
+import type { BackwardOptions, CalibrateOptions, ForwardOptions, MoEConfig, MoEWeights, ResidentForwardOptions, RoutingOptions, StepOptions } from "./types.ts";
 
 type Keys<T> = Record<keyof Required<T>, true>;
 
@@ -52,6 +52,7 @@ export const GROUP_KEYS = keysOf<NonNullable<RoutingOptions["groups"]>>({ nGroup
 export const SHARED_KEYS = keysOf<NonNullable<MoEConfig["shared"]>>({ dHidden: true, gated: true });
 export const INIT_KEYS = keysOf<NonNullable<MoEConfig["init"]>>({ seed: true });
 export const FORWARD_KEYS = keysOf<ForwardOptions>({ train: true, noise: true, seed: true, out: true, backend: true });
+export const RESIDENT_KEYS = keysOf<ResidentForwardOptions>({ train: true, noise: true, seed: true, batch: true, out: true, backend: true });
 export const OUT_KEYS = keysOf<NonNullable<ForwardOptions["out"]>>({ y: true, topkIndices: true, topkGates: true });
 export const BACKWARD_KEYS = keysOf<BackwardOptions>({ weights: true });
 export const STEP_KEYS = keysOf<StepOptions>({ lr: true, optimizer: true, beta1: true, beta2: true, eps: true });
@@ -134,6 +135,16 @@ export function checkForwardOptions(options: unknown): void {
   if (typeof out !== "object") {
     fail("OUTPUT_SHAPE", `options.out must be an object { ${OUT_KEYS.join("?, ")}? } of output buffers, got ${String(out)}`);
   }
+  checkKeys(out, OUT_KEYS, "forward's options.out", "options.out.");
+}
+
+/** forward with a GPUBuffer x: the options object, its keys, and the keys of options.out. */
+export function checkResidentOptions(options: unknown): void {
+  if (!optionsObject(options, "forward", RESIDENT_KEYS)) return;
+  checkKeys(options, RESIDENT_KEYS, "forward (GPUBuffer x)", "options.");
+  const out = (options as ResidentForwardOptions).out;
+  if (out === undefined || out === null) return;
+  if (typeof out !== "object") fail("OUTPUT_SHAPE", `options.out must be an object { ${OUT_KEYS.join("?, ")}? } of GPUBuffers, got ${String(out)}`);
   checkKeys(out, OUT_KEYS, "forward's options.out", "options.out.");
 }
 

@@ -27,7 +27,7 @@ export function defaultCrossover(spec: Pick<LayerSpec, "dModel" | "dHidden" | "e
 
 export class Router {
   /** The GPU experts, when the layer has a GPU (gpu.failure says once it can no longer be used). */
-  private readonly gpu: GpuExperts | undefined;
+  readonly gpu: GpuExperts | undefined;
   /** B·k at or above which "auto" runs the experts on the GPU. */
   crossover: number;
   /** Why the layer has no GPU. */

@@ -1,4 +1,7 @@
 /** Public types of edge-moe. */
+import type { GPUBufferLike } from "./gpu/types.ts";
+
+export type { GPUBufferLike } from "./gpu/types.ts";
 
 export type ExpertKind = "relu" | "gelu" | "swiglu";
 export type BackendChoice = "cpu" | "gpu" | "auto";
@@ -173,6 +176,52 @@ export interface ForwardOptions {
   backend?: BackendChoice;
 }
 
+/**
+ * Options of a forward whose x is a GPUBuffer (the resident path: gating, plan and experts on the
+ * GPU, no readback of x or y). See docs/gpu-resident.md.
+ */
+export interface ResidentForwardOptions {
+  /** Training mode: noise (when noisyGating) and the balancing statistics, read back. Default false. */
+  train?: boolean;
+  /** Standard normals [B, n] for the noisy gating (uploaded); overrides `seed`. */
+  noise?: Float32Array;
+  /** Seed of the counter-based noise generator: the same normals as the CPU path's for this seed. */
+  seed?: number;
+  /**
+   * Rows B. Default: x.size / (4·dModel), which must then be a whole number; with `batch`, x may
+   * be larger than B·dModel floats (the rows are its first B·dModel floats).
+   */
+  batch?: number;
+  /**
+   * Caller-owned output buffers on the layer's device, written instead of fresh ones; each needs
+   * COPY_DST usage and at least y: B·dModel, topkIndices and topkGates: B·k 4-byte elements.
+   */
+  out?: { y?: GPUBufferLike; topkIndices?: GPUBufferLike; topkGates?: GPUBufferLike };
+  /** "gpu" or "auto" (the same here): a GPUBuffer x runs on the GPU. */
+  backend?: BackendChoice;
+}
+
+/** The result of a forward with a GPUBuffer x: outputs stay on the layer's device. */
+export interface ResidentForwardResult {
+  /** [B, d] f32, row-major. Fresh (the caller owns it and destroys it) unless out.y was given. */
+  y: GPUBufferLike;
+  /** [B, k] i32, each row by descending H. */
+  topkIndices: GPUBufferLike;
+  /** [B, k] f32, softmax over the k selected logits. */
+  topkGates: GPUBufferLike;
+  /** Rows B of the call. */
+  batch: number;
+  /** [n] Σ_x G(x) (training mode only; read back). */
+  importance?: Float32Array;
+  /** [n] Σ_x P(x, i) in prob mode, or counts (training mode only; read back). */
+  load?: Float32Array;
+  /** w_importance · CV(importance)² (training mode only). */
+  lossImportance?: number;
+  /** w_load · CV(load)² (training mode only). */
+  lossLoad?: number;
+  backend: "gpu";
+}
+
 /** Something the caller should know that did not fail the call. */
 export interface MoEWarning {
   /**
@@ -292,6 +341,13 @@ export type Disposable = SymbolConstructor extends { readonly dispose: infer S e
 export type MoELocalLayer = MoELocalLayerMethods & Disposable;
 
 export interface MoELocalLayerMethods extends MoELayer {
+  /**
+   * The resident path: x a GPUBuffer (STORAGE usage, f32 [B, dModel]) on the layer's device (a
+   * layer with a GPU); y and the top-k come back as GPUBuffers on that device. Fails with GPU_LOST
+   * when the device is lost (a layer on a new device: createMoE with `gpu` and getWeights()).
+   */
+  forward(x: GPUBufferLike, options?: ResidentForwardOptions): Promise<ResidentForwardResult>;
+  forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
   /** forward on the CPU, synchronously (whatever the backend). */
   forwardSync(x: Float32Array, options?: ForwardOptions): ForwardResult;
   /**

@@ -31,7 +31,7 @@ const MAP_MODE_READ = 0x1;
 // Tile shape of the grouped GEMM (shaders/grouped_gemm.wgsl): TILE_M positions × TILE_N columns
 // per workgroup, THREAD_M × 4 outputs per invocation, so TILE_N/4 × TILE_M/THREAD_M ≤ 128
 // invocations (≤ 256, what every adapter allows) and ≤ 10 KiB of workgroup memory.
-const TILE_M = 32;
+export const TILE_M = 32;
 const THREAD_M = 4;
 const TILE_K = 16;
 const MAX_DISPATCH = 65535;
@@ -46,7 +46,7 @@ function tileWidth(width: number): number {
 }
 
 /** One projection's weights on the GPU: slabs of columns, grouped into buffers. */
-interface Projection {
+export interface Projection {
   /** Weight rows per half-slab: the (padded) inner dimension, a multiple of TILE_K. */
   kRows: number;
   halves: 1 | 2;
@@ -109,19 +109,19 @@ export class GpuExperts implements ExpertBackend {
   onLost: ((reason: string) => void) | undefined;
 
   private readonly spec: LayerSpec;
-  private readonly up: Projection;
-  private readonly down: Projection;
-  private readonly pipelines: { up: GPUComputePipeline; down: GPUComputePipeline; combine: GPUComputePipeline };
-  private readonly xStride: number; // x row length on the GPU, d rounded up to 4
+  readonly up: Projection;
+  readonly down: Projection;
+  readonly pipelines: { up: GPUComputePipeline; down: GPUComputePipeline; combine: GPUComputePipeline };
+  readonly xStride: number; // x row length on the GPU, d rounded up to 4
   private readonly maxBinding: number;
   private readonly maxBuffer: number;
-  private readonly align: number;
+  readonly align: number;
   /** Rows one pass can take (the per-call buffers fit one binding each). */
   readonly maxRows: number;
   private readonly callInfo: GPUBuffer;
   /** The Shape uniform of each GEMM pass (shaders/grouped_gemm.wgsl): the layer's sizes. */
-  private readonly upShape: GPUBuffer;
-  private readonly downShape: GPUBuffer;
+  readonly upShape: GPUBuffer;
+  readonly downShape: GPUBuffer;
   private call: CallBuffers | undefined;
   private readback: GPUBuffer | undefined;
   /** x of the running call, rows padded to xStride: the upload source. */

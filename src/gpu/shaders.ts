@@ -2,10 +2,30 @@
 // once per device and template values (the cache key), and shared by every layer of that shape.
 import groupedGemmTemplate from "../../shaders/grouped_gemm.wgsl";
 import combineTemplate from "../../shaders/combine.wgsl";
+import gatingGemmTemplate from "../../shaders/gating_gemm.wgsl";
+import gatingNoiseTemplate from "../../shaders/gating_noise.wgsl";
+import gatingTopkTemplate from "../../shaders/gating_topk.wgsl";
+import gatingStatsTemplate from "../../shaders/gating_stats.wgsl";
+import gatingLossesTemplate from "../../shaders/gating_losses.wgsl";
+import planScanTemplate from "../../shaders/plan_scan.wgsl";
+import planScatterTemplate from "../../shaders/plan_scatter.wgsl";
+import padRowsTemplate from "../../shaders/pad_rows.wgsl";
 
 export type TemplateValues = Record<string, number | boolean>;
 
-const TEMPLATES = { grouped_gemm: groupedGemmTemplate, combine: combineTemplate } as const;
+const TEMPLATES = {
+  grouped_gemm: groupedGemmTemplate,
+  combine: combineTemplate,
+  // the resident path (src/gpu/resident.ts): gating, statistics and plan on the GPU
+  gating_gemm: gatingGemmTemplate,
+  gating_noise: gatingNoiseTemplate,
+  gating_topk: gatingTopkTemplate,
+  gating_stats: gatingStatsTemplate,
+  gating_losses: gatingLossesTemplate,
+  plan_scan: planScanTemplate,
+  plan_scatter: planScatterTemplate,
+  pad_rows: padRowsTemplate,
+} as const;
 export type ShaderName = keyof typeof TEMPLATES;
 
 /**

@@ -1,0 +1,63 @@
+// KeepTopK and Softmax (Shazeer et al. 2017, eq. 3) per row, as assembly/topk.ts: the KEEP = min(k + 1, n)
+// largest H kept in a sorted run by insertion with strict comparison (on equal values the lower
+// expert index ranks first), the softmax over the first k, and the index of the (k+1)-th (the
+// load estimator's threshold; 0xffffffff when k = n). Each selection also counts one pair for
+// its expert (the plan's counting sort, shaders/plan_scan.wgsl).
+
+const WORKGROUP: u32 = 64u;
+const K: u32 = {{K}}u;
+const KEEP: u32 = {{KEEP}}u;
+
+struct Params {
+  batch: u32,
+  n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> h: array<f32>;
+@group(0) @binding(1) var<storage, read_write> topkIdx: array<u32>;
+@group(0) @binding(2) var<storage, read_write> topkGates: array<f32>;
+@group(0) @binding(3) var<storage, read_write> nextIdx: array<u32>;
+@group(0) @binding(4) var<storage, read_write> counts: array<atomic<u32>>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = (wid.x + wid.y * 65535u) * WORKGROUP + li;
+  if (row >= params.batch) {
+    return;
+  }
+  let n = params.n;
+  var vals: array<f32, KEEP>;
+  var idxs: array<u32, KEEP>;
+  var count = 0u;
+  for (var j = 0u; j < n; j++) {
+    let v = h[row * n + j];
+    var pos: u32;
+    if (count < KEEP) {
+      pos = count;
+      count++;
+    } else if (v > vals[KEEP - 1u]) {
+      pos = KEEP - 1u;
+    } else {
+      continue;
+    }
+    while (pos > 0u && vals[pos - 1u] < v) {
+      vals[pos] = vals[pos - 1u];
+      idxs[pos] = idxs[pos - 1u];
+      pos--;
+    }
+    vals[pos] = v;
+    idxs[pos] = j;
+  }
+  let top = vals[0];
+  var sum = 0.0;
+  for (var s = 0u; s < K; s++) {
+    sum += exp(vals[s] - top);
+  }
+  for (var s = 0u; s < K; s++) {
+    topkIdx[row * K + s] = idxs[s];
+    topkGates[row * K + s] = exp(vals[s] - top) / sum;
+    atomicAdd(&counts[idxs[s]], 1u);
+  }
+  nextIdx[row] = select(0xffffffffu, idxs[min(K, KEEP - 1u)], KEEP > K);
+}
