@@ -34,6 +34,6 @@ export type { LoadMoEOptions, LoadedMoE } from "./loaders/load-moe.ts";
 export { loadMoELayer, describeFamily, FAMILIES } from "./loaders/index.ts";
 export type { ConvertedLayer, FamilyDescription, Family, Routing, FileValue, LoadProgress, LoadLayerOptions } from "./loaders/index.ts";
 export { createMoEWorker } from "./worker-client.ts";
-export type { MoEWorkerLike } from "./worker-client.ts";
+export type { MoEWorkerLike, MoEWorkerLayer, MoEWorkerOptions, MoEWorkerCallOptions } from "./worker-client.ts";
 export { bestWasmBuild } from "./cpu/wasm.ts";
 export type { SafetensorsDType, SafetensorsFile, SafetensorsTensor, SafetensorsRawTensor, SafetensorsHeader, SafetensorsEntry, SafetensorsInput, SafetensorsIndex } from "./safetensors.ts";

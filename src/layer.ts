@@ -103,26 +103,43 @@ class Layer implements MoELocalLayerMethods {
 
   forward(x: GPUBufferLike, options?: ResidentForwardOptions): Promise<ResidentForwardResult>;
   forward(x: Float32Array, options?: ForwardOptions): Promise<ForwardResult>;
-  async forward(x: Float32Array | GPUBufferLike, options: ForwardOptions | ResidentForwardOptions = {}): Promise<ForwardResult | ResidentForwardResult> {
-    if (isGpuBuffer(x)) return this.forwardResident(x, options as ResidentForwardOptions);
-    const call = this.begin(x, options as ForwardOptions, false);
-    const gpu = call.gpu;
-    if (!gpu) return this.finishOnCpu(call);
-    return this.router.serial(async () => {
-      try {
-        await gpu.run(call.plan, call.y);
-        call.result.backend = "gpu";
-      } catch (error) {
-        // The GPU is switched off for later calls, the caller warned, and this call's plan runs on the CPU.
-        const lost = gpu.failure !== undefined;
-        const message = gpu.failure ?? `a GPU call failed (${(error as Error).message})`;
-        gpu.failure ??= message;
-        this.warnFailure(lost ? "GPU_LOST" : "GPU_ERROR", `${message}; this call and later ones run their experts on the CPU`, error);
-        return this.finishOnCpu(call);
-      }
-      this.engine?.release(call.arena);
-      return call.result;
+  forward(x: Float32Array | GPUBufferLike, options: ForwardOptions | ResidentForwardOptions = {}): Promise<ForwardResult | ResidentForwardResult> {
+    if (isGpuBuffer(x)) return this.inOrder(() => this.forwardResident(x, options as ResidentForwardOptions));
+    return this.inOrder(() => {
+      const call = this.begin(x, options as ForwardOptions, false);
+      return call.gpu ? this.finishOnGpu(call, call.gpu) : this.finishOnCpu(call);
     });
+  }
+
+  /**
+   * Runs a call in the order the caller made it. A layer with a GPU queues its calls: a GPU
+   * call's experts run after the calls made before it and before those made after it, and step()
+   * never changes weights under a queued call, so overlapping calls give the bits of the same
+   * calls one after another. Without a GPU every call runs at once (synchronously).
+   */
+  private inOrder<T>(call: () => T | Promise<T>): Promise<T> {
+    if (this.router.gpu) return this.router.serial(async () => call());
+    try {
+      return Promise.resolve(call());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private async finishOnGpu(call: Call, gpu: GpuExperts): Promise<ForwardResult> {
+    try {
+      await gpu.run(call.plan, call.y);
+      call.result.backend = "gpu";
+    } catch (error) {
+      // The GPU is switched off for later calls, the caller warned, and this call's plan runs on the CPU.
+      const lost = gpu.failure !== undefined;
+      const message = gpu.failure ?? `a GPU call failed (${(error as Error).message})`;
+      gpu.failure ??= message;
+      this.warnFailure(lost ? "GPU_LOST" : "GPU_ERROR", `${message}; this call and later ones run their experts on the CPU`, error);
+      return this.finishOnCpu(call);
+    }
+    this.engine?.release(call.arena);
+    return call.result;
   }
 
   /**
@@ -226,7 +243,11 @@ class Layer implements MoELocalLayerMethods {
     this.state = undefined;
   }
 
-  async backward(dy: Float32Array, options: BackwardOptions = {}): Promise<Gradients> {
+  backward(dy: Float32Array, options: BackwardOptions = {}): Promise<Gradients> {
+    return this.inOrder(() => this.backwardNow(dy, options));
+  }
+
+  private backwardNow(dy: Float32Array, options: BackwardOptions): Gradients {
     const engine = this.live();
     checkBackwardOptions(options);
     const state = this.state;
@@ -253,7 +274,11 @@ class Layer implements MoELocalLayerMethods {
     }
   }
 
-  async step(options: StepOptions): Promise<void> {
+  step(options: StepOptions): Promise<void> {
+    return this.inOrder(() => this.stepNow(options));
+  }
+
+  private stepNow(options: StepOptions): void {
     const engine = this.live();
     checkStepOptions(options);
     const checked = stepOptionsOf(options);
@@ -267,8 +292,8 @@ class Layer implements MoELocalLayerMethods {
     this.dropState(); // a pending forward saw the old weights
   }
 
-  async getWeights(): Promise<MoEWeights> {
-    return unpackTensors(this.live(), 0);
+  getWeights(): Promise<MoEWeights> {
+    return this.inOrder(() => unpackTensors(this.live(), 0));
   }
 
   /**

@@ -7,11 +7,15 @@ import type { BackwardOptions, ForwardOptions, ForwardResult, MoEConfig, MoELaye
 /** Tag of this protocol's create message, so other messages to the same worker are left alone. */
 export const PROTOCOL = "edge-moe/1";
 
-/** To the worker's global scope, with the layer's port transferred alongside. */
+/**
+ * To the worker's global scope, with the layer's port transferred alongside (and also in `port`:
+ * Node's worker_threads hand a listener the message alone, without its transferred ports).
+ */
 export interface CreateRequest {
   protocol: typeof PROTOCOL;
   op: "create";
   config: MoEConfig;
+  port?: MessagePort;
 }
 
 /** On the layer's port. Buffers in `options` are copied (structured clone), never taken. */
@@ -26,9 +30,13 @@ export type TrainingRequest =
   | { id: number; op: "step"; options: StepOptions }
   | { id: number; op: "getWeights" };
 
-/** On the layer's port; `id` 0 answers the create message. Result buffers are transferred. */
+/**
+ * On the layer's port; `id` 0 answers the create message: first `{ id: 0, ok: true, accepted: true }`
+ * as soon as the worker reads it (the handshake: an edge-moe worker is alive at the other end), then
+ * the created layer's config or the error. Result buffers are transferred.
+ */
 export type LayerReply =
-  | { id: number; ok: true; config?: MoELayer["config"]; result?: ForwardResult; tensors?: MoEWeights & { x?: Float32Array } }
+  | { id: number; ok: true; accepted?: true; config?: MoELayer["config"]; result?: ForwardResult; tensors?: MoEWeights & { x?: Float32Array } }
   | { id: number; ok: false; error: { code: MoEErrorCode; message: string } };
 
 export function isCreateRequest(value: unknown): value is CreateRequest {

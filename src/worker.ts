@@ -8,7 +8,10 @@ import { createMoE } from "./layer.ts";
 import type { MoELayer } from "./types.ts";
 import { isCreateRequest, resultBuffers, type LayerReply, type LayerRequest, type TrainingRequest } from "./worker-protocol.ts";
 
-/** Where create messages arrive: a worker's global scope, or any MessagePort-like target. */
+/**
+ * Where create messages arrive: a worker's global scope, or any MessagePort-like target (Node's
+ * worker_threads parentPort included).
+ */
 export interface MoEMessageScope {
   addEventListener(type: "message", listener: (event: MessageEvent) => void): void;
 }
@@ -55,8 +58,9 @@ function serveTraining(layer: MoELayer, port: MessagePort, request: TrainingRequ
 export function serveMoE(scope: MoEMessageScope): void {
   scope.addEventListener("message", (event: MessageEvent) => {
     if (!isCreateRequest(event.data)) return;
-    const port = event.ports[0];
+    const port = event.ports?.[0] ?? event.data.port;
     if (!port) return;
+    port.postMessage({ id: 0, ok: true, accepted: true } satisfies LayerReply);
     createMoE(event.data.config).then(
       (layer) => {
         port.postMessage({ id: 0, ok: true, config: layer.config } satisfies LayerReply);
@@ -70,8 +74,26 @@ export function serveMoE(scope: MoEMessageScope): void {
   });
 }
 
-// Loaded as a worker (a global scope that receives messages, no document): serve right away.
+// Loaded as a worker, serve right away: Node's worker_threads (Node, and Deno and Bun when started
+// from node:worker_threads) through parentPort; a Web Worker through its global scope (one that
+// receives messages and has no document).
+const nodePort = workerThreadsParentPort();
 const scope = globalThis as unknown as Partial<MoEMessageScope> & { postMessage?: unknown; document?: unknown };
-if (typeof scope.addEventListener === "function" && typeof scope.postMessage === "function" && scope.document === undefined) {
+if (nodePort) {
+  serveMoE(nodePort);
+} else if (typeof scope.addEventListener === "function" && typeof scope.postMessage === "function" && scope.document === undefined) {
   serveMoE(scope as MoEMessageScope);
+}
+
+/** The parentPort of a worker_threads worker; undefined on the main thread and in Web Workers. */
+function workerThreadsParentPort(): MoEMessageScope | undefined {
+  // process.getBuiltinModule (Node 20.16+, Deno, Bun): no import of node: modules in this bundle,
+  // which browsers and their bundlers load too.
+  const g = globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } };
+  try {
+    const threads = g.process?.getBuiltinModule?.("node:worker_threads") as { isMainThread?: boolean; parentPort?: MoEMessageScope | null } | undefined;
+    return threads && !threads.isMainThread && threads.parentPort ? threads.parentPort : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -116,14 +116,13 @@ function block(markdown: string, firstLine: string): string {
 }
 
 describe("the README's Node worker example", () => {
-  it("runs as written in Node (worker_threads, serveMoE, the kernels passed in)", () => {
+  it("runs as written in Node (a worker_threads Worker running edge-moe/worker)", () => {
     const readme = read("README.md");
     // Inside the repository "edge-moe" resolves to the package itself (a self-reference through
     // package.json's exports), as it does for a user who installed it.
     const dir = join(root, "build/docs-example");
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "moe-worker.mjs"), block(readme, "// moe-worker.mjs"));
     // the example's weights and x: zero gate weights (every expert equally likely) and zero experts
     const given = [
       "const [d, h, n] = [512, 1024, 16];",

@@ -5,8 +5,12 @@
 // (assembly/experts.ts, poolThread) split the work and meet at barriers in shared memory. A run
 // posts no message and allocates nothing.
 //
-// Workers: Web Workers (browsers, Deno, Bun) from a blob: URL, or Node's worker_threads, both from
-// the one source below, so no extra file has to be found next to the bundle.
+// Workers: Node's worker_threads wherever the runtime has them (Node, Deno and Bun, told apart from
+// browsers by process.versions.node, never by globalThis.Worker, which libraries replace), Web
+// Workers from a blob: URL otherwise; both run the one source below, so no extra file has to be
+// found next to the bundle. A pool never keeps the process alive (its workers are unref'd once they
+// are ready), and a layer that is garbage-collected without dispose() ends its workers
+// (FinalizationRegistry, see ThreadPool).
 import { MoEError } from "../errors.ts";
 import type { KernelExports } from "./wasm.ts";
 import { CTL_CALLER_MAY_BLOCK, CTL_FAILED, CTL_GENERATION, CTL_JOB, CTL_RUN, CTL_SLOTS, CTL_THREADS, JOB_EXIT, JOB_EXPERTS, JOB_GATING } from "../abi.ts";
@@ -25,8 +29,9 @@ interface WorkerStart {
 // next run before it sleeps: the wake-up of a sleeping thread costs tens of µs to a millisecond.
 const WORKER_SOURCE = `
 "use strict";
-const web = typeof self !== "undefined" && typeof self.postMessage === "function";
-const port = web ? null : require("node:worker_threads").parentPort;
+// worker_threads (an eval'd CommonJS worker: require exists) or a Web Worker
+const port = typeof require === "function" ? require("node:worker_threads").parentPort : null;
+const web = port === null;
 const post = (m) => (web ? self.postMessage(m) : port.postMessage(m));
 const SPIN_MS = 2;
 async function main({ module, memory, ctl, thread }) {
@@ -71,7 +76,10 @@ const CALLER_MAY_BLOCK = typeof (globalThis as { document?: unknown }).document 
 
 interface PoolWorker {
   post(message: WorkerStart): void;
+  /** The one handler of the worker's messages and errors (replaced, not added to). */
   onMessage(handler: (message: { ready?: boolean; error?: string }) => void): void;
+  /** Lets the process exit while the worker runs (no-op where the runtime cannot). */
+  unref(): void;
   terminate(): void;
 }
 
@@ -107,35 +115,89 @@ async function hardwareThreads(): Promise<number> {
   }
 }
 
+/** Node, Deno and Bun: they have worker_threads (with unref), whatever globalThis.Worker is. */
+function hasWorkerThreads(): boolean {
+  const g = globalThis as { process?: { versions?: { node?: unknown } } };
+  return typeof g.process?.versions?.node === "string";
+}
+
 async function spawnWorker(): Promise<PoolWorker> {
-  const g = globalThis as { Worker?: typeof Worker };
-  if (typeof g.Worker === "function") {
-    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-    const worker = new g.Worker(url, { type: "module" });
-    return {
-      post: (m) => worker.postMessage(m),
-      onMessage: (h) => {
-        worker.onmessage = (e: MessageEvent) => {
-          if (e.data?.ready) URL.revokeObjectURL(url); // loaded: (Bun reads the URL after the constructor returns)
-          h(e.data);
-        };
-        worker.onerror = (e: ErrorEvent) => h({ error: e.message });
-      },
-      terminate: () => worker.terminate(),
-    };
+  if (hasWorkerThreads()) {
+    let NodeWorker: typeof import("node:worker_threads").Worker | undefined;
+    try {
+      // process.getBuiltinModule (Node 20.16+, Deno, Bun) also works in the bundles without node:
+      // imports (dist/worker.js, dist/browser.js); import() is for older Node 20.
+      const g = globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } };
+      const builtin = g.process?.getBuiltinModule?.("node:worker_threads") as typeof import("node:worker_threads") | undefined;
+      NodeWorker = (builtin ?? (await import("node:worker_threads"))).Worker;
+    } catch {
+      // a bundle without node: modules on an older runtime: the Web Worker below
+    }
+    if (NodeWorker) return nodeWorker(NodeWorker);
   }
-  const { Worker: NodeWorker } = await import("node:worker_threads");
+  return webWorker();
+}
+
+function nodeWorker(NodeWorker: typeof import("node:worker_threads").Worker): PoolWorker {
   const worker = new NodeWorker(WORKER_SOURCE, { eval: true });
-  worker.unref(); // a layer that is never disposed does not keep the process alive
+  let handler: (message: { ready?: boolean; error?: string }) => void = () => {};
+  // One listener each, attached now: Node refs the worker again whenever a "message" listener is
+  // added, so the unref() that follows start-up must come after every listener.
+  worker.on("message", (m) => handler(m));
+  worker.on("error", (e: Error) => handler({ error: e.message }));
   return {
     post: (m) => worker.postMessage(m),
-    onMessage: (h) => {
-      worker.on("message", h);
-      worker.on("error", (e: Error) => h({ error: e.message }));
-    },
+    onMessage: (h) => void (handler = h),
+    unref: () => worker.unref(),
     terminate: () => void worker.terminate(),
   };
 }
+
+function webWorker(): PoolWorker {
+  const g = globalThis as { Worker?: typeof Worker };
+  if (typeof g.Worker !== "function") throw new Error("this runtime has no Worker");
+  const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  const worker = new g.Worker(url, { type: "module" }) as Worker & { unref?: () => void };
+  let handler: (message: { ready?: boolean; error?: string }) => void = () => {};
+  worker.onmessage = (e: MessageEvent) => {
+    if (e.data?.ready) URL.revokeObjectURL(url); // loaded: (Bun reads the URL after the constructor returns)
+    handler(e.data);
+  };
+  worker.onerror = (e: ErrorEvent) => {
+    e.preventDefault?.(); // Deno ends the program on an unhandled worker error
+    handler({ error: e.message });
+  };
+  return {
+    post: (m) => worker.postMessage(m),
+    onMessage: (h) => void (handler = h),
+    unref: () => worker.unref?.(),
+    terminate: () => worker.terminate(),
+  };
+}
+
+/**
+ * What ending a pool needs, held apart from the pool: the registry below keeps it for a pool that
+ * is collected without terminate(), and nothing in it (the workers' handlers included) leads back
+ * to the pool, which could otherwise never be collected.
+ */
+interface Lifeline {
+  workers: PoolWorker[];
+  control: Int32Array;
+  /** The last error a worker reported. */
+  error: string | undefined;
+}
+
+function endWorkers(line: Lifeline): void {
+  const c = line.control;
+  c[CTL_JOB] = JOB_EXIT;
+  Atomics.add(c, CTL_GENERATION, 1);
+  Atomics.notify(c, CTL_GENERATION);
+  for (const w of line.workers) w.terminate();
+  line.workers = [];
+}
+
+/** Ends the workers of pools (and so of layers) collected without dispose(). */
+const abandoned = typeof FinalizationRegistry === "function" ? new FinalizationRegistry<Lifeline>(endWorkers) : undefined;
 
 export class ThreadPool {
   readonly threads: number;
@@ -143,24 +205,25 @@ export class ThreadPool {
   readonly control: Int32Array;
   private readonly kernels: KernelExports;
   private readonly ctl: number;
-  private workers: PoolWorker[];
-  private error: string | undefined;
+  private readonly line: Lifeline;
   private readonly runs = { [JOB_EXPERTS]: 0, [JOB_GATING]: 0 };
 
   private constructor(kernels: KernelExports, ctl: number, workers: PoolWorker[]) {
     this.kernels = kernels;
     this.ctl = ctl;
-    this.workers = workers;
     this.threads = workers.length + 1;
     // A view made once: shared memory only grows, and the block lies below everything else.
     this.control = new Int32Array(kernels.memory.buffer, ctl, CTL_SLOTS);
+    this.line = { workers, control: this.control, error: undefined };
   }
 
   /**
    * Starts `threads − 1` workers on `module` and the shared `kernels.memory`; `ctl` is the byte
-   * offset of a zeroed, 64-byte-aligned block of CTL_SLOTS i32 in that memory.
+   * offset of a zeroed, 64-byte-aligned block of CTL_SLOTS i32 in that memory. The workers end
+   * at terminate(), or when the pool (or `owner`, when given: e.g. the layer that uses the pool) is
+   * garbage-collected; they never keep the process alive.
    */
-  static async start(module: WebAssembly.Module, kernels: KernelExports, ctl: number, threads: number): Promise<ThreadPool> {
+  static async start(module: WebAssembly.Module, kernels: KernelExports, ctl: number, threads: number, owner?: object): Promise<ThreadPool> {
     const workers: PoolWorker[] = [];
     try {
       const ready: Array<Promise<void>> = [];
@@ -181,7 +244,13 @@ export class ThreadPool {
       throw new MoEError("WASM_LOAD", `could not start ${threads - 1} kernel worker(s) (${(error as Error)?.message ?? error}); use threads: 1`, { cause: error });
     }
     const pool = new ThreadPool(kernels, ctl, workers);
-    for (const w of workers) w.onMessage((m) => { if (m.error) pool.error = m.error; });
+    const line = pool.line;
+    for (const w of workers) {
+      w.onMessage((m) => { if (m.error) line.error = m.error; });
+      w.unref(); // started: from now on they do not keep the process alive
+    }
+    abandoned?.register(pool, line, line);
+    if (owner) abandoned?.register(owner, line, line);
     return pool;
   }
 
@@ -196,7 +265,7 @@ export class ThreadPool {
   }
 
   private run(job: typeof JOB_EXPERTS | typeof JOB_GATING): void {
-    if (this.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
+    if (this.line.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
     const c = this.control;
     c[CTL_JOB] = job;
     c[CTL_THREADS] = this.threads;
@@ -207,7 +276,7 @@ export class ThreadPool {
     Atomics.notify(c, CTL_GENERATION);
     this.kernels.poolThread(this.ctl, 0);
     if (Atomics.load(c, CTL_FAILED) !== 0) {
-      throw new MoEError("WASM_LOAD", `a kernel worker failed: ${this.error ?? "unknown error"}`);
+      throw new MoEError("WASM_LOAD", `a kernel worker failed: ${this.line.error ?? "unknown error"}`);
     }
   }
 
@@ -221,11 +290,7 @@ export class ThreadPool {
 
   /** Ends the workers (they leave their loop at the next generation and close). */
   terminate(): void {
-    const c = this.control;
-    c[CTL_JOB] = JOB_EXIT;
-    Atomics.add(c, CTL_GENERATION, 1);
-    Atomics.notify(c, CTL_GENERATION);
-    for (const w of this.workers) w.terminate();
-    this.workers = [];
+    abandoned?.unregister(this.line);
+    if (this.line.workers.length > 0) endWorkers(this.line);
   }
 }
