@@ -198,33 +198,37 @@ export function columnSums(a: usize, lda: i32, m: i32, cols: i32, out: usize): v
  * out: [B·k, dp] expert outputs (columns d..dp are written zero); dy: [B, d].
  */
 export function expertOutputGrads(out: usize, d: i32, dy: usize, b: i32, k: i32, pairOf: usize, topkGates: usize, dGates: usize): void {
+  const pairs = b * k;
+  for (let p = 0; p < pairs; p++) outputGradPair(out, d, dy, k, p, load<i32>(pairOf + (<usize>p << 2)), topkGates, dGates);
+}
+
+/** expertOutputGrads for the one pair q at position p (the threaded pass runs it by rows). */
+// @ts-ignore: decorator
+@inline
+export function outputGradPair(out: usize, d: i32, dy: usize, k: i32, p: i32, q: i32, topkGates: usize, dGates: usize): void {
   const dp = roundUp8(d);
   const d4 = d & ~3;
-  const pairs = b * k;
-  for (let p = 0; p < pairs; p++) {
-    const q = load<i32>(pairOf + (<usize>p << 2));
-    const dyRow = dy + ((<usize>(q / k) * <usize>d) << 2);
-    const o = out + ((<usize>p * <usize>dp) << 2);
-    const g = load<f32>(topkGates + (<usize>q << 2));
-    const gv = f32x4.splat(g);
-    let acc = f32x4.splat(0);
-    let j = 0;
-    for (; j < d4; j += 4) {
-      const off = <usize>j << 2;
-      const dyv = v128.load(dyRow + off);
-      acc = madd(v128.load(o + off), dyv, acc);
-      v128.store(o + off, f32x4.mul(gv, dyv));
-    }
-    let dot = hsum(acc);
-    for (; j < d; j++) {
-      const off = <usize>j << 2;
-      const dyv = load<f32>(dyRow + off);
-      dot += load<f32>(o + off) * dyv;
-      store<f32>(o + off, g * dyv);
-    }
-    for (; j < dp; j++) store<f32>(o + (<usize>j << 2), 0);
-    store<f32>(dGates + (<usize>q << 2), dot);
+  const dyRow = dy + ((<usize>(q / k) * <usize>d) << 2);
+  const o = out + ((<usize>p * <usize>dp) << 2);
+  const g = load<f32>(topkGates + (<usize>q << 2));
+  const gv = f32x4.splat(g);
+  let acc = f32x4.splat(0);
+  let j = 0;
+  for (; j < d4; j += 4) {
+    const off = <usize>j << 2;
+    const dyv = v128.load(dyRow + off);
+    acc = madd(v128.load(o + off), dyv, acc);
+    v128.store(o + off, f32x4.mul(gv, dyv));
   }
+  let dot = hsum(acc);
+  for (; j < d; j++) {
+    const off = <usize>j << 2;
+    const dyv = load<f32>(dyRow + off);
+    dot += load<f32>(o + off) * dyv;
+    store<f32>(o + off, g * dyv);
+  }
+  for (; j < dp; j++) store<f32>(o + (<usize>j << 2), 0);
+  store<f32>(dGates + (<usize>q << 2), dot);
 }
 
 /**
@@ -235,41 +239,53 @@ export function expertOutputGrads(out: usize, d: i32, dy: usize, b: i32, k: i32,
  *           (pre rows are [g(8) u(8)] blocks, as the interleaved panels produce them)
  */
 export function activationBackward(kind: i32, pre: usize, dact: usize, m: i32, hp: i32): void {
-  const one = f32x4.splat(1.0);
   if (kind == KIND_SWIGLU) {
     const halves = m * (hp >> 2); // 4-lane halves of the 8-wide blocks
-    for (let i = 0; i < halves; i++) {
-      const gp = pre + (<usize>(i >> 1) << 6) + (<usize>(i & 1) << 4);
-      const g = v128.load(gp);
-      const u = v128.load(gp, 32);
-      const da = v128.load(dact + (<usize>i << 4));
-      const sig = f32x4.div(one, f32x4.add(one, vexp(f32x4.neg(g))));
-      const silu = f32x4.mul(g, sig);
-      const dsilu = f32x4.mul(sig, f32x4.add(one, f32x4.mul(g, f32x4.sub(one, sig))));
-      v128.store(gp, f32x4.mul(f32x4.mul(da, u), dsilu));
-      v128.store(gp, f32x4.mul(da, silu), 32);
-    }
+    for (let i = 0; i < halves; i++) swigluBackward4(pre + (<usize>(i >> 1) << 6) + (<usize>(i & 1) << 4), dact + (<usize>i << 4));
     return;
   }
   const vecs = (m * hp) >> 2;
   if (kind == KIND_RELU) {
-    const zero = f32x4.splat(0);
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      v128.store(pre + o, v128.and(v128.load(dact + o), f32x4.gt(v128.load(pre + o), zero)));
-    }
+    for (let i = 0; i < vecs; i++) reluBackward4(pre + (<usize>i << 4), dact + (<usize>i << 4));
   } else {
-    const half = f32x4.splat(0.5);
-    const invSqrt2 = f32x4.splat(0.7071067811865476);
-    const invSqrt2Pi = f32x4.splat(<f32>INV_SQRT_2PI);
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      const x = v128.load(pre + o);
-      const cdf = f32x4.mul(half, f32x4.add(one, verf(f32x4.mul(x, invSqrt2))));
-      const pdf = f32x4.mul(invSqrt2Pi, vexp(f32x4.mul(f32x4.neg(half), f32x4.mul(x, x))));
-      v128.store(pre + o, f32x4.mul(v128.load(dact + o), f32x4.add(cdf, f32x4.mul(x, pdf))));
-    }
+    for (let i = 0; i < vecs; i++) geluBackward4(pre + (<usize>i << 4), dact + (<usize>i << 4));
   }
+}
+
+// One 4-lane group of activationBackward each (the threaded pass runs them by column blocks).
+
+/** pre[0..4] ← dact[0..4] · [pre > 0]. */
+// @ts-ignore: decorator
+@inline
+export function reluBackward4(pre: usize, dact: usize): void {
+  v128.store(pre, v128.and(v128.load(dact), f32x4.gt(v128.load(pre), f32x4.splat(0))));
+}
+
+/** pre[0..4] ← dact[0..4] · (Φ(pre) + pre·φ(pre)). */
+// @ts-ignore: decorator
+@inline
+export function geluBackward4(pre: usize, dact: usize): void {
+  const one = f32x4.splat(1.0);
+  const half = f32x4.splat(0.5);
+  const x = v128.load(pre);
+  const cdf = f32x4.mul(half, f32x4.add(one, verf(f32x4.mul(x, f32x4.splat(0.7071067811865476)))));
+  const pdf = f32x4.mul(f32x4.splat(<f32>INV_SQRT_2PI), vexp(f32x4.mul(f32x4.neg(half), f32x4.mul(x, x))));
+  v128.store(pre, f32x4.mul(v128.load(dact), f32x4.add(cdf, f32x4.mul(x, pdf))));
+}
+
+/** Gate lanes gp[0..4] and their up lanes gp[8..12] ← dg, du for dact[0..4]. */
+// @ts-ignore: decorator
+@inline
+export function swigluBackward4(gp: usize, dact: usize): void {
+  const one = f32x4.splat(1.0);
+  const g = v128.load(gp);
+  const u = v128.load(gp, 32);
+  const da = v128.load(dact);
+  const sig = f32x4.div(one, f32x4.add(one, vexp(f32x4.neg(g))));
+  const silu = f32x4.mul(g, sig);
+  const dsilu = f32x4.mul(sig, f32x4.add(one, f32x4.mul(g, f32x4.sub(one, sig))));
+  v128.store(gp, f32x4.mul(f32x4.mul(da, u), dsilu));
+  v128.store(gp, f32x4.mul(da, silu), 32);
 }
 
 /**
