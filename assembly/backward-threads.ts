@@ -43,8 +43,8 @@ const ROW_CHUNKS_PER_THREAD = 2;
 const GEMM_CHUNKS_PER_THREAD = 8;
 /** The forward's cost model (assembly/experts.ts): streaming a block ≈ 3 rows of arithmetic on it. */
 const PANEL_COST_ROWS: i64 = 3;
-/** Chunks per thread of an optimizer step (uniform, memory-bound). */
-const STEP_CHUNKS_PER_THREAD = 2;
+/** Chunks per thread of an optimizer step (memory-bound; small, so a descheduled thread holds little). */
+const STEP_CHUNKS_PER_THREAD = 8;
 
 // @ts-ignore: decorator
 @inline
