@@ -215,22 +215,40 @@ async function timeCase(shape, expert) {
     const layer = await createMoE({ ...configOf(shape, expert, weights), threads });
     layers.push(layer);
     engines.push({ name: `forward ${threads}T`, run: () => layer.forwardSync(x) });
+    const parts = { forward: [], backward: [], step: [] };
     engines.push({
       name: `train ${threads}T`,
+      parts,
       run: async () => {
+        const t0 = performance.now();
         layer.forwardSync(x, { train: true, noise });
+        const t1 = performance.now();
         await layer.backward(dy, { weights: false });
+        const t2 = performance.now();
         await layer.step(ADAM);
+        parts.forward.push(t1 - t0); parts.backward.push(t2 - t1); parts.step.push(performance.now() - t2);
       },
     });
   }
   let peer;
-  if (useTf) {
-    peer = createTfjsTrainer(shape, expert, weights, batch);
-    engines.push({ name: "train tfjs", run: () => peer.step(x, dy, noise) });
+  let tfjsError;
+  if (useTf && tfjsBroken) tfjsError = "not run: TF.js failed on an earlier case of this run";
+  if (useTf && !tfjsBroken) {
+    try {
+      peer = createTfjsTrainer(shape, expert, weights, batch);
+      peer.step(x, dy, noise); // warm-up: XNNPACK's packing, Adam's moments
+      engines.push({ name: "train tfjs", run: () => peer.step(x, dy, noise) });
+    } catch (error) {
+      // e.g. its wasm heap cannot hold the weights, their gradients and Adam's moments; the
+      // backend is not usable after that, so TF.js is left out of the rest of the run
+      tfjsError = String(error?.message ?? error);
+      tfjsBroken = true;
+      peer = undefined;
+    }
   }
   const times = new Map(engines.map((e) => [e.name, []]));
-  for (const e of engines) await e.run(); // warm-up: first calls, Adam's moments, XNNPACK's packing
+  for (const e of engines) if (e.name !== "train tfjs") await e.run(); // warm-up: first calls, Adam's moments
+  for (const e of engines) if (e.parts) for (const v of Object.values(e.parts)) v.length = 0;
   for (let r = 0; r < rounds; r++) {
     // interleaved, the order rotating each round
     for (let i = 0; i < engines.length; i++) {
@@ -243,14 +261,17 @@ async function timeCase(shape, expert) {
   for (const layer of layers) layer.dispose();
   peer?.dispose();
   const ms = Object.fromEntries([...times].map(([name, t]) => [name, median(t)]));
-  return { case: caseName(shape, expert), batch, rounds, ms, raw: Object.fromEntries(times) };
+  const parts = Object.fromEntries(engines.filter((e) => e.parts).map((e) => [e.name, Object.fromEntries(Object.entries(e.parts).map(([k, v]) => [k, median(v)]))]));
+  return { case: caseName(shape, expert), batch, rounds, ms, parts, tfjsError, raw: Object.fromEntries(times) };
 }
 
 if (flag("--check")) await check();
 const results = [];
+const splits = [];
+let tfjsBroken = false;
 console.log(`edge-moe ${build}, B = ${batch}, ${rounds} interleaved rounds, medians (ms)${useTf ? "; TF.js wasm backend, one thread" : ""}`);
-console.log("| case | forward 1T | train 1T | train 2T | train/forward 1T | train/forward 2T | 1T/2T | tfjs train | tfjs/edge-moe 1T | tfjs/edge-moe 2T |");
-console.log("|---|---|---|---|---|---|---|---|---|---|");
+console.log("| case | forward 1T | forward 2T | train 1T | train 2T | train/forward 1T | train/forward 2T | train 1T/2T | tfjs train | tfjs/edge-moe 1T | tfjs/edge-moe 2T |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const shape of SHAPES) {
   for (const expert of EXPERTS) {
     if (only && !only.some((s) => caseName(shape, expert).includes(s))) continue;
@@ -263,9 +284,13 @@ for (const shape of SHAPES) {
       trainOverForward1T: m["train 1T"] / m["forward 1T"], trainOverForward2T: m["train 2T"] / m["forward 2T"],
       speedup2T: m["train 1T"] / m["train 2T"], tfjsOver1T: m["train tfjs"] / m["train 1T"], tfjsOver2T: m["train tfjs"] / m["train 2T"],
     };
-    console.log(`| ${r.case} | ${f(m["forward 1T"])} | ${f(m["train 1T"])} | ${f(m["train 2T"])} | ${ratio(m["train 1T"], m["forward 1T"])} | ${ratio(m["train 2T"], m["forward 2T"])} | ${ratio(m["train 1T"], m["train 2T"])} | ${f(m["train tfjs"])} | ${ratio(m["train tfjs"], m["train 1T"])} | ${ratio(m["train tfjs"], m["train 2T"])} |`);
+    const split = Object.entries(r.parts).map(([name, p]) => `${name}: forward ${f(p.forward)} + backward ${f(p.backward)} + Adam ${f(p.step)}`);
+    splits.push(`${r.case}: ${split.join("; ")}${r.tfjsError ? `; TF.js failed: ${r.tfjsError}` : ""}`);
+    console.log(`| ${r.case} | ${f(m["forward 1T"])} | ${f(m["forward 2T"])} | ${f(m["train 1T"])} | ${f(m["train 2T"])} | ${ratio(m["train 1T"], m["forward 1T"])} | ${ratio(m["train 2T"], m["forward 2T"])} | ${ratio(m["train 1T"], m["train 2T"])} | ${f(m["train tfjs"])} | ${ratio(m["train tfjs"], m["train 1T"])} | ${ratio(m["train tfjs"], m["train 2T"])} |`);
   }
 }
+console.log("\nmedians of the parts (ms):");
+for (const line of splits) console.log(`- ${line}`);
 const out = option("--out", undefined);
 if (out) await writeFile(out, JSON.stringify({ build, batch, rounds, node: process.versions.node, results }, null, 1));
 process.exit(0); // TF.js must not keep the process alive
