@@ -376,9 +376,12 @@ export function poolThread(ctl: usize, thread: i32): void {
     gatingThread(ctl, thread, threads, run, mayBlock);
     return;
   }
-  if (job == JOB_BACKWARD || job == JOB_STEP) { // training (assembly/backward-threads.ts)
-    if (job == JOB_BACKWARD) backwardThread(ctl, thread, threads, run, mayBlock);
-    else stepThread(ctl, thread, threads, run, mayBlock);
+  if (job == JOB_BACKWARD) { // training: assembly/backward-threads.ts
+    backwardThread(ctl, thread, threads, run, mayBlock);
+    return;
+  }
+  if (job == JOB_STEP) {
+    stepThread(ctl, thread, threads, run, mayBlock);
     return;
   }
   for (let phase = PHASE_GATHER; phase <= PHASE_COMBINE; phase++) {
