@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { bestWasmBuild, createMoE, type Gradients, type MoELocalLayer, type MoEWeights } from "edge-moe";
 import { configOf, randomWeights, relErr, Rng, sameBits, type LayerShape } from "./helpers.ts";
+import { CTL_JOB, CTL_RUN, JOB_BACKWARD, JOB_STEP } from "../src/abi.ts";
 
 const relaxedHere = bestWasmBuild() === "relaxed";
 
@@ -76,6 +77,29 @@ describe("backward and step on the pool: the bits of one thread (simd-threads, t
       }
     });
   }
+});
+
+describe("backward and step do run on the pool", () => {
+  // The bits above would also match if a threaded layer never used its pool: this reads the pool's
+  // control block (an internal of the layer) to see the jobs run, and their run counters advance.
+  it("a 2-thread layer's backward is JOB_BACKWARD, its large steps JOB_STEP", async () => {
+    const rng = new Rng(11);
+    const shape = SHAPES[5];
+    const layer = await createMoE({ ...configOf(shape, randomWeights(rng, shape)), wasmBuild: "simd-threads", threads: 2 });
+    const control = (layer as unknown as { engine: { pool?: { control: Int32Array } } }).engine.pool?.control;
+    try {
+      expect(control).toBeInstanceOf(Int32Array);
+      for (let run = 0; run < 2; run++) {
+        layer.forwardSync(rng.normals(8 * shape.d), { train: true });
+        await layer.backward(rng.normals(8 * shape.d), { weights: false });
+        expect([control![CTL_JOB], control![CTL_RUN]]).toEqual([JOB_BACKWARD, run]);
+        await layer.step({ lr: 1e-3, optimizer: "adam" });
+        expect([control![CTL_JOB], control![CTL_RUN]]).toEqual([JOB_STEP, run]);
+      }
+    } finally {
+      layer.dispose();
+    }
+  });
 });
 
 describe("backward on the pool against the single-threaded SIMD build", () => {
