@@ -97,81 +97,85 @@ export function gemmAtB(a: usize, lda: i32, m: i32, kRows: i32, b: usize, ldb: i
  * r < rows, where B [kPad, 8·panels] is in packPanelsB's layout (row r of panel p holds
  * B[r, 8p..8p+8]). A: [m, 8·panels] (row stride lda); C: [m, rows] (row stride ldc).
  * A 4×2 tile of C is 8 v128 accumulators of lane-wise partial sums, reduced once at the end.
+ * Two rows of B at a time meet every row of A (which stays in cache), so B is read once.
  */
 export function gemmABt(a: usize, lda: i32, m: i32, bp: usize, panels: i32, kPad: i32, rows: i32, c: usize, ldc: i32): void {
   const rowA = <usize>lda << 2;
   const rowC = <usize>ldc << 2;
   const panelBytes = <usize>kPad << 5;
-  let i = 0;
-  for (; i + 4 <= m; i += 4) {
-    const a0 = a + <usize>i * rowA;
-    const a1 = a0 + rowA;
-    const a2 = a1 + rowA;
-    const a3 = a2 + rowA;
-    const o = c + <usize>i * rowC;
-    let r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
-      let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
-      let w = bp + (<usize>r << 5);
-      let off: usize = 0;
-      for (let p = 0; p < panels; p++) {
-        const w0l = v128.load(w), w0h = v128.load(w, 16), w1l = v128.load(w, 32), w1h = v128.load(w, 48);
-        let lo = v128.load(a0 + off), hi = v128.load(a0 + off, 16);
-        s00 = madd(hi, w0h, madd(lo, w0l, s00));
-        s01 = madd(hi, w1h, madd(lo, w1l, s01));
-        lo = v128.load(a1 + off); hi = v128.load(a1 + off, 16);
-        s10 = madd(hi, w0h, madd(lo, w0l, s10));
-        s11 = madd(hi, w1h, madd(lo, w1l, s11));
-        lo = v128.load(a2 + off); hi = v128.load(a2 + off, 16);
-        s20 = madd(hi, w0h, madd(lo, w0l, s20));
-        s21 = madd(hi, w1h, madd(lo, w1l, s21));
-        lo = v128.load(a3 + off); hi = v128.load(a3 + off, 16);
-        s30 = madd(hi, w0h, madd(lo, w0l, s30));
-        s31 = madd(hi, w1h, madd(lo, w1l, s31));
-        w += panelBytes;
-        off += 32;
-      }
-      const col = o + (<usize>r << 2);
-      store<f32>(col, hsum(s00)); store<f32>(col, hsum(s01), 4);
-      store<f32>(col + rowC, hsum(s10)); store<f32>(col + rowC, hsum(s11), 4);
-      store<f32>(col + 2 * rowC, hsum(s20)); store<f32>(col + 2 * rowC, hsum(s21), 4);
-      store<f32>(col + 3 * rowC, hsum(s30)); store<f32>(col + 3 * rowC, hsum(s31), 4);
+  let r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    const w = bp + (<usize>r << 5);
+    const col = c + (<usize>r << 2);
+    let i = 0;
+    for (; i + 4 <= m; i += 4) abtTile(a + <usize>i * rowA, rowA, 4, w, panels, panelBytes, col + <usize>i * rowC, rowC, true);
+    if (i < m) abtTile(a + <usize>i * rowA, rowA, m - i, w, panels, panelBytes, col + <usize>i * rowC, rowC, true);
+  }
+  if (r < rows) {
+    const w = bp + (<usize>r << 5);
+    const col = c + (<usize>r << 2);
+    let i = 0;
+    for (; i + 4 <= m; i += 4) abtTile(a + <usize>i * rowA, rowA, 4, w, panels, panelBytes, col + <usize>i * rowC, rowC, false);
+    if (i < m) abtTile(a + <usize>i * rowA, rowA, m - i, w, panels, panelBytes, col + <usize>i * rowC, rowC, false);
+  }
+}
+
+/**
+ * C[0..t, 0..2] (or [0..t, 0] when !two) of gemmABt for t ≤ 4 rows of A at a, B rows at w. Rows
+ * past t alias the last one and are not stored. Each element is one chain of madds over the
+ * panels, the same whatever the tile.
+ */
+// @ts-ignore: decorator
+@inline
+function abtTile(a0: usize, rowA: usize, t: i32, w: usize, panels: i32, panelBytes: usize, col: usize, rowC: usize, two: bool): void {
+  const a1 = t > 1 ? a0 + rowA : a0;
+  const a2 = t > 2 ? a1 + rowA : a1;
+  const a3 = t > 3 ? a2 + rowA : a2;
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  let off: usize = 0;
+  if (two) {
+    for (let p = 0; p < panels; p++) {
+      const w0l = v128.load(w), w0h = v128.load(w, 16), w1l = v128.load(w, 32), w1h = v128.load(w, 48);
+      let lo = v128.load(a0 + off), hi = v128.load(a0 + off, 16);
+      s00 = madd(hi, w0h, madd(lo, w0l, s00));
+      s01 = madd(hi, w1h, madd(lo, w1l, s01));
+      lo = v128.load(a1 + off); hi = v128.load(a1 + off, 16);
+      s10 = madd(hi, w0h, madd(lo, w0l, s10));
+      s11 = madd(hi, w1h, madd(lo, w1l, s11));
+      lo = v128.load(a2 + off); hi = v128.load(a2 + off, 16);
+      s20 = madd(hi, w0h, madd(lo, w0l, s20));
+      s21 = madd(hi, w1h, madd(lo, w1l, s21));
+      lo = v128.load(a3 + off); hi = v128.load(a3 + off, 16);
+      s30 = madd(hi, w0h, madd(lo, w0l, s30));
+      s31 = madd(hi, w1h, madd(lo, w1l, s31));
+      w += panelBytes;
+      off += 32;
     }
-    for (; r < rows; r++) {
-      let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
-      let w = bp + (<usize>r << 5);
-      let off: usize = 0;
-      for (let p = 0; p < panels; p++) {
-        const wl = v128.load(w), wh = v128.load(w, 16);
-        s0 = madd(v128.load(a0 + off, 16), wh, madd(v128.load(a0 + off), wl, s0));
-        s1 = madd(v128.load(a1 + off, 16), wh, madd(v128.load(a1 + off), wl, s1));
-        s2 = madd(v128.load(a2 + off, 16), wh, madd(v128.load(a2 + off), wl, s2));
-        s3 = madd(v128.load(a3 + off, 16), wh, madd(v128.load(a3 + off), wl, s3));
-        w += panelBytes;
-        off += 32;
-      }
-      const col = o + (<usize>r << 2);
-      store<f32>(col, hsum(s0));
-      store<f32>(col + rowC, hsum(s1));
-      store<f32>(col + 2 * rowC, hsum(s2));
-      store<f32>(col + 3 * rowC, hsum(s3));
+  } else {
+    for (let p = 0; p < panels; p++) {
+      const wl = v128.load(w), wh = v128.load(w, 16);
+      s00 = madd(v128.load(a0 + off, 16), wh, madd(v128.load(a0 + off), wl, s00));
+      s10 = madd(v128.load(a1 + off, 16), wh, madd(v128.load(a1 + off), wl, s10));
+      s20 = madd(v128.load(a2 + off, 16), wh, madd(v128.load(a2 + off), wl, s20));
+      s30 = madd(v128.load(a3 + off, 16), wh, madd(v128.load(a3 + off), wl, s30));
+      w += panelBytes;
+      off += 32;
     }
   }
-  for (; i < m; i++) {
-    const a0 = a + <usize>i * rowA;
-    const o = c + <usize>i * rowC;
-    for (let r = 0; r < rows; r++) {
-      let s0 = f32x4.splat(0);
-      let w = bp + (<usize>r << 5);
-      let off: usize = 0;
-      for (let p = 0; p < panels; p++) {
-        s0 = madd(v128.load(a0 + off, 16), v128.load(w, 16), madd(v128.load(a0 + off), v128.load(w), s0));
-        w += panelBytes;
-        off += 32;
-      }
-      store<f32>(o + (<usize>r << 2), hsum(s0));
-    }
+  store<f32>(col, hsum(s00));
+  if (two) store<f32>(col, hsum(s01), 4);
+  if (t > 1) {
+    store<f32>(col + rowC, hsum(s10));
+    if (two) store<f32>(col + rowC, hsum(s11), 4);
+  }
+  if (t > 2) {
+    store<f32>(col + 2 * rowC, hsum(s20));
+    if (two) store<f32>(col + 2 * rowC, hsum(s21), 4);
+  }
+  if (t > 3) {
+    store<f32>(col + 3 * rowC, hsum(s30));
+    if (two) store<f32>(col + 3 * rowC, hsum(s31), 4);
   }
 }
 
@@ -198,33 +202,37 @@ export function columnSums(a: usize, lda: i32, m: i32, cols: i32, out: usize): v
  * out: [B·k, dp] expert outputs (columns d..dp are written zero); dy: [B, d].
  */
 export function expertOutputGrads(out: usize, d: i32, dy: usize, b: i32, k: i32, pairOf: usize, topkGates: usize, dGates: usize): void {
+  const pairs = b * k;
+  for (let p = 0; p < pairs; p++) outputGradPair(out, d, dy, k, p, load<i32>(pairOf + (<usize>p << 2)), topkGates, dGates);
+}
+
+/** expertOutputGrads for the one pair q at position p (the threaded pass runs it by rows). */
+// @ts-ignore: decorator
+@inline
+export function outputGradPair(out: usize, d: i32, dy: usize, k: i32, p: i32, q: i32, topkGates: usize, dGates: usize): void {
   const dp = roundUp8(d);
   const d4 = d & ~3;
-  const pairs = b * k;
-  for (let p = 0; p < pairs; p++) {
-    const q = load<i32>(pairOf + (<usize>p << 2));
-    const dyRow = dy + ((<usize>(q / k) * <usize>d) << 2);
-    const o = out + ((<usize>p * <usize>dp) << 2);
-    const g = load<f32>(topkGates + (<usize>q << 2));
-    const gv = f32x4.splat(g);
-    let acc = f32x4.splat(0);
-    let j = 0;
-    for (; j < d4; j += 4) {
-      const off = <usize>j << 2;
-      const dyv = v128.load(dyRow + off);
-      acc = madd(v128.load(o + off), dyv, acc);
-      v128.store(o + off, f32x4.mul(gv, dyv));
-    }
-    let dot = hsum(acc);
-    for (; j < d; j++) {
-      const off = <usize>j << 2;
-      const dyv = load<f32>(dyRow + off);
-      dot += load<f32>(o + off) * dyv;
-      store<f32>(o + off, g * dyv);
-    }
-    for (; j < dp; j++) store<f32>(o + (<usize>j << 2), 0);
-    store<f32>(dGates + (<usize>q << 2), dot);
+  const dyRow = dy + ((<usize>(q / k) * <usize>d) << 2);
+  const o = out + ((<usize>p * <usize>dp) << 2);
+  const g = load<f32>(topkGates + (<usize>q << 2));
+  const gv = f32x4.splat(g);
+  let acc = f32x4.splat(0);
+  let j = 0;
+  for (; j < d4; j += 4) {
+    const off = <usize>j << 2;
+    const dyv = v128.load(dyRow + off);
+    acc = madd(v128.load(o + off), dyv, acc);
+    v128.store(o + off, f32x4.mul(gv, dyv));
   }
+  let dot = hsum(acc);
+  for (; j < d; j++) {
+    const off = <usize>j << 2;
+    const dyv = load<f32>(dyRow + off);
+    dot += load<f32>(o + off) * dyv;
+    store<f32>(o + off, g * dyv);
+  }
+  for (; j < dp; j++) store<f32>(o + (<usize>j << 2), 0);
+  store<f32>(dGates + (<usize>q << 2), dot);
 }
 
 /**
@@ -235,41 +243,53 @@ export function expertOutputGrads(out: usize, d: i32, dy: usize, b: i32, k: i32,
  *           (pre rows are [g(8) u(8)] blocks, as the interleaved panels produce them)
  */
 export function activationBackward(kind: i32, pre: usize, dact: usize, m: i32, hp: i32): void {
-  const one = f32x4.splat(1.0);
   if (kind == KIND_SWIGLU) {
     const halves = m * (hp >> 2); // 4-lane halves of the 8-wide blocks
-    for (let i = 0; i < halves; i++) {
-      const gp = pre + (<usize>(i >> 1) << 6) + (<usize>(i & 1) << 4);
-      const g = v128.load(gp);
-      const u = v128.load(gp, 32);
-      const da = v128.load(dact + (<usize>i << 4));
-      const sig = f32x4.div(one, f32x4.add(one, vexp(f32x4.neg(g))));
-      const silu = f32x4.mul(g, sig);
-      const dsilu = f32x4.mul(sig, f32x4.add(one, f32x4.mul(g, f32x4.sub(one, sig))));
-      v128.store(gp, f32x4.mul(f32x4.mul(da, u), dsilu));
-      v128.store(gp, f32x4.mul(da, silu), 32);
-    }
+    for (let i = 0; i < halves; i++) swigluBackward4(pre + (<usize>(i >> 1) << 6) + (<usize>(i & 1) << 4), dact + (<usize>i << 4));
     return;
   }
   const vecs = (m * hp) >> 2;
   if (kind == KIND_RELU) {
-    const zero = f32x4.splat(0);
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      v128.store(pre + o, v128.and(v128.load(dact + o), f32x4.gt(v128.load(pre + o), zero)));
-    }
+    for (let i = 0; i < vecs; i++) reluBackward4(pre + (<usize>i << 4), dact + (<usize>i << 4));
   } else {
-    const half = f32x4.splat(0.5);
-    const invSqrt2 = f32x4.splat(0.7071067811865476);
-    const invSqrt2Pi = f32x4.splat(<f32>INV_SQRT_2PI);
-    for (let i = 0; i < vecs; i++) {
-      const o = <usize>i << 4;
-      const x = v128.load(pre + o);
-      const cdf = f32x4.mul(half, f32x4.add(one, verf(f32x4.mul(x, invSqrt2))));
-      const pdf = f32x4.mul(invSqrt2Pi, vexp(f32x4.mul(f32x4.neg(half), f32x4.mul(x, x))));
-      v128.store(pre + o, f32x4.mul(v128.load(dact + o), f32x4.add(cdf, f32x4.mul(x, pdf))));
-    }
+    for (let i = 0; i < vecs; i++) geluBackward4(pre + (<usize>i << 4), dact + (<usize>i << 4));
   }
+}
+
+// One 4-lane group of activationBackward each (the threaded pass runs them by column blocks).
+
+/** pre[0..4] ← dact[0..4] · [pre > 0]. */
+// @ts-ignore: decorator
+@inline
+export function reluBackward4(pre: usize, dact: usize): void {
+  v128.store(pre, v128.and(v128.load(dact), f32x4.gt(v128.load(pre), f32x4.splat(0))));
+}
+
+/** pre[0..4] ← dact[0..4] · (Φ(pre) + pre·φ(pre)). */
+// @ts-ignore: decorator
+@inline
+export function geluBackward4(pre: usize, dact: usize): void {
+  const one = f32x4.splat(1.0);
+  const half = f32x4.splat(0.5);
+  const x = v128.load(pre);
+  const cdf = f32x4.mul(half, f32x4.add(one, verf(f32x4.mul(x, f32x4.splat(0.7071067811865476)))));
+  const pdf = f32x4.mul(f32x4.splat(<f32>INV_SQRT_2PI), vexp(f32x4.mul(f32x4.neg(half), f32x4.mul(x, x))));
+  v128.store(pre, f32x4.mul(v128.load(dact), f32x4.add(cdf, f32x4.mul(x, pdf))));
+}
+
+/** Gate lanes gp[0..4] and their up lanes gp[8..12] ← dg, du for dact[0..4]. */
+// @ts-ignore: decorator
+@inline
+export function swigluBackward4(gp: usize, dact: usize): void {
+  const one = f32x4.splat(1.0);
+  const g = v128.load(gp);
+  const u = v128.load(gp, 32);
+  const da = v128.load(dact);
+  const sig = f32x4.div(one, f32x4.add(one, vexp(f32x4.neg(g))));
+  const silu = f32x4.mul(g, sig);
+  const dsilu = f32x4.mul(sig, f32x4.add(one, f32x4.mul(g, f32x4.sub(one, sig))));
+  v128.store(gp, f32x4.mul(f32x4.mul(da, u), dsilu));
+  v128.store(gp, f32x4.mul(da, silu), 32);
 }
 
 /**

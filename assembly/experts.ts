@@ -16,8 +16,9 @@ import {
   KIND_RELU, KIND_SWIGLU, CTL_GENERATION, CTL_CLAIMED, CTL_FINISHED, CTL_FAILED, CTL_CALLER_MAY_BLOCK, CTL_JOB,
   CTL_THREADS, CTL_RUN, CTL_GATE_W, CTL_PANELS, CTL_LOGITS, CTL_LDL, CTL_KIND, CTL_D, CTL_H, CTL_N, CTL_K, CTL_BATCH,
   CTL_X, CTL_W1, CTL_B1, CTL_W2, CTL_B2, CTL_EXPERT_OFFSETS, CTL_PAIR_OF, CTL_POS_OF, CTL_TOPK_GATES, CTL_GATHERED,
-  CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING,
+  CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING, JOB_BACKWARD, JOB_STEP,
 } from "../src/abi";
+import { backwardThread, stepThread } from "./backward-threads";
 
 // @ts-ignore: decorator
 @inline
@@ -250,7 +251,7 @@ function slot(ctl: usize, index: i32): i32 {
  * this thread may block, sleeps on the counter in 1 ms naps (whoever completes it notifies), so
  * that a thread the OS has descheduled is not waited for by busy cores.
  */
-function waitFor(ctl: usize, counter: usize, target: i32, mayBlock: bool): void {
+export function waitFor(ctl: usize, counter: usize, target: i32, mayBlock: bool): void {
   if (!ASC_FEATURE_THREADS) return; // single-threaded builds: one thread did every chunk
   const failed = ctl + (<usize>CTL_FAILED << 2);
   for (let spins = 0; ; spins++) {
@@ -261,7 +262,7 @@ function waitFor(ctl: usize, counter: usize, target: i32, mayBlock: bool): void 
 }
 
 /** Claims the next chunk of `phase` in the run whose claims end at `end`: its claim number, or −1 when none is left. */
-function claim(ctl: usize, phase: i32, end: i32): i32 {
+export function claim(ctl: usize, phase: i32, end: i32): i32 {
   const counter = ctl + (<usize>(CTL_CLAIMED + phase) << 2);
   if (!ASC_FEATURE_THREADS) {
     const c = load<i32>(counter);
@@ -279,7 +280,7 @@ function claim(ctl: usize, phase: i32, end: i32): i32 {
 }
 
 /** Marks one chunk of `phase` finished; the run's last one wakes the threads sleeping on the phase. */
-function finish(ctl: usize, phase: i32, end: i32): void {
+export function finish(ctl: usize, phase: i32, end: i32): void {
   const counter = ctl + (<usize>(CTL_FINISHED + phase) << 2);
   if (!ASC_FEATURE_THREADS) {
     store<i32>(counter, load<i32>(counter) + 1);
@@ -338,7 +339,7 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
  * the work, where equal chunks (1/(4·threads) each) left a thread idle for up to one at a phase's end.
  * A pure function of its arguments: every thread computes the same bounds.
  */
-function gemmChunkStart(total: i64, chunk: i32, chunks: i32, threads: i32): i64 {
+export function gemmChunkStart(total: i64, chunk: i32, chunks: i32, threads: i32): i64 {
   if (chunk >= chunks) return total;
   const left = Math.pow(1.0 - 1.0 / <f64>(threads << 1), <f64>chunk);
   return <i64>(<f64>total * (1.0 - left));
@@ -370,8 +371,17 @@ export function poolThread(ctl: usize, thread: i32): void {
   const threads = slot(ctl, CTL_THREADS);
   const run = slot(ctl, CTL_RUN);
   const mayBlock = thread != 0 || slot(ctl, CTL_CALLER_MAY_BLOCK) != 0;
-  if (slot(ctl, CTL_JOB) == JOB_GATING) {
+  const job = slot(ctl, CTL_JOB);
+  if (job == JOB_GATING) {
     gatingThread(ctl, thread, threads, run, mayBlock);
+    return;
+  }
+  if (job == JOB_BACKWARD) { // training: assembly/backward-threads.ts
+    backwardThread(ctl, thread, threads, run, mayBlock);
+    return;
+  }
+  if (job == JOB_STEP) {
+    stepThread(ctl, thread, threads, run, mayBlock);
     return;
   }
   for (let phase = PHASE_GATHER; phase <= PHASE_COMBINE; phase++) {

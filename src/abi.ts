@@ -58,3 +58,38 @@ export const CTL_SLOTS = 80; // size of the block in i32 (five cache lines)
 export const JOB_EXPERTS = 1;
 export const JOB_EXIT = 2;
 export const JOB_GATING = 3;
+
+// ---- training on the pool (assembly/backward-threads.ts, src/train/trainer.ts) ------------------
+export const JOB_BACKWARD = 4;
+export const JOB_STEP = 5;
+// Each of the two jobs counts its chunks in one pair of counters, its phases numbered one after
+// another: claim(ctl, COUNTER_*, …) in assembly/experts.ts reads slot CTL_CLAIMED + COUNTER_* (21,
+// 22) and finish() CTL_FINISHED + COUNTER_* (29, 30).
+export const COUNTER_BACKWARD = 5;
+export const COUNTER_STEP = 6;
+// JOB_BACKWARD reads the forward's slots (CTL_KIND … CTL_OUT, CTL_GATE_W, CTL_LOGITS, CTL_LDL) and:
+export const CTL_DY = 35; // pointers into the forward's arena
+export const CTL_DX = 36;
+export const CTL_DGATES = 37;
+export const CTL_DLOGITS = 38;
+export const CTL_STD = 39;
+export const CTL_NOISY_H = 40;
+export const CTL_NOISE = 41;
+export const CTL_TOPK_IDX = 42;
+export const CTL_NEXT_IDX = 43;
+export const CTL_IMPORTANCE_GRAD = 44; // f64 [n] each, from cvSquaredGrad
+export const CTL_LOAD_GRAD = 45;
+export const CTL_GATING_MODE = 46; // bit 0: the load estimator's gradient (prob mode), bit 1: noisy
+export const CTL_GRAD_OFFSET = 47; // bytes from a packed weight to its gradient (also JOB_STEP)
+// JOB_STEP: w ← step(w, g = w + CTL_GRAD_OFFSET) over CTL_STEP_LEN floats from CTL_STEP_W.
+export const CTL_STEP_W = 75;
+export const CTL_STEP_LEN = 76;
+export const CTL_ADAM_M = 77; // Adam's moments (CTL_OPTIMIZER 1); SGD is 0
+export const CTL_ADAM_V = 78;
+export const CTL_OPTIMIZER = 79;
+export const CTL_LR = 1; // f32 bits, from here to CTL_BC2
+export const CTL_BETA1 = 2;
+export const CTL_BETA2 = 3;
+export const CTL_EPS = 4;
+export const CTL_BC1 = 5; // 1 − β₁ᵗ
+export const CTL_BC2 = 6; // 1 − β₂ᵗ

@@ -414,6 +414,11 @@ export class CpuEngine {
 
   // ---- threads ------------------------------------------------------------------------------
 
+  /** The worker pool of a threaded layer (training runs its jobs on it too). */
+  get threadPool(): ThreadPool | undefined {
+    return this.pool;
+  }
+
   /**
    * Starts `threads − 1` workers on this engine's shared memory (a threaded build only); from then
    * on the expert pass and large gating GEMMs split across them. Called once, at creation.

@@ -13,7 +13,7 @@
 // (FinalizationRegistry, see ThreadPool).
 import { MoEError } from "../errors.ts";
 import type { KernelExports } from "./wasm.ts";
-import { CTL_CALLER_MAY_BLOCK, CTL_FAILED, CTL_GENERATION, CTL_JOB, CTL_RUN, CTL_SLOTS, CTL_THREADS, JOB_EXIT, JOB_EXPERTS, JOB_GATING } from "../abi.ts";
+import { CTL_CALLER_MAY_BLOCK, CTL_FAILED, CTL_GENERATION, CTL_JOB, CTL_RUN, CTL_SLOTS, CTL_THREADS, JOB_BACKWARD, JOB_EXIT, JOB_EXPERTS, JOB_GATING, JOB_STEP } from "../abi.ts";
 
 /** What a worker is told at start. */
 interface WorkerStart {
@@ -206,7 +206,7 @@ export class ThreadPool {
   private readonly kernels: KernelExports;
   private readonly ctl: number;
   private readonly line: Lifeline;
-  private readonly runs = { [JOB_EXPERTS]: 0, [JOB_GATING]: 0 };
+  private readonly runs = { [JOB_EXPERTS]: 0, [JOB_GATING]: 0, [JOB_BACKWARD]: 0, [JOB_STEP]: 0 };
 
   private constructor(kernels: KernelExports, ctl: number, workers: PoolWorker[]) {
     this.kernels = kernels;
@@ -264,7 +264,15 @@ export class ThreadPool {
     this.run(JOB_GATING);
   }
 
-  private run(job: typeof JOB_EXPERTS | typeof JOB_GATING): void {
+  /**
+   * Runs the training job whose parameters are in `control` (assembly/backward-threads.ts):
+   * the backward pass (JOB_BACKWARD) or an optimizer step (JOB_STEP).
+   */
+  runTraining(job: typeof JOB_BACKWARD | typeof JOB_STEP): void {
+    this.run(job);
+  }
+
+  private run(job: typeof JOB_EXPERTS | typeof JOB_GATING | typeof JOB_BACKWARD | typeof JOB_STEP): void {
     if (this.line.workers.length === 0 && this.threads > 1) throw new MoEError("DISPOSED", "the layer's workers were stopped");
     const c = this.control;
     c[CTL_JOB] = job;

@@ -7,6 +7,16 @@
 // optimizer step is then one elementwise pass over the whole region; the zero padding of the
 // panels gets zero gradients and stays zero. The per-batch buffers of the backward pass (dy, dx,
 // dLogits, dGates) are part of the forward's arena; the rest reuses the forward's buffers in place.
+//
+// A layer with threads > 1 runs both on its worker pool (assembly/backward-threads.ts): every
+// gradient and weight gets the bits of the single-threaded pass.
+import {
+  CTL_ACT, CTL_ADAM_M, CTL_ADAM_V, CTL_B1, CTL_B2, CTL_BATCH, CTL_BC1, CTL_BC2, CTL_BETA1, CTL_BETA2, CTL_D, CTL_DGATES,
+  CTL_DLOGITS, CTL_DX, CTL_DY, CTL_EPS, CTL_EXPERT_OFFSETS, CTL_GATE_W, CTL_GATHERED, CTL_GATING_MODE, CTL_GRAD_OFFSET,
+  CTL_H, CTL_IMPORTANCE_GRAD, CTL_K, CTL_KIND, CTL_LDL, CTL_LOAD_GRAD, CTL_LOGITS, CTL_LR, CTL_N, CTL_NEXT_IDX, CTL_NOISE,
+  CTL_NOISY_H, CTL_OPTIMIZER, CTL_OUT, CTL_PAIR_OF, CTL_POS_OF, CTL_PRE, CTL_SLOTS, CTL_STD, CTL_STEP_LEN, CTL_STEP_W,
+  CTL_TOPK_GATES, CTL_TOPK_IDX, CTL_W1, CTL_W2, CTL_X, JOB_BACKWARD, JOB_STEP,
+} from "../abi.ts";
 import type { Arena, CpuEngine } from "../cpu/engine.ts";
 import type { KernelExports } from "../cpu/wasm.ts";
 import { fail } from "../errors.ts";
@@ -34,6 +44,12 @@ interface TrainKernels extends KernelExports {
   sgdStep(w: number, g: number, len: number, lr: number): void;
   adamStep(w: number, g: number, m: number, v: number, len: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number): void;
 }
+
+/**
+ * Weights from which a threaded layer splits an optimizer step across its threads: below, one
+ * pass over them (~10 µs) costs about what waking the workers does.
+ */
+const THREADED_STEP_FLOATS = 1 << 14;
 
 export class Trainer {
   private readonly engine: CpuEngine;
@@ -78,28 +94,44 @@ export class Trainer {
     const w = engine.weightPtr;
     const g = this.gradOffset;
 
-    // dJ/dG from the experts (⟨E(x), dy⟩), and the experts' upstream gradient gate·dy over out
-    K.expertOutputGrads(s.out, d, s.dy, batch, k, s.pairOf, s.topkGates, s.dGates);
     // w·CV²′ of importance and load, in place over the forward's f64 sums (lossAcc: [imp | load])
     const probMode = noisyGating && k < n ? 1 : 0;
     const importanceGrad = s.lossAcc;
     const loadGrad = s.lossAcc + 8 * n;
     K.cvSquaredGrad(importanceGrad, n, wImportance);
     if (probMode) K.cvSquaredGrad(loadGrad, n, wLoad);
-    K.gatingBackward(
-      probMode, noisyGating ? 1 : 0, batch, n, k, s.logits, ldl, s.std, s.h, s.noise,
-      s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
-    );
-    // gating GEMM backward: d[W_g | W_noise] = xᵀ·dLogits, dx = dLogits·[W_g | W_noise]ᵀ
-    K.gemmAtB(s.x, d, batch, d, s.dLogits, ldl, ldl / 8, d, w.gate + g);
-    K.gemmABt(s.dLogits, ldl, batch, w.gate, ldl / 8, d, d, s.dx, d);
-    // experts, then each row's share of dx from its k experts
-    const bias = engine.spec.expert !== "swiglu";
-    K.expertsBackward(
-      engine.kind, d, h, 0, n, w.w1, w.w2, s.expertOffsets, s.gathered, s.pre, s.act, s.out,
-      w.w1 + g, bias ? w.b1 + g : 0, w.w2 + g, bias ? w.b2 + g : 0,
-    );
-    K.scatterAddRows(s.gathered, d, batch, k, s.pairOf, s.dx);
+    const pool = engine.threadPool;
+    if (pool) {
+      // the same pass in chunks across the threads (assembly/backward-threads.ts): same bits
+      const c = pool.control;
+      c[CTL_KIND] = engine.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch;
+      c[CTL_X] = s.x; c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
+      c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
+      c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre; c[CTL_ACT] = s.act;
+      c[CTL_OUT] = s.out; c[CTL_GATE_W] = w.gate; c[CTL_LOGITS] = s.logits; c[CTL_LDL] = ldl;
+      c[CTL_DY] = s.dy; c[CTL_DX] = s.dx; c[CTL_DGATES] = s.dGates; c[CTL_DLOGITS] = s.dLogits;
+      c[CTL_STD] = s.std; c[CTL_NOISY_H] = s.h; c[CTL_NOISE] = s.noise; c[CTL_TOPK_IDX] = s.topkIdx;
+      c[CTL_NEXT_IDX] = s.nextIdx; c[CTL_IMPORTANCE_GRAD] = importanceGrad; c[CTL_LOAD_GRAD] = loadGrad;
+      c[CTL_GATING_MODE] = probMode | (noisyGating ? 2 : 0); c[CTL_GRAD_OFFSET] = g;
+      pool.runTraining(JOB_BACKWARD);
+    } else {
+      // dJ/dG from the experts (⟨E(x), dy⟩), and the experts' upstream gradient gate·dy over out
+      K.expertOutputGrads(s.out, d, s.dy, batch, k, s.pairOf, s.topkGates, s.dGates);
+      K.gatingBackward(
+        probMode, noisyGating ? 1 : 0, batch, n, k, s.logits, ldl, s.std, s.h, s.noise,
+        s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
+      );
+      // gating GEMM backward: d[W_g | W_noise] = xᵀ·dLogits, dx = dLogits·[W_g | W_noise]ᵀ
+      K.gemmAtB(s.x, d, batch, d, s.dLogits, ldl, ldl / 8, d, w.gate + g);
+      K.gemmABt(s.dLogits, ldl, batch, w.gate, ldl / 8, d, d, s.dx, d);
+      // experts, then each row's share of dx from its k experts
+      const bias = engine.spec.expert !== "swiglu";
+      K.expertsBackward(
+        engine.kind, d, h, 0, n, w.w1, w.w2, s.expertOffsets, s.gathered, s.pre, s.act, s.out,
+        w.w1 + g, bias ? w.b1 + g : 0, w.w2 + g, bias ? w.b2 + g : 0,
+      );
+      K.scatterAddRows(s.gathered, d, batch, k, s.pairOf, s.dx);
+    }
     this.hasGradients = true;
 
     const x = engine.f32(s.dx, batch * d).slice();
@@ -112,16 +144,28 @@ export class Trainer {
     const floats = this.regionBytes / 4;
     const w = engine.weightPtr.gate;
     const g = w + this.gradOffset;
-    if (options.optimizer === "sgd") {
+    const adam = options.optimizer === "adam";
+    if (adam) this.adam ??= { m: engine.allocPersistent(this.regionBytes), v: engine.allocPersistent(this.regionBytes), steps: 0 };
+    const t = adam ? ++this.adam!.steps : 0;
+    const bc1 = 1 - options.beta1 ** t;
+    const bc2 = 1 - options.beta2 ** t;
+    const pool = engine.threadPool;
+    if (pool && floats >= THREADED_STEP_FLOATS) {
+      const c = pool.control;
+      const f = new Float32Array(c.buffer, c.byteOffset, CTL_SLOTS);
+      c[CTL_STEP_W] = w; c[CTL_STEP_LEN] = floats; c[CTL_GRAD_OFFSET] = this.gradOffset;
+      c[CTL_OPTIMIZER] = adam ? 1 : 0; c[CTL_ADAM_M] = adam ? this.adam!.m : 0; c[CTL_ADAM_V] = adam ? this.adam!.v : 0;
+      // stored as the f32 the kernels' parameters would round them to
+      f[CTL_LR] = options.lr; f[CTL_BETA1] = options.beta1; f[CTL_BETA2] = options.beta2; f[CTL_EPS] = options.eps;
+      f[CTL_BC1] = bc1; f[CTL_BC2] = bc2;
+      pool.runTraining(JOB_STEP);
+      return;
+    }
+    if (!adam) {
       this.kernels.sgdStep(w, g, floats, options.lr);
       return;
     }
-    this.adam ??= { m: engine.allocPersistent(this.regionBytes), v: engine.allocPersistent(this.regionBytes), steps: 0 };
-    const t = ++this.adam.steps;
-    this.kernels.adamStep(
-      w, g, this.adam.m, this.adam.v, floats, options.lr, options.beta1, options.beta2, options.eps,
-      1 - options.beta1 ** t, 1 - options.beta2 ** t,
-    );
+    this.kernels.adamStep(w, g, this.adam!.m, this.adam!.v, floats, options.lr, options.beta1, options.beta2, options.eps, bc1, bc2);
   }
 }
 
