@@ -41,7 +41,9 @@ export type MoEErrorCode =
   /** The upstream gradient dy has the wrong length or type. */
   | "GRAD_SHAPE"
   /** step() was called before any backward(): there are no gradients to apply. */
-  | "NO_GRADIENTS";
+  | "NO_GRADIENTS"
+  /** backward() or step() on a layer whose expert weights are quantized (dtype other than "f32"). */
+  | "UNSUPPORTED";
 
 export class MoEError extends Error {
   readonly code: MoEErrorCode;

@@ -201,6 +201,7 @@ class Layer implements MoELocalLayer {
 
   async backward(dy: Float32Array, options: BackwardOptions = {}): Promise<Gradients> {
     const engine = this.live();
+    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `backward needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const state = this.state;
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
@@ -224,6 +225,7 @@ class Layer implements MoELocalLayer {
 
   async step(options: StepOptions): Promise<void> {
     const engine = this.live();
+    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `step needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const checked = stepOptionsOf(options);
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);

@@ -15,6 +15,7 @@ import type { MoEWeights } from "../types.ts";
 import { arenaLayout, KIND_CODE, packedLayout, roundUp, type ArenaLayout, type PackedLayout } from "./layout.ts";
 import { kernelModules, type KernelExports } from "./wasm.ts";
 import { ThreadPool } from "./threads.ts";
+import { unpackTensors } from "../train/tensors.ts";
 
 const PAGE = 65536;
 /**
@@ -247,13 +248,16 @@ export class CpuEngine {
 
   /**
    * Copies, checks (NaN/Inf) and packs every weight. `weights` holds exactly the tensors
-   * weightShapes() names, already validated for length.
+   * weightShapes() names, already validated for length. Quantized expert weights (spec.dtype) are
+   * quantized here, once; for a layer that may upload them to a GPU (backend "gpu"/"auto") the
+   * map's expert tensors are then replaced by their dequantized values, so that the GPU computes
+   * with the weights the CPU kernels use (the GPU has no quantized shaders yet).
    */
   loadWeights(weights: Map<keyof MoEWeights, Float32Array>): void {
     const { dModel: d, dHidden: h, numExperts: n } = this.spec;
     const K = this.kernels;
     const w = this.weightPtr;
-    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes } = this.packed;
+    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, dtype, dtypeCode } = this.packed;
     // Staging for one matrix at a time, where the arenas will later live.
     const staging = this.staging(4 * Math.max(d * gateCols, d * h));
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
@@ -279,24 +283,38 @@ export class CpuEngine {
     }
     K.packPanelsB(staging, d, gateCols, gateCols, w.gate, d, 1);
 
+    // One staged expert matrix [rows, cols] into its panels, in the layer's dtype.
+    const pack = (name: keyof MoEWeights, from: number, rows: number, cols: number, dst: number, kPad: number, panelStep: number): void => {
+      if (dtypeCode === 0) {
+        K.packPanelsB(staging, rows, cols, cols, dst, kPad, panelStep);
+        return;
+      }
+      const bad = K.packPanelsQ(dtypeCode, staging, rows, cols, cols, dst, kPad, panelStep);
+      if (bad >= 0) {
+        fail("INVALID_CONFIG", `weights.${name}[${from + bad}] is ${weights.get(name)![from + bad]}, beyond the range of dtype "${dtype}" (±65504); use dtype "bf16" or scale the weights down`);
+      }
+    };
     for (let e = 0; e < n; e++) {
       if (this.spec.expert === "swiglu") {
         stage("wGateProj", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes, d, 2);
+        pack("wGateProj", e * d * h, d, h, w.w1 + e * w1Bytes, d, 2);
         stage("wUp", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
+        pack("wUp", e * d * h, d, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
         stage("wDown", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
+        pack("wDown", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
       } else {
         stage("w1", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes, d, 1);
+        pack("w1", e * d * h, d, h, w.w1 + e * w1Bytes, d, 1);
         stage("w2", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
+        pack("w2", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
         stage("b1", e * h, h);
         this.f32(w.b1 + 4 * e * hp, hp).fill(0).set(this.f32(staging, h));
         stage("b2", e * d, d);
         this.f32(w.b2 + 4 * e * dp, dp).fill(0).set(this.f32(staging, d));
       }
+    }
+    if (dtypeCode !== 0 && this.spec.backend !== "cpu") {
+      for (const [name, values] of Object.entries(unpackTensors(this, 0))) weights.set(name as keyof MoEWeights, values);
     }
   }
 
@@ -369,7 +387,9 @@ export class CpuEngine {
     const { dModel: d, dHidden: h, numExperts: n, k } = this.spec;
     const w = this.weightPtr;
     const s = arena.ptr;
-    if (this.pool) {
+    const dtype = this.packed.dtypeCode;
+    // Quantized weights run on this thread (poolThread knows only f32 panels).
+    if (this.pool && dtype === 0) {
       // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
       const c = this.pool.control;
       c[CTL_KIND] = this.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch; c[CTL_X] = s.x;
@@ -381,7 +401,8 @@ export class CpuEngine {
       return;
     }
     K.gatherRows(s.x, d, k, s.pairOf, 0, batch * k, s.gathered);
-    K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }
 

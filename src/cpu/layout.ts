@@ -3,10 +3,30 @@
 // kernels derive the same strides from d, h and PANEL (src/abi.ts).
 import { ALIGN_BYTES, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL } from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
+import type { WeightDtype } from "../types.ts";
 
 export const roundUp = (v: number, m: number): number => Math.ceil(v / m) * m;
 
 export const KIND_CODE = { relu: KIND_RELU, gelu: KIND_GELU, swiglu: KIND_SWIGLU } as const;
+
+/** The kernels' codes of the expert weights' storage (assembly/quant.ts DTYPE_*). */
+export const DTYPE_CODE = { f32: 0, f16: 1, bf16: 2, int8: 3, int4: 4 } as const;
+/** Rows of an int4 scale block (assembly/quant.ts Q4_BLOCK). */
+export const Q4_BLOCK = 32;
+
+/**
+ * Bytes of one panel (PANEL columns × kPad rows) of a dtype (assembly/quant.ts qPanelBytes):
+ * f32 4 bytes a weight; f16, bf16 2; int8 1, plus PANEL f32 column scales; int4 blocks of
+ * Q4_BLOCK rows, each half a byte a weight plus PANEL f32 scales.
+ */
+export function panelBytesOf(dtype: WeightDtype, kPad: number): number {
+  switch (dtype) {
+    case "f16": case "bf16": return 2 * PANEL * kPad;
+    case "int8": return PANEL * kPad + 4 * PANEL;
+    case "int4": return Math.ceil(kPad / Q4_BLOCK) * (Q4_BLOCK * PANEL / 2 + 4 * PANEL);
+    default: return 4 * PANEL * kPad;
+  }
+}
 
 /** The packed weights: padded widths, per-expert strides and byte offsets from the region's start. */
 export interface PackedLayout {
@@ -17,17 +37,27 @@ export interface PackedLayout {
   /** Gating GEMM output columns (clean, then raw when noisy) and its padded row stride. */
   gateCols: number;
   ldl: number;
-  /** Bytes of one expert's w1 panels, of its w2 panels, and of one up-projection panel (d × PANEL). */
+  /** Storage of the expert weights (w1, w2), and its kernel code (DTYPE_CODE). */
+  dtype: WeightDtype;
+  dtypeCode: number;
+  /**
+   * Bytes of one expert's w1 panels, of its w2 panels, of one up-projection panel (d × PANEL) and
+   * of one down-projection panel (hp × PANEL), in the dtype's layout.
+   */
   w1Bytes: number;
   w2Bytes: number;
   panelBytes: number;
+  downPanelBytes: number;
   /** Byte offsets from the start of the region (b1, b2: -1 for swiglu, which has no biases). */
   offsets: { gate: number; w1: number; b1: number; w2: number; b2: number };
   bytes: number;
 }
 
-export function packedLayout(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating">): PackedLayout {
+export function packedLayout(
+  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating"> & { dtype?: WeightDtype },
+): PackedLayout {
   const { dModel: d, dHidden: h, numExperts: n } = spec;
+  const dtype = spec.dtype ?? "f32";
   const hp = roundUp(h, PANEL);
   const dp = roundUp(d, PANEL);
   const hw = spec.expert === "swiglu" ? 2 * hp : hp;
@@ -42,12 +72,17 @@ export function packedLayout(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numEx
   };
   const offsets = {
     gate: region(4 * d * ldl),
-    w1: region(4 * n * d * hw),
+    w1: region(n * (hw / PANEL) * panelBytesOf(dtype, d)),
     b1: bias ? region(4 * n * hp) : -1,
-    w2: region(4 * n * hp * dp),
+    w2: region(n * (dp / PANEL) * panelBytesOf(dtype, hp)),
     b2: bias ? region(4 * n * dp) : -1,
   };
-  return { hp, dp, hw, gateCols, ldl, w1Bytes: 4 * d * hw, w2Bytes: 4 * hp * dp, panelBytes: 4 * PANEL * d, offsets, bytes: roundUp(at, ALIGN_BYTES) };
+  return {
+    hp, dp, hw, gateCols, ldl, dtype, dtypeCode: DTYPE_CODE[dtype],
+    w1Bytes: (hw / PANEL) * panelBytesOf(dtype, d), w2Bytes: (dp / PANEL) * panelBytesOf(dtype, hp),
+    panelBytes: panelBytesOf(dtype, d), downPanelBytes: panelBytesOf(dtype, hp),
+    offsets, bytes: roundUp(at, ALIGN_BYTES),
+  };
 }
 
 /**
