@@ -9,11 +9,11 @@
 //              channel, scale = max|w| / 127, q = round(w / scale) in [−127, 127]).
 //   int4:      blocks of Q4_BLOCK = 32 rows, each 128 bytes of nibbles then 8 f32 scales (one per
 //              column and block: symmetric, scale = max|w| / 7, q = round(w / scale) in [−7, 7],
-//              stored as q + 8). In a block, group g (rows 4g..4g+3) is 16 bytes: byte j holds
-//              (row 4g, column j) in its low nibble and (row 4g+2, column j) in its high one;
-//              byte 8+j the same for rows 4g+1 and 4g+3. A row is thus 8 bytes at one offset,
-//              and one nibble of each. f32 scales (not f16): 4.5 → 5 bits a weight, and no
-//              conversion per block in the inner loop.
+//              stored as a 4-bit two's complement). In a block, octet o (rows 8o..8o+7) is two
+//              v128 (columns 0..3, then 4..7) whose i32 lane j holds column j's 8 rows, row 8o+r
+//              in bits 28−4r..31−4r: the kernels take a row as the lanes' top nibble (one
+//              arithmetic shift) and shift the next one up. f32 scales (not f16): 5 bits a
+//              weight instead of 4.5, and no conversion in the inner loop.
 // The dequantized weight is q·scale in f32 (int4) or the f16/bf16 value, exactly; int8 applies
 // its column scale once to the finished dot product (bias + scale·Σ x·q), the same value up to
 // rounding. Rows past K and columns past N are zero, as in packPanelsB.
@@ -90,13 +90,19 @@ function quantize(w: f32, scale: f32, limit: f32): i32 {
   return <i32>min<f32>(limit, max<f32>(-limit, nearest<f32>(w / scale)));
 }
 
-/** Address of the 8 bytes (int4: the byte row) of row kk of a panel. */
+/** Address of row kk of a panel (f16, bf16: 16 bytes; int8: 8 bytes). */
 // @ts-ignore: decorator
 @inline
 function rowAt(dtype: i32, panel: usize, kk: i32): usize {
   if (dtype == DTYPE_INT8) return panel + (<usize>kk << 3);
-  if (dtype == DTYPE_INT4) return panel + <usize>(kk >> 5) * Q4_BLOCK_BYTES + (<usize>((kk >> 2) & 7) << 4) + (<usize>(kk & 1) << 3);
   return panel + (<usize>kk << 4);
+}
+
+/** Address of the i32 lane that holds int4 row kk of column j of a panel (the row's nibble: 28 − 4·(kk & 7)). */
+// @ts-ignore: decorator
+@inline
+function q4LaneAt(panel: usize, kk: i32, j: i32): usize {
+  return panel + <usize>(kk >> 5) * Q4_BLOCK_BYTES + (<usize>((kk >> 3) & 3) << 5) + (<usize>j << 2);
 }
 
 /** The scales of the panel row kk belongs to (int8: the panel's; int4: its block's). */
@@ -117,11 +123,7 @@ export function packPanelsQ(dtype: i32, src: usize, k: i32, n: i32, ldSrc: i32, 
   const panels = (n + 7) >> 3;
   for (let p = 0; p < panels; p++) {
     const panel = dst + <usize>(p * panelStep) * panelBytes;
-    // int4's zero is q + 8 = 8 in both nibbles (padding rows and columns), with zero scales
-    memory.fill(panel, dtype == DTYPE_INT4 ? 0x88 : 0, panelBytes);
-    if (dtype == DTYPE_INT4) {
-      for (let b: usize = 0; b < panelBytes; b += Q4_BLOCK_BYTES) memory.fill(panel + b + Q4_SCALES, 0, 32);
-    }
+    memory.fill(panel, 0, panelBytes);
     const c0 = p << 3;
     const width = min(8, n - c0);
     for (let j = 0; j < width; j++) {
@@ -147,10 +149,9 @@ export function packPanelsQ(dtype: i32, src: usize, k: i32, n: i32, ldSrc: i32, 
           const scale = top / 7;
           store<f32>(block + Q4_SCALES + (<usize>j << 2), scale);
           for (let kk = b0; kk < b1; kk++) {
-            const q = quantize(srcAt(col, ldSrc, kk), scale, 7) + 8;
-            const at = rowAt(DTYPE_INT4, panel, kk) + <usize>j;
-            const old = <i32>load<u8>(at);
-            store<u8>(at, <u8>((kk & 2) != 0 ? (old & 0x0f) | (q << 4) : (old & 0xf0) | q));
+            const q = quantize(srcAt(col, ldSrc, kk), scale, 7) & 15;
+            const at = q4LaneAt(panel, kk, j);
+            store<i32>(at, load<i32>(at) | (q << (28 - ((kk & 7) << 2))));
           }
         }
       }
@@ -165,8 +166,7 @@ function dequantAt(dtype: i32, panel: usize, kPad: i32, kk: i32, j: i32): f32 {
   if (dtype == DTYPE_BF16) return reinterpret<f32>(<i32>load<u16>(panel + (<usize>kk << 4) + (<usize>j << 1)) << 16);
   const scale = load<f32>(scalesAt(dtype, panel, kPad, kk) + (<usize>j << 2));
   if (dtype == DTYPE_INT8) return <f32>load<i8>(panel + (<usize>kk << 3) + <usize>j) * scale;
-  const byte = <i32>load<u8>(rowAt(DTYPE_INT4, panel, kk) + <usize>j);
-  return <f32>((((kk & 2) != 0 ? byte >> 4 : byte) & 15) - 8) * scale;
+  return <f32>((load<i32>(q4LaneAt(panel, kk, j)) << ((kk & 7) << 2)) >> 28) * scale;
 }
 
 /** Inverse of packPanelsQ for the real [K, N] part: the dequantized weights the kernels use. */
@@ -185,24 +185,20 @@ export function unpackPanelsQ(dtype: i32, src: usize, k: i32, n: i32, dst: usize
 }
 
 // ---- dequantization in registers ----------------------------------------------------------------
-// rowBits: the row's raw 8 weights in one v128 (f16/bf16: 8 u16; int8: 8 i16; int4: 8 i16 in
-// [−8, 7]); half: columns 0..3 or 4..7 of it as f32x4 (int4 with its block's scales applied).
+// rowBits: the row's raw 8 weights in one v128 (f16/bf16: 8 u16; int8: 8 i16); half: columns
+// 0..3 or 4..7 of it as f32x4. (int4 has tiles of its own, below.)
 
 // @ts-ignore: decorator
 @inline
 function rowBits(dtype: i32, panel: usize, kk: i32): v128 {
   const at = rowAt(dtype, panel, kk);
   if (dtype == DTYPE_INT8) return v128.load8x8_s(at);
-  if (dtype == DTYPE_INT4) {
-    const bytes = v128.load8x8_u(at);
-    return i16x8.sub(v128.and(i16x8.shr_u(bytes, (kk & 2) << 1), i16x8.splat(15)), i16x8.splat(8));
-  }
   return v128.load(at);
 }
 
 // @ts-ignore: decorator
 @inline
-function half(dtype: i32, bits: v128, hi: bool, scales: usize): v128 {
+function half(dtype: i32, bits: v128, hi: bool): v128 {
   if (dtype == DTYPE_F16 || dtype == DTYPE_BF16) {
     const zero = i32x4.splat(0);
     // each u16 into the top half of an i32 lane: bf16 is then its f32
@@ -210,9 +206,7 @@ function half(dtype: i32, bits: v128, hi: bool, scales: usize): v128 {
     if (dtype == DTYPE_BF16) return top;
     return f32x4.mul(v128.and(i32x4.shr_s(top, 3), i32x4.splat(F16_MASK)), f32x4.splat(F16_RESCALE));
   }
-  const q = f32x4.convert_i32x4_s(hi ? i32x4.extend_high_i16x8_s(bits) : i32x4.extend_low_i16x8_s(bits));
-  if (dtype == DTYPE_INT4) return f32x4.mul(q, v128.load(scales + (hi ? 16 : 0)));
-  return q;
+  return f32x4.convert_i32x4_s(hi ? i32x4.extend_high_i16x8_s(bits) : i32x4.extend_low_i16x8_s(bits));
 }
 
 // ---- micro-kernels --------------------------------------------------------------------------------
@@ -246,9 +240,8 @@ function qtileRx8(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k:
   for (let kk = 0; kk < k; kk++) {
     const off = <usize>kk << 2;
     const bits = rowBits(dtype, panel, kk);
-    const scales = dtype == DTYPE_INT4 ? scalesAt(dtype, panel, kPad, kk) : 0;
-    const b0 = half(dtype, bits, false, scales);
-    const b1 = half(dtype, bits, true, scales);
+    const b0 = half(dtype, bits, false);
+    const b1 = half(dtype, bits, true);
     const x0 = v128.load32_splat(a0 + off);
     c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
     if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
@@ -272,24 +265,109 @@ function qtile1x32(dtype: i32, a0: usize, k: i32, panel: usize, panelBytes: usiz
   let c4 = initAcc(dtype, bias, 64), c5 = initAcc(dtype, bias, 80), c6 = initAcc(dtype, bias, 96), c7 = initAcc(dtype, bias, 112);
   for (let kk = 0; kk < k; kk++) {
     const x = v128.load32_splat(a0 + (<usize>kk << 2));
-    const s0 = dtype == DTYPE_INT4 ? scalesAt(dtype, panel, kPad, kk) : 0;
     const q0 = rowBits(dtype, panel, kk);
-    c0 = madd(x, half(dtype, q0, false, s0), c0); c1 = madd(x, half(dtype, q0, true, s0), c1);
-    const s1 = s0 != 0 ? s0 + panelBytes : 0;
+    c0 = madd(x, half(dtype, q0, false), c0); c1 = madd(x, half(dtype, q0, true), c1);
     const q1 = rowBits(dtype, p1, kk);
-    c2 = madd(x, half(dtype, q1, false, s1), c2); c3 = madd(x, half(dtype, q1, true, s1), c3);
-    const s2 = s1 != 0 ? s1 + panelBytes : 0;
+    c2 = madd(x, half(dtype, q1, false), c2); c3 = madd(x, half(dtype, q1, true), c3);
     const q2 = rowBits(dtype, p2, kk);
-    c4 = madd(x, half(dtype, q2, false, s2), c4); c5 = madd(x, half(dtype, q2, true, s2), c5);
-    const s3 = s2 != 0 ? s2 + panelBytes : 0;
+    c4 = madd(x, half(dtype, q2, false), c4); c5 = madd(x, half(dtype, q2, true), c5);
     const q3 = rowBits(dtype, p3, kk);
-    c6 = madd(x, half(dtype, q3, false, s3), c6); c7 = madd(x, half(dtype, q3, true, s3), c7);
+    c6 = madd(x, half(dtype, q3, false), c6); c7 = madd(x, half(dtype, q3, true), c7);
   }
   const b1 = bias != 0 ? bias + 32 : 0, b2 = bias != 0 ? bias + 64 : 0, b3 = bias != 0 ? bias + 96 : 0;
   v128.store(c, finish(dtype, c0, panel, kPad, bias, 0, false)); v128.store(c, finish(dtype, c1, panel, kPad, bias, 16, true), 16);
   v128.store(c, finish(dtype, c2, p1, kPad, b1, 0, false), 32); v128.store(c, finish(dtype, c3, p1, kPad, b1, 16, true), 48);
   v128.store(c, finish(dtype, c4, p2, kPad, b2, 0, false), 64); v128.store(c, finish(dtype, c5, p2, kPad, b2, 16, true), 80);
   v128.store(c, finish(dtype, c6, p3, kPad, b3, 0, false), 96); v128.store(c, finish(dtype, c7, p3, kPad, b3, 16, true), 112);
+}
+
+// int4: per block of 32 rows its scales, per octet of 8 rows one v128 of nibbles per half panel,
+// from which each row takes the top nibble of every lane (q = v >> 28, arithmetic) before the
+// next one is shifted up (v <<= 4): w = q·scale, as dequantAt computes it.
+
+// @ts-ignore: decorator
+@inline
+function q4weight(v: v128, scales: v128): v128 {
+  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.shr_s(v, 28)), scales);
+}
+
+// @ts-ignore: decorator
+@inline
+function q4tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
+  const a1 = stored > 1 ? a0 + rowA : a0;
+  const a2 = stored > 2 ? a1 + rowA : a1;
+  const a3 = stored > 3 ? a2 + rowA : a2;
+  const init0 = initAcc(DTYPE_INT4, bias, 0), init1 = initAcc(DTYPE_INT4, bias, 16);
+  let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
+  let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
+  for (let k0 = 0; k0 < k; k0 += Q4_BLOCK) {
+    const block = panel + <usize>(k0 >> 5) * Q4_BLOCK_BYTES;
+    const s0 = v128.load(block + Q4_SCALES);
+    const s1 = v128.load(block + Q4_SCALES, 16);
+    const kEnd = min(k, k0 + Q4_BLOCK);
+    for (let o = k0; o < kEnd; o += 8) {
+      const octet = block + (<usize>(o - k0) << 2);
+      let v0 = v128.load(octet);
+      let v1 = v128.load(octet, 16);
+      const oEnd = min(kEnd, o + 8);
+      for (let kk = o; kk < oEnd; kk++) {
+        const off = <usize>kk << 2;
+        const b0 = q4weight(v0, s0);
+        const b1 = q4weight(v1, s1);
+        v0 = i32x4.shl(v0, 4);
+        v1 = i32x4.shl(v1, 4);
+        const x0 = v128.load32_splat(a0 + off);
+        c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
+        if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
+        if (rows > 2) { const x2 = v128.load32_splat(a2 + off); c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
+        if (rows > 3) { const x3 = v128.load32_splat(a3 + off); c30 = madd(x3, b0, c30); c31 = madd(x3, b1, c31); }
+      }
+    }
+  }
+  v128.store(c, c00); v128.store(c, c01, 16);
+  if (stored > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
+  if (stored > 2) { v128.store(c + 2 * rowC, c20); v128.store(c + 2 * rowC, c21, 16); }
+  if (stored > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
+}
+
+// 1 × 16: one row over two panels (a 1 × 32 would carry 8 nibble vectors beside 8 accumulators).
+// @ts-ignore: decorator
+@inline
+function q4tile1x16(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize): void {
+  const p1 = panel + panelBytes;
+  let c0 = initAcc(DTYPE_INT4, bias, 0), c1 = initAcc(DTYPE_INT4, bias, 16);
+  let c2 = initAcc(DTYPE_INT4, bias, 32), c3 = initAcc(DTYPE_INT4, bias, 48);
+  for (let k0 = 0; k0 < k; k0 += Q4_BLOCK) {
+    const blockOffset = <usize>(k0 >> 5) * Q4_BLOCK_BYTES;
+    const block0 = panel + blockOffset;
+    const block1 = p1 + blockOffset;
+    const kEnd = min(k, k0 + Q4_BLOCK);
+    for (let o = k0; o < kEnd; o += 8) {
+      const octet = <usize>(o - k0) << 2;
+      let v0 = v128.load(block0 + octet);
+      let v1 = v128.load(block0 + octet, 16);
+      let v2 = v128.load(block1 + octet);
+      let v3 = v128.load(block1 + octet, 16);
+      const oEnd = min(kEnd, o + 8);
+      for (let kk = o; kk < oEnd; kk++) {
+        const x = v128.load32_splat(a0 + (<usize>kk << 2));
+        c0 = madd(x, q4weight(v0, v128.load(block0 + Q4_SCALES)), c0);
+        c1 = madd(x, q4weight(v1, v128.load(block0 + Q4_SCALES, 16)), c1);
+        c2 = madd(x, q4weight(v2, v128.load(block1 + Q4_SCALES)), c2);
+        c3 = madd(x, q4weight(v3, v128.load(block1 + Q4_SCALES, 16)), c3);
+        v0 = i32x4.shl(v0, 4); v1 = i32x4.shl(v1, 4);
+        v2 = i32x4.shl(v2, 4); v3 = i32x4.shl(v3, 4);
+      }
+    }
+  }
+  v128.store(c, c0); v128.store(c, c1, 16); v128.store(c, c2, 32); v128.store(c, c3, 48);
+}
+
+// @ts-ignore: decorator
+@inline
+function tileRx8Q(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, kPad: i32, bias: usize, c: usize, rowC: usize): void {
+  if (dtype == DTYPE_INT4) q4tileRx8(rows, stored, a0, rowA, k, panel, bias, c, rowC);
+  else qtileRx8(dtype, rows, stored, a0, rowA, k, panel, kPad, bias, c, rowC);
 }
 
 /**
@@ -304,6 +382,18 @@ function gemmQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
   const rowC = <usize>ldc << 2;
   const panelBytes = qPanelBytes(dtype, kPad);
   if (m <= 0) return;
+  if (m == 1 && dtype == DTYPE_INT4) {
+    let p = 0;
+    for (; p + 2 <= panels; p += 2) {
+      const col = <usize>p << 5;
+      q4tile1x16(a, k, bp + <usize>p * panelBytes, panelBytes, bias != 0 ? bias + col : 0, c + col);
+    }
+    if (p < panels) {
+      const col = <usize>p << 5;
+      q4tileRx8(1, 1, a, rowA, k, bp + <usize>p * panelBytes, bias != 0 ? bias + col : 0, c + col, rowC);
+    }
+    return;
+  }
   if (m == 1) {
     let p = 0;
     for (; p + 4 <= panels; p += 4) {
@@ -321,13 +411,13 @@ function gemmQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
     const col = <usize>p << 5;
     const biasP = bias != 0 ? bias + col : 0;
     let i = 0;
-    for (; i + 4 <= m; i += 4) qtileRx8(dtype, 4, 4, a + <usize>i * rowA, rowA, k, panel, kPad, biasP, c + <usize>i * rowC + col, rowC);
+    for (; i + 4 <= m; i += 4) tileRx8Q(dtype, 4, 4, a + <usize>i * rowA, rowA, k, panel, kPad, biasP, c + <usize>i * rowC + col, rowC);
     const rest = m - i;
     const ai = a + <usize>i * rowA;
     const ci = c + <usize>i * rowC + col;
-    if (rest == 3) qtileRx8(dtype, 4, 3, ai, rowA, k, panel, kPad, biasP, ci, rowC);
-    else if (rest == 2) qtileRx8(dtype, 2, 2, ai, rowA, k, panel, kPad, biasP, ci, rowC);
-    else if (rest == 1) qtileRx8(dtype, 1, 1, ai, rowA, k, panel, kPad, biasP, ci, rowC);
+    if (rest == 3) tileRx8Q(dtype, 4, 3, ai, rowA, k, panel, kPad, biasP, ci, rowC);
+    else if (rest == 2) tileRx8Q(dtype, 2, 2, ai, rowA, k, panel, kPad, biasP, ci, rowC);
+    else if (rest == 1) tileRx8Q(dtype, 1, 1, ai, rowA, k, panel, kPad, biasP, ci, rowC);
   }
 }
 
