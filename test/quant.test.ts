@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMoE, MoEError, type ForwardResult, type MoEConfig, type MoEWeights } from "edge-moe";
 import { configOf, listCases, loadCase, randomWeights, relErr, Rng, sameBits, type GoldenCase, type LayerShape } from "./helpers.ts";
 import { referenceForward, refLayer } from "./reference.ts";
+import { gpuSuite, newDevice, probeGpu } from "./gpu_support.ts";
 
 type QuantDtype = "f16" | "bf16" | "int8" | "int4";
 const DTYPES: readonly QuantDtype[] = ["f16", "bf16", "int8", "int4"];
@@ -284,4 +285,34 @@ describe("errors", () => {
       }
     });
   }
+});
+
+// ---- the GPU path ----------------------------------------------------------------------------------
+// For now a quantized layer uploads its dequantized weights: the GPU computes with the values the
+// CPU kernels use, so both back ends agree to float32 rounding.
+const probe = await probeGpu();
+gpuSuite("GPU: a quantized layer's GPU experts compute with the dequantized weights", probe, () => {
+  const shape: LayerShape = { d: 24, h: 40, n: 4, k: 2, expert: "relu", noisy: false };
+  it('every dtype: backend "gpu" agrees with the layer\'s own CPU kernels within 1e-4 (int4 is ~1e-1 from f32), same routing', async () => {
+    const device = await newDevice();
+    try {
+      for (const dtype of DTYPES) {
+        const rng = new Rng(404);
+        const config = configOf(shape, randomWeights(rng, shape));
+        const layer = await createMoE({ ...config, dtype, backend: "gpu", gpu: device });
+        try {
+          const x = rng.normals(16 * shape.d);
+          const got = await layer.forward(x);
+          const want = layer.forwardSync(x);
+          expect(got.backend, dtype).toBe("gpu");
+          expect(sameBits(got.topkIndices, want.topkIndices), dtype).toBe(true);
+          expect(relErr(got.y, want.y), dtype).toBeLessThanOrEqual(1e-4);
+        } finally {
+          layer.dispose();
+        }
+      }
+    } finally {
+      device.destroy();
+    }
+  });
 });
