@@ -209,6 +209,17 @@ function half(dtype: i32, bits: v128, hi: bool): v128 {
   return f32x4.convert_i32x4_s(hi ? i32x4.extend_high_i16x8_s(bits) : i32x4.extend_low_i16x8_s(bits));
 }
 
+/**
+ * Columns 4..7 of row kk. int8 loads them again, 4 bytes on (the next row's or the scales' bytes
+ * fill the unused high lanes): a second load costs less than extend_high's shuffle.
+ */
+// @ts-ignore: decorator
+@inline
+function highHalf(dtype: i32, bits: v128, panel: usize, kk: i32): v128 {
+  if (dtype == DTYPE_INT8) return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v128.load8x8_s(rowAt(dtype, panel, kk) + 4)));
+  return half(dtype, bits, true);
+}
+
 // ---- micro-kernels --------------------------------------------------------------------------------
 // The tiles of gemm.ts over quantized panels: R × 8 (R = 1..4; `stored` of them kept, as
 // tileRx8) and 1 × 32 (four panels, panelBytes apart). Sums run in kk order, one madd per term.
@@ -241,7 +252,7 @@ function qtileRx8(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k:
     const off = <usize>kk << 2;
     const bits = rowBits(dtype, panel, kk);
     const b0 = half(dtype, bits, false);
-    const b1 = half(dtype, bits, true);
+    const b1 = highHalf(dtype, bits, panel, kk);
     const x0 = v128.load32_splat(a0 + off);
     c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
     if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
@@ -266,13 +277,13 @@ function qtile1x32(dtype: i32, a0: usize, k: i32, panel: usize, panelBytes: usiz
   for (let kk = 0; kk < k; kk++) {
     const x = v128.load32_splat(a0 + (<usize>kk << 2));
     const q0 = rowBits(dtype, panel, kk);
-    c0 = madd(x, half(dtype, q0, false), c0); c1 = madd(x, half(dtype, q0, true), c1);
+    c0 = madd(x, half(dtype, q0, false), c0); c1 = madd(x, highHalf(dtype, q0, panel, kk), c1);
     const q1 = rowBits(dtype, p1, kk);
-    c2 = madd(x, half(dtype, q1, false), c2); c3 = madd(x, half(dtype, q1, true), c3);
+    c2 = madd(x, half(dtype, q1, false), c2); c3 = madd(x, highHalf(dtype, q1, p1, kk), c3);
     const q2 = rowBits(dtype, p2, kk);
-    c4 = madd(x, half(dtype, q2, false), c4); c5 = madd(x, half(dtype, q2, true), c5);
+    c4 = madd(x, half(dtype, q2, false), c4); c5 = madd(x, highHalf(dtype, q2, p2, kk), c5);
     const q3 = rowBits(dtype, p3, kk);
-    c6 = madd(x, half(dtype, q3, false), c6); c7 = madd(x, half(dtype, q3, true), c7);
+    c6 = madd(x, half(dtype, q3, false), c6); c7 = madd(x, highHalf(dtype, q3, p3, kk), c7);
   }
   const b1 = bias != 0 ? bias + 32 : 0, b2 = bias != 0 ? bias + 64 : 0, b3 = bias != 0 ? bias + 96 : 0;
   v128.store(c, finish(dtype, c0, panel, kPad, bias, 0, false)); v128.store(c, finish(dtype, c1, panel, kPad, bias, 16, true), 16);

@@ -4,6 +4,8 @@
 // so that drift of the host's speed hits them alike. Prints the median per dtype and its ratio to
 // f32's median in the same run. Memory: about 1.3 GiB (the five layers' weights).
 //   node --no-liftoff bench/quant.mjs [--calls=15] [--build=simd] [--dtypes=f32,f16,bf16,int8,int4]
+//        [--d=1024] [--h=1024] [--n=64] [--warm (no flush: with --d=512 --h=512 --n=4 the weights stay
+//        in L2/L3, which times the kernels' arithmetic instead of the memory)]
 // (--no-liftoff: every call runs optimized code; with lazy tier-up the first calls are Liftoff's.)
 // Needs `npm run build` (dist/).
 import { createMoE } from "../dist/index.js";
@@ -18,7 +20,8 @@ const BUILD = String(args.build ?? "simd");
 const DTYPES = String(args.dtypes ?? "f32,f16,bf16,int8,int4").split(",");
 if (!DTYPES.includes("f32")) DTYPES.unshift("f32");
 
-const shape = { d: 1024, h: 1024, n: 64, k: 4 };
+const shape = { d: Number(args.d ?? 1024), h: Number(args.h ?? 1024), n: Number(args.n ?? 64), k: 4 };
+const WARM = args.warm === true;
 const FLUSH_BYTES = 64 * 2 ** 20;
 const flushBuffer = new Uint8Array(FLUSH_BYTES);
 let flushes = 0;
@@ -45,7 +48,7 @@ for (const entry of layers) for (const x of inputs) entry.layer.forwardSync(x);
 for (let call = 0; call < CALLS; call++) {
   const x = inputs[call % inputs.length];
   for (const entry of layers) {
-    flush();
+    if (!WARM) flush();
     const t0 = performance.now();
     entry.layer.forwardSync(x);
     entry.ms.push(performance.now() - t0);
@@ -55,10 +58,12 @@ for (let call = 0; call < CALLS; call++) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const base = median(layers[0].ms);
 const bytesOf = { f32: 4, f16: 2, bf16: 2, int8: 1 + 4 / 1024, int4: 0.5 + 4 / 32 };
-console.log(`relu d${shape.d} h${shape.h} n${shape.n} k${shape.k}, B = 1, build ${BUILD}, 1 thread, cold caches, median of ${CALLS} calls`);
-console.log("dtype  median ms  ratio to f32  weight bytes/f32");
+const macs = shape.k * 2 * shape.d * shape.h;
+console.log(`relu d${shape.d} h${shape.h} n${shape.n} k${shape.k}, B = 1, build ${BUILD}, 1 thread, ${WARM ? "warm" : "cold"} caches, median of ${CALLS} calls`);
+console.log("dtype  median ms  ratio to f32  fastest ms  weight MACs/ns  weight bytes/f32");
 for (const { dtype, ms } of layers) {
   const m = median(ms);
-  console.log(`${dtype.padEnd(6)} ${m.toFixed(3).padStart(9)}  ${(m / base).toFixed(3).padStart(12)}  ${(bytesOf[dtype] / 4).toFixed(3).padStart(16)}`);
+  const fastest = Math.min(...ms);
+  console.log(`${dtype.padEnd(6)} ${m.toFixed(3).padStart(9)}  ${(m / base).toFixed(3).padStart(12)}  ${fastest.toFixed(3).padStart(10)}  ${(macs / m / 1e6).toFixed(2).padStart(14)}  ${(bytesOf[dtype] / 4).toFixed(3).padStart(16)}`);
 }
 for (const { layer } of layers) layer.dispose();
