@@ -4,8 +4,8 @@
 // so that drift of the host's speed hits them alike. Prints the median per dtype and its ratio to
 // f32's median in the same run. Memory: about 1.3 GiB (the five layers' weights).
 //   node --no-liftoff bench/quant.mjs [--calls=15] [--build=simd] [--dtypes=f32,f16,bf16,int8,int4]
-//        [--d=1024] [--h=1024] [--n=64] [--warm (no flush: with --d=512 --h=512 --n=4 the weights stay
-//        in L2/L3, which times the kernels' arithmetic instead of the memory)]
+//        [--d=1024] [--h=1024] [--n=64] [--warm (no flush, a sample is 10 calls in a row: with --d=512
+//        --h=512 --n=4 the weights stay in L2/L3, which times the kernels' arithmetic, not the memory)]
 // (--no-liftoff: every call runs optimized code; with lazy tier-up the first calls are Liftoff's.)
 // Needs `npm run build` (dist/).
 import { createMoE } from "../dist/index.js";
@@ -49,9 +49,11 @@ for (let call = 0; call < CALLS; call++) {
   const x = inputs[call % inputs.length];
   for (const entry of layers) {
     if (!WARM) flush();
+    // warm: a sample is the mean of 10 calls in a row (one call is too short to time alone)
+    const repeats = WARM ? 10 : 1;
     const t0 = performance.now();
-    entry.layer.forwardSync(x);
-    entry.ms.push(performance.now() - t0);
+    for (let r = 0; r < repeats; r++) entry.layer.forwardSync(x);
+    entry.ms.push((performance.now() - t0) / repeats);
   }
 }
 
