@@ -291,7 +291,8 @@ export class CpuEngine {
       }
       const bad = K.packPanelsQ(dtypeCode, staging, rows, cols, cols, dst, kPad, panelStep);
       if (bad >= 0) {
-        fail("INVALID_CONFIG", `weights.${name}[${from + bad}] is ${weights.get(name)![from + bad]}, beyond the range of dtype "${dtype}" (±65504); use dtype "bf16" or scale the weights down`);
+        const range = dtype === "f16" ? `±65504; use dtype "bf16" or scale the weights down` : "it rounds to ±Infinity; scale the weights down";
+        fail("INVALID_CONFIG", `weights.${name}[${from + bad}] is ${weights.get(name)![from + bad]}, beyond the range of dtype "${dtype}" (${range})`);
       }
     };
     for (let e = 0; e < n; e++) {
