@@ -202,6 +202,37 @@ function relaxedAgainstSimd(shape: LayerShape, dtypes: readonly QuantDtype[]): R
   return JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, { err: number; routing: boolean }>;
 }
 
+describe("degenerate weights", () => {
+  for (const dtype of DTYPES) {
+    it(`${dtype}: zero matrices and columns stay exactly zero; tiny and large weights give finite y, as the dequantized f32 layer`, async () => {
+      const shape: LayerShape = { d: 20, h: 12, n: 2, k: 2, expert: "relu", noisy: false };
+      const rng = new Rng(99);
+      const weights = randomWeights(rng, shape);
+      const { d, h } = shape;
+      weights.w1!.fill(0, 0, d * h); // expert 0's up-projection: all zero
+      for (let r = 0; r < h; r++) weights.w2![r * d + 3] = 0; // expert 0's output column 3
+      for (let i = d * h; i < 2 * d * h; i += 7) weights.w1![i] = 1e-30; // expert 1: some tiny
+      weights.w2![h * d + 5] = 3e4; // expert 1: one large
+      const layer = await createMoE({ ...configOf(shape, weights), dtype, wasmBuild: "simd" });
+      const dequantized = await layer.getWeights();
+      const plain = await createMoE({ ...configOf(shape, dequantized), wasmBuild: "simd" });
+      try {
+        expect(dequantized.w1!.subarray(0, d * h).every((v) => v === 0)).toBe(true);
+        for (let r = 0; r < h; r++) expect(dequantized.w2![r * d + 3]).toBe(0);
+        const x = rng.normals(5 * d);
+        const got = layer.forwardSync(x);
+        const want = plain.forwardSync(x);
+        expect(got.y.every(Number.isFinite)).toBe(true);
+        if (dtype === "int8") expect(relErr(got.y, want.y)).toBeLessThanOrEqual(1e-6);
+        else expect(sameBits(got.y, want.y)).toBe(true);
+      } finally {
+        layer.dispose();
+        plain.dispose();
+      }
+    });
+  }
+});
+
 describe("builds and threads", () => {
   const shape: LayerShape = { d: 40, h: 72, n: 4, k: 2, expert: "gelu", noisy: true };
   for (const dtype of DTYPES) {
