@@ -12,11 +12,12 @@
 // pair index row·k + slot; posOf[pair] = p.
 import { gemmPanels } from "./gemm";
 import { vgelu, vsilu } from "./vmath";
+import { expertUpQ, expertDownQ } from "./quant";
 import {
   KIND_RELU, KIND_SWIGLU, CTL_GENERATION, CTL_CLAIMED, CTL_FINISHED, CTL_FAILED, CTL_CALLER_MAY_BLOCK, CTL_JOB,
   CTL_THREADS, CTL_RUN, CTL_GATE_W, CTL_PANELS, CTL_LOGITS, CTL_LDL, CTL_KIND, CTL_D, CTL_H, CTL_N, CTL_K, CTL_BATCH,
   CTL_X, CTL_W1, CTL_B1, CTL_W2, CTL_B2, CTL_EXPERT_OFFSETS, CTL_PAIR_OF, CTL_POS_OF, CTL_TOPK_GATES, CTL_GATHERED,
-  CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING, JOB_BACKWARD, JOB_STEP,
+  CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING, CTL_DTYPE, DTYPE_F32, JOB_BACKWARD, JOB_STEP,
 } from "../src/abi";
 import { backwardThread, stepThread } from "./backward-threads";
 
@@ -296,6 +297,7 @@ export function finish(ctl: usize, phase: i32, end: i32): void {
  */
 function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
   const kind = slot(ctl, CTL_KIND);
+  const dtype = slot(ctl, CTL_DTYPE);
   const d = slot(ctl, CTL_D);
   const hp = roundUp8(slot(ctl, CTL_H));
   const dp = roundUp8(d);
@@ -321,8 +323,16 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
     const b1 = <i32>min<i64>(blocks, (hi - start + blockCost - 1) / blockCost);
     if (b0 < b1) {
       if (phase == PHASE_UP) {
-        expertUp(kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
-          <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
+        if (dtype != DTYPE_F32) {
+          expertUpQ(dtype, kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
+            <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
+        } else {
+          expertUp(kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
+            <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
+        }
+      } else if (dtype != DTYPE_F32) {
+        expertDownQ(dtype, kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
+          <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT));
       } else {
         expertDown(kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
           <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT));

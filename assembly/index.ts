@@ -17,3 +17,4 @@ export { sgdStep, adamStep } from "./optim";
 export function heapBase(): usize {
   return __heap_base;
 }
+export { packPanelsQ, unpackPanelsQ, gemmPanelsQ, expertsForwardQ } from "./quant";

@@ -19,6 +19,15 @@ export const PANEL = 8;
 /** Byte alignment of every region of the arena (one cache line). */
 export const ALIGN_BYTES = 64;
 
+// ---- expert weight storage (src/cpu/layout.ts, assembly/quant.ts) -------------------------------
+export const DTYPE_F32 = 0;
+export const DTYPE_F16 = 1;
+export const DTYPE_BF16 = 2;
+export const DTYPE_INT8 = 3;
+export const DTYPE_INT4 = 4;
+/** Rows (input dimension) of one int4 scale block. */
+export const Q4_BLOCK = 32;
+
 // ---- the thread pool's control block (src/cpu/threads.ts, assembly/experts.ts poolThread) --------
 // i32 slots at `ctl`; counters sit in their own 64-byte lines.
 export const CTL_GENERATION = 0; // bumped by the caller to start a run; idle workers wait on it
@@ -93,3 +102,5 @@ export const CTL_BETA2 = 3;
 export const CTL_EPS = 4;
 export const CTL_BC1 = 5; // 1 − β₁ᵗ
 export const CTL_BC2 = 6; // 1 − β₂ᵗ
+// The expert pass's weight storage (DTYPE_*): poolThread runs quantized panels too.
+export const CTL_DTYPE = 7;

@@ -2,10 +2,11 @@
 import { fail } from "./errors.ts";
 import { validateRouting, validateShared, type RoutingSpec, type SharedSpec } from "./routing.ts";
 import { checkKeys, CONFIG_KEYS, INIT_KEYS, WEIGHT_KEYS } from "./options.ts";
-import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights } from "./types.ts";
+import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights, WeightDtype } from "./types.ts";
 
 export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
 const BACKENDS: readonly BackendChoice[] = ["cpu", "gpu", "auto"];
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ["f32", "f16", "bf16", "int8", "int4"];
 
 /** A validated configuration with every default filled in. */
 export interface LayerSpec {
@@ -29,6 +30,8 @@ export interface LayerSpec {
   routing: RoutingSpec;
   /** The shared expert, run as `shared.slices` extra experts every row routes to. */
   shared: SharedSpec | undefined;
+  /** Storage of the expert weights. */
+  dtype: WeightDtype;
 }
 
 /** Name and expected length of every weight an expert kind needs, in the input layout. */
@@ -109,6 +112,10 @@ export function validateConfig(config: MoEConfig): LayerSpec {
   if (threads !== "auto" && (typeof threads !== "number" || !Number.isInteger(threads) || threads < 1 || threads > 256)) {
     fail("INVALID_CONFIG", `threads must be an integer in [1, 256] or "auto", got ${String(threads)}`);
   }
+  const dtype = config.dtype ?? "f32";
+  if (!WEIGHT_DTYPES.includes(dtype)) {
+    fail("INVALID_CONFIG", `dtype must be one of ${WEIGHT_DTYPES.map((t) => `"${t}"`).join(", ")} (the storage of the expert weights), got ${JSON.stringify(dtype)}`);
+  }
   // Limits of the 32-bit wasm address space: the largest single weight tensor must fit.
   const biggest = (numExperts + (shared?.slices ?? 0)) * dModel * dHidden;
   if (biggest > 2 ** 29) {
@@ -131,6 +138,7 @@ export function validateConfig(config: MoEConfig): LayerSpec {
     initSeed: initSeedOf(config.init),
     routing,
     shared,
+    dtype,
   };
 }
 

@@ -26,8 +26,12 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   const engine = new CpuEngine(kernels, spec);
   const given = completeWeights(engine, weights, spec.initSeed);
   // a shared expert runs as extra experts that every row routes to (src/routing.ts)
-  const complete = spec.shared ? withSharedSlices(given, spec.shared, spec.dModel, spec.dHidden, spec.numExperts) : given;
+  const expand = (w: Map<keyof MoEWeights, Float32Array>) => (spec.shared ? withSharedSlices(w, spec.shared, spec.dModel, spec.dHidden, spec.numExperts) : w);
+  let complete = expand(given);
   engine.loadWeights(complete);
+  // Quantized weights go to a GPU dequantized (the GPU has no quantized shaders yet): it computes
+  // with exactly the weights the CPU kernels use.
+  if (spec.dtype !== "f32" && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
@@ -250,6 +254,7 @@ class Layer implements MoELocalLayerMethods {
   private backwardNow(dy: Float32Array, options: BackwardOptions): Gradients {
     const engine = this.live();
     checkBackwardOptions(options);
+    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `backward needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const state = this.state;
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
@@ -281,6 +286,7 @@ class Layer implements MoELocalLayerMethods {
   private stepNow(options: StepOptions): void {
     const engine = this.live();
     checkStepOptions(options);
+    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `step needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const checked = stepOptionsOf(options);
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);

@@ -31,6 +31,7 @@ export const CONFIG_KEYS = keysOf<MoEConfig>({
   threads: true,
   routing: true,
   shared: true,
+  dtype: true,
 });
 export const WEIGHT_KEYS = keysOf<MoEWeights>({
   wGate: true,

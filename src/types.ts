@@ -124,6 +124,15 @@ export interface MoEConfig {
    * sigmoid(x · sharedGate) when `gated`. swiglu layers only.
    */
   shared?: { dHidden: number; gated?: boolean };
+  /**
+   * Storage of the expert weights (W1, W2 / gate, up, down projections), quantized once at
+   * creation; the gating network and the biases stay f32, so routing is that of "f32". Default
+   * "f32". "f16", "bf16": half floats (round to nearest even; f16 rejects weights beyond ±65504);
+   * "int8": symmetric, one f32 scale per output column; "int4": symmetric, one f32 scale per
+   * output column and block of 32 input rows. getWeights() returns the dequantized values;
+   * backward and step fail with UNSUPPORTED.
+   */
+  dtype?: WeightDtype;
 }
 
 /**
@@ -152,6 +161,9 @@ export interface RoutingOptions {
    */
   groups?: { nGroup: number; topkGroup: number };
 }
+
+/** Storage of the expert weights (MoEConfig.dtype). */
+export type WeightDtype = "f32" | "f16" | "bf16" | "int8" | "int4";
 
 /**
  * A kernel build: "simd" (WebAssembly SIMD128, the baseline) or "relaxed" (adds relaxed SIMD:

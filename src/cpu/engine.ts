@@ -7,7 +7,7 @@
 // flight, each holding that call's x, gating state, plan, expert activations and y. A call that
 // runs while another one's arena is held (a GPU call awaiting its readback, the last training
 // forward kept for backward) gets an arena of its own, so calls never share buffers.
-import { CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL } from "../abi.ts";
+import { CTL_DTYPE, CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL } from "../abi.ts";
 import { fail } from "../errors.ts";
 import type { LayerSpec } from "../config.ts";
 import { sliceOf, type ExpertBackend, type Plan } from "../plan.ts";
@@ -258,13 +258,14 @@ export class CpuEngine {
   /**
    * Copies, checks (NaN/Inf) and packs every weight. `weights` holds the tensors weightShapes()
    * names, already validated for length, the expert tensors with the shared expert's slices
-   * appended (src/routing.ts withSharedSlices).
+   * appended (src/routing.ts withSharedSlices). Quantized expert weights (spec.dtype) are
+   * quantized here, once.
    */
   loadWeights(weights: Map<keyof MoEWeights, Float32Array>): void {
     const { dModel: d, dHidden: h, numExperts: routed } = this.spec;
     const K = this.kernels;
     const w = this.weightPtr;
-    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol } = this.packed;
+    const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol, dtype, dtypeCode } = this.packed;
     // Staging for one matrix at a time, where the arenas will later live.
     const staging = this.staging(4 * Math.max(d * gateCols, d * h));
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
@@ -294,19 +295,31 @@ export class CpuEngine {
     const bias = this.spec.routing.choiceBias;
     if (bias) this.f32(w.choiceBias, routed).set(bias);
 
+    // One staged expert matrix [rows, cols] into its panels, in the layer's dtype.
+    const pack = (name: keyof MoEWeights, from: number, rows: number, cols: number, dst: number, kPad: number, panelStep: number): void => {
+      if (dtypeCode === 0) {
+        K.packPanelsB(staging, rows, cols, cols, dst, kPad, panelStep);
+        return;
+      }
+      const bad = K.packPanelsQ(dtypeCode, staging, rows, cols, cols, dst, kPad, panelStep);
+      if (bad >= 0) {
+        const range = dtype === "f16" ? `±65504; use dtype "bf16" or scale the weights down` : "it rounds to ±Infinity; scale the weights down";
+        fail("INVALID_CONFIG", `weights.${name}[${from + bad}] is ${weights.get(name)![from + bad]}, beyond the range of dtype "${dtype}" (${range})`);
+      }
+    };
     for (let e = 0; e < n; e++) {
       if (this.spec.expert === "swiglu") {
         stage("wGateProj", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes, d, 2);
+        pack("wGateProj", e * d * h, d, h, w.w1 + e * w1Bytes, d, 2);
         stage("wUp", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
+        pack("wUp", e * d * h, d, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
         stage("wDown", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
+        pack("wDown", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
       } else {
         stage("w1", e * d * h, d * h);
-        K.packPanelsB(staging, d, h, h, w.w1 + e * w1Bytes, d, 1);
+        pack("w1", e * d * h, d, h, w.w1 + e * w1Bytes, d, 1);
         stage("w2", e * h * d, h * d);
-        K.packPanelsB(staging, h, d, d, w.w2 + e * w2Bytes, hp, 1);
+        pack("w2", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
         stage("b1", e * h, h);
         this.f32(w.b1 + 4 * e * hp, hp).fill(0).set(this.f32(staging, h));
         stage("b2", e * d, d);
@@ -396,10 +409,11 @@ export class CpuEngine {
     const { experts: n, slots: k } = this.packed;
     const w = this.weightPtr;
     const s = arena.ptr;
+    const dtype = this.packed.dtypeCode;
     if (this.pool) {
       // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
       const c = this.pool.control;
-      c[CTL_KIND] = this.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch; c[CTL_X] = s.x;
+      c[CTL_KIND] = this.kind; c[CTL_DTYPE] = dtype; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch; c[CTL_X] = s.x;
       c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
       c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
       c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre;
@@ -408,7 +422,8 @@ export class CpuEngine {
       return;
     }
     K.gatherRows(s.x, d, k, s.pairOf, 0, batch * k, s.gathered);
-    K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }
 

@@ -1,12 +1,30 @@
 // Where everything lies in a layer's wasm memory: the packed weights (once per layer) and one call's
 // arena (once per batch capacity). Every offset the TypeScript side uses comes from here; the
 // kernels derive the same strides from d, h and PANEL (src/abi.ts).
-import { ALIGN_BYTES, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL } from "../abi.ts";
+import { ALIGN_BYTES, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_INT4, DTYPE_INT8, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL, Q4_BLOCK } from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
+import type { WeightDtype } from "../types.ts";
 
 export const roundUp = (v: number, m: number): number => Math.ceil(v / m) * m;
 
 export const KIND_CODE = { relu: KIND_RELU, gelu: KIND_GELU, swiglu: KIND_SWIGLU } as const;
+
+/** The kernels' codes of the expert weights' storage (assembly/quant.ts DTYPE_*). */
+export const DTYPE_CODE = { f32: DTYPE_F32, f16: DTYPE_F16, bf16: DTYPE_BF16, int8: DTYPE_INT8, int4: DTYPE_INT4 } as const;
+
+/**
+ * Bytes of one panel (PANEL columns × kPad rows) of a dtype (assembly/quant.ts qPanelBytes):
+ * f32 4 bytes a weight; f16, bf16 2; int8 1, plus PANEL f32 column scales; int4 blocks of
+ * Q4_BLOCK rows, each half a byte a weight plus PANEL f32 scales.
+ */
+export function panelBytesOf(dtype: WeightDtype, kPad: number): number {
+  switch (dtype) {
+    case "f16": case "bf16": return 2 * PANEL * kPad;
+    case "int8": return PANEL * kPad + 4 * PANEL;
+    case "int4": return Math.ceil(kPad / Q4_BLOCK) * (Q4_BLOCK * PANEL / 2 + 4 * PANEL);
+    default: return 4 * PANEL * kPad;
+  }
+}
 
 /** The packed weights: padded widths, per-expert strides and byte offsets from the region's start. */
 export interface PackedLayout {
@@ -26,19 +44,29 @@ export interface PackedLayout {
   ldl: number;
   /** The shared expert's gate column, or -1. */
   sharedGateCol: number;
-  /** Bytes of one expert's w1 panels, of its w2 panels, and of one up-projection panel (d × PANEL). */
+  /** Storage of the expert weights (w1, w2), and its kernel code (DTYPE_CODE). */
+  dtype: WeightDtype;
+  dtypeCode: number;
+  /**
+   * Bytes of one expert's w1 panels, of its w2 panels, of one up-projection panel (d × PANEL) and
+   * of one down-projection panel (hp × PANEL), in the dtype's layout.
+   */
   w1Bytes: number;
   w2Bytes: number;
   panelBytes: number;
+  downPanelBytes: number;
   /** Byte offsets from the start of the region (b1, b2: -1 for swiglu, which has no biases). */
   offsets: { gate: number; w1: number; b1: number; w2: number; b2: number; choiceBias: number };
   bytes: number;
 }
 
-export function packedLayout(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared">): PackedLayout {
+export function packedLayout(
+  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared"> & { dtype?: WeightDtype },
+): PackedLayout {
   const { dModel: d, dHidden: h } = spec;
   const slices = spec.shared?.slices ?? 0;
   const n = spec.numExperts + slices;
+  const dtype = spec.dtype ?? "f32";
   const hp = roundUp(h, PANEL);
   const dp = roundUp(d, PANEL);
   const hw = spec.expert === "swiglu" ? 2 * hp : hp;
@@ -55,13 +83,18 @@ export function packedLayout(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numEx
   };
   const offsets = {
     gate: region(4 * d * ldl),
-    w1: region(4 * n * d * hw),
+    w1: region(n * (hw / PANEL) * panelBytesOf(dtype, d)),
     b1: bias ? region(4 * n * hp) : -1,
-    w2: region(4 * n * hp * dp),
+    w2: region(n * (dp / PANEL) * panelBytesOf(dtype, hp)),
     b2: bias ? region(4 * n * dp) : -1,
     choiceBias: spec.routing.choiceBias ? region(4 * spec.numExperts) : -1,
   };
-  return { hp, dp, hw, experts: n, slots: spec.k + slices, gateCols, ldl, sharedGateCol, w1Bytes: 4 * d * hw, w2Bytes: 4 * hp * dp, panelBytes: 4 * PANEL * d, offsets, bytes: roundUp(at, ALIGN_BYTES) };
+  return {
+    hp, dp, hw, experts: n, slots: spec.k + slices, gateCols, ldl, sharedGateCol, dtype, dtypeCode: DTYPE_CODE[dtype],
+    w1Bytes: (hw / PANEL) * panelBytesOf(dtype, d), w2Bytes: (dp / PANEL) * panelBytesOf(dtype, hp),
+    panelBytes: panelBytesOf(dtype, d), downPanelBytes: panelBytesOf(dtype, hp),
+    offsets, bytes: roundUp(at, ALIGN_BYTES),
+  };
 }
 
 /**

@@ -40,6 +40,15 @@ export interface KernelExports {
     expertOffsets: number, gathered: number, pre: number, act: number, out: number,
   ): void;
   combine(out: number, d: number, b: number, k: number, posOf: number, topkGates: number, y: number): void;
+  /** Quantized expert weights (assembly/quant.ts); dtype: layout.ts DTYPE_CODE. packPanelsQ: −1, or the index of a value out of the dtype's range. */
+  packPanelsQ(dtype: number, src: number, k: number, n: number, ldSrc: number, dst: number, kPad: number, panelStep: number): number;
+  unpackPanelsQ(dtype: number, src: number, k: number, n: number, dst: number, ldDst: number, kPad: number, panelStep: number): void;
+  gemmPanelsQ(dtype: number, a: number, lda: number, m: number, k: number, bp: number, panels: number, kPad: number, c: number, ldc: number, bias: number): void;
+  expertsForwardQ(
+    kind: number, dtype: number, d: number, h: number, eBegin: number, eEnd: number,
+    w1: number, b1: number, w2: number, b2: number,
+    expertOffsets: number, gathered: number, pre: number, act: number, out: number,
+  ): void;
   /** Thread `thread`'s share of the expert pass described by the control block at ctl (src/cpu/threads.ts). */
   poolThread(ctl: number, thread: number): void;
 }

@@ -1,6 +1,7 @@
 // The layer's packed tensors, read back in the input layout (types.ts MoEWeights): the weights
 // themselves (getWeights) and their gradients, which share the weights' packed layout at a fixed
-// byte offset (trainer.ts). Inverse of CpuEngine.loadWeights.
+// byte offset (trainer.ts). Inverse of CpuEngine.loadWeights: quantized expert weights come back
+// dequantized, the values the kernels compute with.
 import type { CpuEngine } from "../cpu/engine.ts";
 import { foldSharedSlices } from "../routing.ts";
 import type { MoEWeights } from "../types.ts";
@@ -12,7 +13,7 @@ import type { MoEWeights } from "../types.ts";
 export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
   const { dModel: d, dHidden: h, numExperts: routed, expert, noisyGating, shared } = engine.spec;
   const K = engine.kernels;
-  const { hp, dp, gateCols, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol } = engine.packed;
+  const { hp, dp, gateCols, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol, dtypeCode } = engine.packed;
   const w = engine.weightPtr;
   const staging = engine.staging(4 * Math.max(d * gateCols, d * h));
   const out: MoEWeights = {};
@@ -35,7 +36,9 @@ export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
   ): Float32Array => {
     const all = new Float32Array(n * rows * cols);
     for (let e = 0; e < n; e++) {
-      K.unpackPanelsB(ptr + offset + e * perExpert, rows, cols, staging, cols, kPad, panelStep);
+      // quantized weights (only the weights themselves: gradients exist for f32 layers alone)
+      if (dtypeCode !== 0 && offset === 0) K.unpackPanelsQ(dtypeCode, ptr + e * perExpert, rows, cols, staging, cols, kPad, panelStep);
+      else K.unpackPanelsB(ptr + offset + e * perExpert, rows, cols, staging, cols, kPad, panelStep);
       all.set(engine.f32(staging, rows * cols), e * rows * cols);
     }
     return all;
