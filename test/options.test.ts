@@ -91,7 +91,7 @@ describe("createMoE: unknown keys in the config, weights and init (INVALID_CONFI
   });
   it("a far-off key lists the options", async () => {
     const error = await rejection(() => createMoE({ ...good(), verbose: true } as MoEConfig));
-    expect(error.message).toMatch(/^verbose is not an option of createMoE; the options are "dModel", .*"threads", "routing", "shared"$/);
+    expect(error.message).toMatch(/^verbose is not an option of createMoE; the options are "dModel", .*"threads", "routing", "shared", "dtype"$/);
   });
   it("weights: wgate → wGate, w3 → w1 or w2", async () => {
     const config = good();
