@@ -8,27 +8,7 @@
 // values the lower index ranks first), so topkIdx is in descending order of the selection score.
 // exp in float64, results rounded to float32 (as topk.ts). Scalar: n is a few hundred at most and
 // the selection dominates; the logits' GEMM is where the time goes.
-
-/** Inserts (v, j) into the descending run vals/idxs of length count < cap or replacing the last; returns the new count. */
-@inline
-function insert(vals: usize, idxs: usize, count: i32, cap: i32, v: f32, j: i32): i32 {
-  let pos: i32;
-  if (count < cap) {
-    pos = count++;
-  } else if (v > load<f32>(vals + (<usize>(cap - 1) << 2))) {
-    pos = cap - 1;
-  } else {
-    return count;
-  }
-  while (pos > 0 && load<f32>(vals + (<usize>(pos - 1) << 2)) < v) {
-    store<f32>(vals + (<usize>pos << 2), load<f32>(vals + (<usize>(pos - 1) << 2)));
-    store<i32>(idxs + (<usize>pos << 2), load<i32>(idxs + (<usize>(pos - 1) << 2)));
-    pos--;
-  }
-  store<f32>(vals + (<usize>pos << 2), v);
-  store<i32>(idxs + (<usize>pos << 2), j);
-  return count;
-}
+import { insert } from "./topk";
 
 /**
  * logits: [B, n]. Softmax over all n; the k largest (by logit, which orders them as the

@@ -17,16 +17,11 @@ import { KIND_CODE } from "../cpu/layout.ts";
 import type { ExpertBackend, Plan } from "../plan.ts";
 import { MoEError } from "../errors.ts";
 import type { MoEWeights } from "../types.ts";
+import { roundUp } from "../cpu/layout.ts";
+import { COPY_DST, COPY_SRC, MAP_MODE_READ, MAP_READ_USAGE, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
 import { givenGpuDevice, sharedGpuDevice, type GpuDevice } from "./device.ts";
 import { pipelineFor, type TemplateValues } from "./shaders.ts";
 
-// GPUBufferUsage / GPUMapMode bits (numbers: the globals are absent where Dawn is not installed globally).
-const MAP_READ_USAGE = 0x1;
-const COPY_SRC = 0x4;
-const COPY_DST = 0x8;
-const UNIFORM = 0x40;
-const STORAGE = 0x80;
-const MAP_MODE_READ = 0x1;
 
 // Tile shape of the grouped GEMM (shaders/grouped_gemm.wgsl): TILE_M positions × TILE_N columns
 // per workgroup, THREAD_M × 4 outputs per invocation, so TILE_N/4 × TILE_M/THREAD_M ≤ 128
@@ -34,11 +29,7 @@ const MAP_MODE_READ = 0x1;
 export const TILE_M = 32;
 const THREAD_M = 4;
 const TILE_K = 16;
-const MAX_DISPATCH = 65535;
 const COMBINE_WORKGROUP = 64;
-
-const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
-const nextPow2 = (v: number) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
 
 /** Columns per workgroup for an output of `width` columns: 16, 32 or 64. */
 function tileWidth(width: number): number {

@@ -17,26 +17,17 @@
 import { checkSeed, type LayerSpec } from "../config.ts";
 import { fail, MoEError } from "../errors.ts";
 import type { GpuStatus, MoEWeights, ResidentForwardOptions, ResidentForwardResult } from "../types.ts";
+import { roundUp } from "../cpu/layout.ts";
+import { COPY_DST, COPY_SRC, INDIRECT, MAP_MODE_READ, MAP_READ_USAGE as MAP_READ, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
 import { TILE_M, type GpuExperts, type Projection } from "./experts.ts";
 import { pipelineFor, type ShaderName, type TemplateValues } from "./shaders.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./types.ts";
 
-// GPUBufferUsage / GPUMapMode bits (numbers: the globals are absent where Dawn is not installed globally).
-const MAP_READ = 0x1;
-const COPY_SRC = 0x4;
-const COPY_DST = 0x8;
-const UNIFORM = 0x40;
-const STORAGE = 0x80;
-const INDIRECT = 0x100;
-const MAP_MODE_READ = 0x1;
-
-/** Positions per tile of the grouped GEMM: the TILE_M the expert back end compiles it with. */
+/** Rows and columns of one workgroup's tile of the gating GEMM (shaders/gating_gemm.wgsl). */
 const GATING_TILE = 16;
+/** Invocations of a workgroup of the element-wise passes. */
 const WORKGROUP = 64;
-const MAX_DISPATCH = 65535;
 
-const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
-const nextPow2 = (v: number) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
 /** Workgroups g as (x, y) under the per-dimension limit (the shaders index x + y·65535). */
 const split = (g: number): [number, number] => [Math.min(g, MAX_DISPATCH), Math.ceil(g / MAX_DISPATCH)];
 
