@@ -45,4 +45,16 @@ describe("rules a call must follow", () => {
     expect(() => { promise = layer.calibrate(); }).not.toThrow();
     await expect(promise).rejects.toMatchObject({ name: "MoEError", code: "DISPOSED" });
   });
+
+  it("finite x so large that the gating logits overflow is NON_FINITE_INPUT, and the layer is unchanged", async () => {
+    const layer = await createMoE({ ...config, weights: { wGate: Float32Array.from({ length: 8 * 4 }, (_, i) => Math.cos(i)) } });
+    const before = await layer.forward(x);
+    const huge = x.map((v) => Math.sign(v || 1) * 3.4e38);
+    for (const train of [false, true]) {
+      await expect(layer.forward(huge, { train })).rejects.toMatchObject({ name: "MoEError", code: "NON_FINITE_INPUT" });
+    }
+    // without the check the gates would be NaN: the documented way out is the check itself
+    expect(Array.from((await layer.forward(x)).y)).toEqual(Array.from(before.y));
+    layer.dispose();
+  });
 });
