@@ -17,6 +17,7 @@ import { PROTOCOL, type CreateRequest, type LayerReply, type LayerRequest } from
 export interface MoEWorkerLike {
   // `any`: the DOM's Transferable[] and Node's readonly TransferListItem[] accept each other in no
   // direction; both take the one MessagePort createMoEWorker transfers.
+  // biome-ignore lint/suspicious/noExplicitAny: see above
   postMessage(message: unknown, transfer: any): void;
   addEventListener?(type: string, listener: (event: Event) => void): void;
   removeEventListener?(type: string, listener: (event: Event) => void): void;

@@ -129,6 +129,7 @@ describe("the README's Node worker example", () => {
       "const weights = { w1: new Float32Array(n * d * h), b1: new Float32Array(n * h), w2: new Float32Array(n * h * d), b2: new Float32Array(n * d).fill(0.5) };",
       "const x = new Float32Array(3 * d).fill(1);",
     ].join("\n");
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a generated script
     const check = '\nif (y.length !== 3 * 512 || y[0] !== 0.5) throw new Error(`unexpected y: ${y.length} values, y[0] = ${y[0]}`);\nconsole.log("example ok");\n';
     writeFileSync(join(dir, "main.mjs"), `${given}\n${block(readme, "// main.mjs")}${check}`);
     const output = execFileSync(process.execPath, [join(dir, "main.mjs")], { cwd: dir, encoding: "utf8", timeout: 60_000 });

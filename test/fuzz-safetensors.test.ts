@@ -238,6 +238,7 @@ function validFile(rng: Rng): { header: Record<string, unknown>; entries: Array<
 const serialize = (entries: Array<[string, unknown]>) => `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(",")}}`;
 
 function jsonEdit(rng: Rng, entries: Array<[string, unknown]>): string {
+  // biome-ignore lint/suspicious/noExplicitAny: JSON edits of arbitrary shape
   const e = entries.map(([k, v]) => [k, structuredClone(v)] as [string, any]);
   const tensors = e.filter(([k]) => k !== "__metadata__");
   const pick = () => tensors[Math.floor(rng.uniform() * tensors.length)][1];

@@ -18,6 +18,7 @@ const FAMILIES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "
 interface Fixture {
   family: string;
   dir: string;
+  // biome-ignore lint/suspicious/noExplicitAny: a parsed config.json
   config: Record<string, any>;
   layer: number;
   files: string[];

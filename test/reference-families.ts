@@ -23,6 +23,7 @@ export interface RefOutput {
   topkGates: Float64Array;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a parsed config.json
 type Cfg = Record<string, any>;
 
 const sigmoid = (v: number) => 1 / (1 + Math.exp(-v));

@@ -155,7 +155,7 @@ export class GpuExperts implements ExpertBackend {
   /** Uploads the weights (the validated arrays of createMoE) and compiles the three passes. */
   static async create(gpu: GpuDevice, spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array>): Promise<GpuExperts> {
     const { device } = gpu;
-    const { dModel: d, dHidden: h, numExperts: n, k, expert } = spec;
+    const { dModel: d, dHidden: h, numExperts: n, expert } = spec;
     const maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     const swiglu = expert === "swiglu";
     device.pushErrorScope("out-of-memory");
@@ -500,7 +500,7 @@ export class GpuExperts implements ExpertBackend {
 export async function openGpuExperts(
   spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array>, given: unknown,
 ): Promise<{ experts: GpuExperts } | { reason: string; error?: unknown }> {
-  let gpu;
+  let gpu: GpuDevice | undefined;
   if (given !== undefined) {
     gpu = givenGpuDevice(given);
     if (!gpu) throw new MoEError("INVALID_CONFIG", "gpu must be a GPUDevice (from adapter.requestDevice())");
