@@ -22,7 +22,11 @@ export interface CommandResult {
   stderr: string;
 }
 
-export function runCommand(command: string, args: string[], options: { cwd: string; env?: Record<string, string>; timeoutMs?: number }): Promise<CommandResult> {
+export function runCommand(
+  command: string,
+  args: string[],
+  options: { cwd: string; env?: Record<string, string>; timeoutMs?: number },
+): Promise<CommandResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -101,7 +105,10 @@ export async function packAndInstall(): Promise<Consumer> {
   const untar = await runCommand("tar", ["-xzf", join(tmp, info.filename), "-C", join(dir, "node_modules")], { cwd: tmp });
   if (untar.code !== 0) throw new Error(`tar failed: ${untar.stderr}`);
   await rename(join(dir, "node_modules", "package"), join(dir, "node_modules", "edge-moe"));
-  await writeFile(join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { "edge-moe": info.version } }, null, 2));
+  await writeFile(
+    join(dir, "package.json"),
+    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { "edge-moe": info.version } }, null, 2),
+  );
   return { tmp, dir, packedFiles: info.files.map((f) => f.path) };
 }
 
@@ -158,7 +165,12 @@ export async function bundleEntries(consumer: Consumer): Promise<void> {
  * Node, Deno or Bun running cli.mjs (mode "local" or "worker"), with extra runtime flags; Deno's
  * local run imports `npm:edge-moe` (cli-deno-npm.mjs), its worker run the bare `edge-moe`.
  */
-export async function runCli(consumer: Consumer, runtime: "node" | "deno" | "bun", mode: "local" | "worker", flags: string[] = []): Promise<{ report: ParsedReport; result: CommandResult }> {
+export async function runCli(
+  consumer: Consumer,
+  runtime: "node" | "deno" | "bun",
+  mode: "local" | "worker",
+  flags: string[] = [],
+): Promise<{ report: ParsedReport; result: CommandResult }> {
   const command = runtime === "node" ? process.execPath : bin(runtime);
   const script = runtime === "deno" && mode === "local" ? "cli-deno-npm.mjs" : "cli.mjs";
   const args = runtime === "deno" ? ["run", "--allow-read", "--no-lock", ...flags, script, mode] : [...flags, script, mode];
@@ -185,10 +197,7 @@ export async function runWorkerd(consumer: Consumer): Promise<ParsedReport> {
   if (wasmFiles.length === 0) throw new Error("the workerd bundle imports no .wasm module");
   const mf = new Miniflare({
     modulesRoot: root,
-    modules: [
-      { type: "ESModule", path: join(root, "worker.js") },
-      ...wasmFiles.map((f) => ({ type: "CompiledWasm" as const, path: join(root, f) })),
-    ],
+    modules: [{ type: "ESModule", path: join(root, "worker.js") }, ...wasmFiles.map((f) => ({ type: "CompiledWasm" as const, path: join(root, f) }))],
     compatibilityDate: "2025-01-01",
   });
   try {
@@ -217,39 +226,65 @@ export async function runEdgeRuntime(consumer: Consumer): Promise<ParsedReport> 
 }
 
 const CONTENT_TYPES: Record<string, string> = {
-  ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json", ".map": "application/json",
+  ".html": "text/html",
+  ".js": "text/javascript",
+  ".mjs": "text/javascript",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+  ".map": "application/json",
 };
 
-/**
- * Headless Chromium (Debian's, driven by playwright-core) on a page served from localhost: an
- * import map built from the package's "browser" exports, then page.mjs. Returns its report texts.
- */
-export async function runChromium(consumer: Consumer): Promise<Record<string, string>> {
+/** Debian's Chromium, or the one CHROMIUM_PATH names. */
+export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+
+/** The package's entries a browser imports ("browser" exports), as URLs of the served consumer. */
+export async function browserImports(consumer: Consumer): Promise<Record<string, string>> {
   const pkg = JSON.parse(await readFile(join(consumer.dir, "node_modules", "edge-moe", "package.json"), "utf8"));
   const conditions = ["browser", "import"];
   const imports: Record<string, string> = {};
-  for (const [specifier, subpath] of [["edge-moe", "."], ["edge-moe/worker", "./worker"]]) {
+  for (const [specifier, subpath] of [
+    ["edge-moe", "."],
+    ["edge-moe/worker", "./worker"],
+  ]) {
     const target = resolveExport(pkg.exports[subpath], conditions);
     if (!target) throw new Error(`the package exports nothing for ${subpath} under ${conditions}`);
     imports[specifier] = `/node_modules/edge-moe/${target.replace(/^\.\//, "")}`;
   }
-  const html = `<!doctype html><meta charset="utf-8"><title>edge-moe conformance</title>
-<script type="importmap">${JSON.stringify({ imports })}</script>
-<script type="module" src="/page.mjs"></script>`;
+  return imports;
+}
 
+export interface ChromiumPage {
+  /** Folder served at the root of http://127.0.0.1:<port>/. */
+  root: string;
+  /** The document served at "/". */
+  html: string;
+  /** Headers of every response (e.g. COOP/COEP for a cross-origin-isolated page). */
+  headers?: Record<string, string>;
+  /** The page is done when window[resultGlobal] is defined; its value is the result. */
+  resultGlobal: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Serves a folder and a document from localhost, opens it in headless Chromium (driven by
+ * playwright-core) and waits for the page to leave its result in a global. Returns the result and
+ * the page's uncaught errors.
+ */
+export async function runOnChromiumPage<T>(run: ChromiumPage): Promise<{ result: T; pageErrors: string[] }> {
+  const headers = run.headers ?? {};
   const server = createServer(async (request, response) => {
     const path = decodeURIComponent(new URL(request.url ?? "/", "http://localhost").pathname);
     if (path === "/") {
-      response.writeHead(200, { "content-type": "text/html" }).end(html);
+      response.writeHead(200, { ...headers, "content-type": "text/html" }).end(run.html);
       return;
     }
-    const file = normalize(join(consumer.dir, path));
-    if (!file.startsWith(consumer.dir)) return void response.writeHead(403).end();
+    const file = normalize(join(run.root, path));
+    if (!file.startsWith(run.root)) return void response.writeHead(403).end();
     try {
       const body = await readFile(file);
-      response.writeHead(200, { "content-type": CONTENT_TYPES[extname(file)] ?? "application/octet-stream" }).end(body);
+      response.writeHead(200, { ...headers, "content-type": CONTENT_TYPES[extname(file)] ?? "application/octet-stream" }).end(body);
     } catch {
-      response.writeHead(404).end();
+      response.writeHead(404, headers).end();
     }
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -257,22 +292,55 @@ export async function runChromium(consumer: Consumer): Promise<Record<string, st
 
   const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    executablePath: CHROMIUM_PATH,
     headless: true,
-    args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-gpu-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    args: [
+      "--no-sandbox",
+      "--enable-unsafe-webgpu",
+      "--disable-gpu-sandbox",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
   });
   const pageErrors: string[] = [];
+  const consoleErrors: string[] = [];
   try {
     const page = await browser.newPage();
     page.on("pageerror", (error) => pageErrors.push(String(error)));
+    page.on("console", (message) => {
+      if (message.type() === "error") consoleErrors.push(message.text());
+    });
     await page.goto(`http://127.0.0.1:${port}/`);
-    await page.waitForFunction(() => (window as unknown as { __conformance?: unknown }).__conformance !== undefined, null, { timeout: 100_000, polling: 200 });
-    const results = await page.evaluate(() => (window as unknown as { __conformance: Record<string, string> }).__conformance);
-    if (results.error) throw new Error(`the page failed: ${results.error}`);
-    if (pageErrors.length > 0) throw new Error(`uncaught errors on the page: ${pageErrors.join("; ")}`);
-    return results;
+    const key = run.resultGlobal;
+    try {
+      await page.waitForFunction((k) => (window as unknown as Record<string, unknown>)[k] !== undefined, key, {
+        timeout: run.timeoutMs ?? 100_000,
+        polling: 200,
+      });
+    } catch (error) {
+      throw new Error(`the page left no ${key} (${(error as Error).message}); errors: ${[...pageErrors, ...consoleErrors].join("; ") || "none"}`);
+    }
+    const result = await page.evaluate((k) => (window as unknown as Record<string, unknown>)[k], key);
+    return { result: result as T, pageErrors };
   } finally {
     await browser.close();
     await new Promise((resolve) => server.close(resolve));
   }
+}
+
+/**
+ * Headless Chromium on a page served from localhost: an import map built from the package's
+ * "browser" exports, then page.mjs. Returns its report texts.
+ */
+export async function runChromium(consumer: Consumer): Promise<Record<string, string>> {
+  const imports = await browserImports(consumer);
+  const html = `<!doctype html><meta charset="utf-8"><title>edge-moe conformance</title>
+<script type="importmap">${JSON.stringify({ imports })}</script>
+<script type="module" src="/page.mjs"></script>`;
+  const { result, pageErrors } = await runOnChromiumPage<Record<string, string>>({ root: consumer.dir, html, resultGlobal: "__conformance" });
+  if (result.error) throw new Error(`the page failed: ${result.error}`);
+  if (pageErrors.length > 0) throw new Error(`uncaught errors on the page: ${pageErrors.join("; ")}`);
+  return result;
 }
