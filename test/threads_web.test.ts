@@ -1,9 +1,9 @@
-// The thread pool's Web Worker path (browsers: a blob: module worker per thread; Node, Deno and Bun
-// take worker_threads, tested in test/threads.test.ts and below): test/threads_web/checks.ts in
+// The thread pool's Web Worker path (browsers: a blob: module worker per thread; Node's
+// worker_threads are tested in test/threads.test.ts): test/threads_web/checks.ts in
 // headless Chromium on a cross-origin-isolated page, both on the page (whose main thread may not
 // block on Atomics.wait) and inside a module Web Worker (whose layers start nested workers):
 // threads 2 and 3 give the bits of threads 1, and the pool's Web Workers are counted as they start.
-// Then the same checks in Deno and Bun, which must give the same bits.
+// Then the same checks in Deno and Bun (test/deno/threads.ts), which must give the same bits.
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -98,13 +98,16 @@ describe("the thread pool on Web Workers in headless Chromium: threads 2 and 3 g
       const report = reports[where];
       expectClean(report, `chromium ${where}`);
       expect(report!.crossOriginIsolated).toBe(true);
+      // the page's main thread cannot block, so the pool's caller must not wait (CALLER_MAY_BLOCK)
+      expect(report!.mayBlock).toBe(where === "worker");
       // one Web Worker per thread beyond the first, for each pool: the Web Worker path ran
       expect(report!.webWorkersStarted).toBe(EXPECTED_WORKERS);
+      expect(report!.webWorkerKinds).toEqual(["blob: module"]);
     });
   }
 });
 
-describe("the same checks in Deno and Bun (their pools take worker_threads)", () => {
+describe("the same checks in Deno and Bun: threads 2 and 3 give the bits of threads 1", () => {
   const cache = mkdtempSync(join(tmpdir(), "edge-moe-threads-"));
   afterAll(() => rmSync(cache, { recursive: true, force: true }));
 

@@ -6,7 +6,7 @@ import { countWebWorkers, runThreadChecks } from "../threads_web/checks.ts";
 
 const g = globalThis as { Deno?: { version: { deno: string }; exit(code: number): never }; Bun?: { version: string } };
 const host = g.Deno ? `deno ${g.Deno.version.deno}` : g.Bun ? `bun ${g.Bun.version}` : "unknown";
-const webWorkersStarted = countWebWorkers();
-console.log(JSON.stringify(await runThreadChecks(createMoE, host, webWorkersStarted)));
+const webWorkers = countWebWorkers();
+console.log(JSON.stringify(await runThreadChecks(createMoE, host, webWorkers)));
 // dispose() ends the workers; exit in case a runtime keeps its event loop alive a little longer
 g.Deno?.exit(0);

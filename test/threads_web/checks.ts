@@ -12,8 +12,12 @@ export interface ThreadReport {
   host: string;
   crossOriginIsolated: boolean | undefined;
   hardwareConcurrency: number | undefined;
+  /** Whether Atomics.wait may block this thread (not on a browser page's main thread). */
+  mayBlock: boolean;
   /** Web Workers (globalThis.Worker) constructed while the checks ran. */
   webWorkersStarted: number;
+  /** How those workers were made: "<URL scheme> <type>" (e.g. "blob: module"), each kind once. */
+  webWorkerKinds: string[];
   /** Workers the pools need: threads − 1 for each threaded layer. */
   expectedWorkers: number;
   checks: number;
@@ -27,18 +31,34 @@ export interface ThreadReport {
  * Wraps globalThis.Worker (where there is one) to count the workers constructed from now on;
  * returns the counter. Call it once, before the layers are made.
  */
-export function countWebWorkers(): () => number {
-  let started = 0;
+export function countWebWorkers(): WorkerCounter {
+  const counter = { started: 0, kinds: new Set<string>() };
   const WebWorker = (globalThis as { Worker?: typeof Worker }).Worker;
   if (typeof WebWorker === "function") {
     globalThis.Worker = class extends WebWorker {
       constructor(url: string | URL, options?: WorkerOptions) {
         super(url, options);
-        started++;
+        counter.started++;
+        counter.kinds.add(`${new URL(url, "http://base.invalid/").protocol} ${options?.type ?? "classic"}`);
       }
     } as typeof Worker;
   }
-  return () => started;
+  return counter;
+}
+
+export interface WorkerCounter {
+  started: number;
+  kinds: Set<string>;
+}
+
+/** Whether Atomics.wait may block here: a browser page's main thread throws instead. */
+function mayBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0); // value differs: returns at once
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** xorshift32 → Box–Muller normals: the same weights in every host. */
@@ -90,19 +110,22 @@ export const EXPECTED_WORKERS = SHAPES.length * POOL_THREADS.reduce((sum, t) => 
 const splitsGating = (batch: number, d: number, n: number) => batch * d * Math.ceil(n / 8) * 8 >= 2 ** 17;
 
 /** Runs every check with `createMoE`; never throws (an exception ends up in `error`). */
-export async function runThreadChecks(createMoE: typeof CreateMoE, host: string, webWorkersStarted: () => number): Promise<ThreadReport> {
+export async function runThreadChecks(createMoE: typeof CreateMoE, host: string, webWorkers: WorkerCounter): Promise<ThreadReport> {
   const g = globalThis as { crossOriginIsolated?: boolean; navigator?: { hardwareConcurrency?: number } };
   const report: ThreadReport = {
     host,
     crossOriginIsolated: g.crossOriginIsolated,
     hardwareConcurrency: g.navigator?.hardwareConcurrency,
+    mayBlock: mayBlock(),
     webWorkersStarted: 0,
+    webWorkerKinds: [],
     expectedWorkers: 0,
     checks: 0,
     splitGatingChecks: 0,
     mismatches: [],
   };
-  const before = webWorkersStarted();
+  const before = webWorkers.started;
+  webWorkers.kinds.clear();
   try {
     for (const [s, shape] of SHAPES.entries()) {
       const { d, h, n, expert } = shape;
@@ -165,6 +188,7 @@ export async function runThreadChecks(createMoE: typeof CreateMoE, host: string,
   } catch (error) {
     report.error = `${(error as Error)?.stack ?? error}`;
   }
-  report.webWorkersStarted = webWorkersStarted() - before;
+  report.webWorkersStarted = webWorkers.started - before;
+  report.webWorkerKinds = [...webWorkers.kinds];
   return report;
 }

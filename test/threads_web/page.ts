@@ -7,7 +7,7 @@ import { countWebWorkers, runThreadChecks, type ThreadReport } from "./checks.ts
 
 // The worker that runs the second half is made with the page's own Worker, so it is not counted.
 const PageWorker = globalThis.Worker;
-const webWorkersStarted = countWebWorkers();
+const webWorkers = countWebWorkers();
 
 function inWorker(): Promise<ThreadReport> {
   const worker = new PageWorker(new URL("/threads-worker.mjs", location.href), { type: "module" });
@@ -19,7 +19,7 @@ function inWorker(): Promise<ThreadReport> {
 
 const w = window as unknown as { __threads?: { page?: ThreadReport; worker?: ThreadReport; error?: string } };
 try {
-  const page = await runThreadChecks(createMoE, "chromium page", webWorkersStarted);
+  const page = await runThreadChecks(createMoE, "chromium page", webWorkers);
   w.__threads = { page, worker: await inWorker() };
 } catch (error) {
   w.__threads = { error: String((error as Error)?.stack ?? error) };

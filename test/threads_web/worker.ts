@@ -3,5 +3,5 @@
 import { createMoE } from "edge-moe";
 import { countWebWorkers, runThreadChecks } from "./checks.ts";
 
-const webWorkersStarted = countWebWorkers();
-self.postMessage(await runThreadChecks(createMoE, "chromium worker", webWorkersStarted));
+const webWorkers = countWebWorkers();
+self.postMessage(await runThreadChecks(createMoE, "chromium worker", webWorkers));
