@@ -2,9 +2,9 @@
 // (test/threads_web.test.ts) and Deno and Bun (test/deno/threads.ts): layers with threads: 2 and 3
 // against threads: 1 of the same threaded build and against the single-threaded build, bit for
 // bit: forwards in eval and training mode at several batch sizes (from the large ones on, the
-// gating GEMM is split across the threads), and backward after a threaded forward. The Web Workers
-// constructed meanwhile are counted, so that the caller can tell which path the pool took.
-// No runtime import of the package: the caller passes its createMoE (each host resolves it its own way).
+// gating GEMM is split across the threads), backward after a threaded forward, and an Adam step.
+// The Web Workers constructed meanwhile are counted, so that the caller can tell which path the
+// pool took. No runtime import of the package: each host passes its own createMoE.
 import type { createMoE as CreateMoE, ForwardResult, MoEConfig, MoEWeights } from "edge-moe";
 
 export interface ThreadReport {
@@ -177,6 +177,18 @@ export async function runThreadChecks(createMoE: typeof CreateMoE, host: string,
           for (const [key, grad] of Object.entries(want)) {
             report.checks++;
             if (!sameBits(got[key as keyof typeof got], grad)) report.mismatches.push(`${expert}: gradient ${key}, ${POOL_THREADS[p]} threads vs 1`);
+          }
+        }
+        // an Adam step after that backward (large enough to run on the pool too), then the weights
+        await one.step({ lr: 1e-3, optimizer: "adam" });
+        const stepped = await one.getWeights();
+        for (const [p, pool] of pools.entries()) {
+          await pool.step({ lr: 1e-3, optimizer: "adam" });
+          const got = await pool.getWeights();
+          for (const [key, weight] of Object.entries(stepped)) {
+            report.checks++;
+            if (!sameBits(got[key as keyof MoEWeights], weight))
+              report.mismatches.push(`${expert}: weights ${key} after a step, ${POOL_THREADS[p]} threads vs 1`);
           }
         }
       } finally {
