@@ -2,7 +2,7 @@
 // the report goes to window.benchResult, and window.benchDone tells bench/run.mjs it is there.
 import { createMoE } from "../dist/browser.js";
 import { Bench } from "../node_modules/tinybench/dist/index.js";
-import { ORT_EXPERTS, createOrtPeer } from "./peer-ort.mjs";
+import { ORT_EXPERTS, createOrtPeer, startOrtWeb } from "./peer-ort.mjs";
 import { runSuite } from "./suite.mjs";
 
 async function compileProbe(name) {
@@ -29,8 +29,7 @@ async function main() {
   // onnxruntime-web, one copy of the module per thread count (a distinct URL): its wasm's thread count is fixed at its start
   const peers = [];
   for (const threads of options.ortWeb ?? []) {
-    const ort = await import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`);
-    ort.env.wasm.numThreads = threads;
+    const ort = await startOrtWeb(() => import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`), threads);
     peers.push({ name: `ort-web ${threads}T`, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }) });
   }
   const version = /Chrome\/([\d.]+)/.exec(navigator.userAgent)?.[1] ?? navigator.userAgent;

@@ -6,7 +6,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { createMoE } from "../dist/index.js";
 import { Bench } from "../node_modules/tinybench/dist/index.js";
-import { ORT_EXPERTS, createOrtPeer } from "./peer-ort.mjs";
+import { ORT_EXPERTS, createOrtPeer, startOrtWeb } from "./peer-ort.mjs";
 import { runSuite } from "./suite.mjs";
 
 const g = globalThis;
@@ -39,7 +39,7 @@ const notes = [];
 const workers = [];
 for (const threads of options.ortWeb ?? []) {
   const name = `ort-web ${threads}T`;
-  if (runtime === "node") {
+  if (runtime === "node" || runtime === "bun") {
     // one worker per thread count (bench/ort-web-node.mjs says why)
     const { startOrtWebWorker } = await import("./ort-web-node.mjs");
     const worker = startOrtWebWorker(threads);
@@ -48,10 +48,8 @@ for (const threads of options.ortWeb ?? []) {
     notes.push(`${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${(await worker.ping()).toFixed(3)} ms, included in its times`);
   } else {
     // each thread count gets its own copy of the module (a distinct URL), as the wasm's thread count is fixed at its start;
-    // Deno reads the browser build's wasm by fetch(file:), Bun runs the Node build
-    const file = runtime === "deno" ? "ort.wasm.min.mjs" : "ort.node.min.mjs";
-    const ort = await import(`../node_modules/onnxruntime-web/dist/${file}?threads=${threads}`);
-    ort.env.wasm.numThreads = threads;
+    // Deno: the browser build (it bundles onnxruntime-common, so copies do not collide; its wasm comes by fetch(file:))
+    const ort = await startOrtWeb(() => import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`), threads);
     peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }) });
   }
 }

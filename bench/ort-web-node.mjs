@@ -1,9 +1,10 @@
-// onnxruntime-web in Node, one worker thread per thread count. onnxruntime-web fixes its thread
-// count (env.wasm.numThreads) when its wasm module starts, and in Node a second copy of its entry
-// cannot load beside the first (both register their backends in the one onnxruntime-common), so
+// onnxruntime-web in Node and Bun, one worker thread per thread count. onnxruntime-web fixes its
+// thread count (env.wasm.numThreads) when its wasm module starts, and there a second copy of its
+// entry cannot load beside the first (both register their backends in the one
+// onnxruntime-common; the browser build's threads start from blob: URLs, which Bun's workers cannot load), so
 // the 1- and 2-thread configurations each live in a worker of their own, which has its own
 // module graph. A call costs one message each way on top of ORT's run: `ping` measures that.
-// Node only (worker_threads); the worker regenerates the case's weights (bench/cases.mjs, same
+// worker_threads only; the worker regenerates the case's weights (bench/cases.mjs, same
 // seed) instead of receiving hundreds of MiB by message.
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 

@@ -14,4 +14,5 @@ export function createOrtPeer(
   weights: Record<string, Float32Array>,
   config: { ep: "wasm" | "cpu"; threads: number },
 ): Promise<OrtPeer>;
+export function startOrtWeb(load: () => Promise<unknown>, threads: number): Promise<unknown>;
 export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number;

@@ -49,6 +49,35 @@ export async function createOrtPeer(ort, shape, expert, weights, { ep, threads }
 }
 
 /**
+ * onnxruntime-web at `threads` threads: `load` imports a copy of the module of its own (a URL with
+ * a distinct query), whose wasm is started here with a one-node model, before the next copy is
+ * imported (two copies imported before either started both took the threaded path in Deno).
+ * @param {() => Promise<any>} load
+ * @param {number} threads
+ */
+export async function startOrtWeb(load, threads) {
+  // where the host looks like Node (Deno), the wasm's start replaces these globals with
+  // worker_threads' classes, which other code of the page or process (edge-moe's workers) then
+  // gets; its own thread pool is started by then, so they are put back
+  const saved = ["Worker", "MessageChannel", "MessagePort"].map((name) => [name, Object.getOwnPropertyDescriptor(globalThis, name)]);
+  try {
+    const ort = await load();
+    ort.env.wasm.numThreads = threads;
+    const shape = { d: 4, h: 4, n: 2, k: 1 };
+    const zeros = (length) => new Float32Array(length);
+    const w = { wGate: zeros(8), w1: zeros(32), b1: zeros(8), w2: zeros(32), b2: zeros(8) };
+    const warm = await createOrtPeer(ort, shape, "relu", w, { ep: "wasm", threads });
+    await warm.forward(zeros(4), 1);
+    await warm.dispose();
+    return ort;
+  } finally {
+    for (const [name, descriptor] of saved) {
+      if (descriptor) Object.defineProperty(globalThis, name, descriptor);
+    }
+  }
+}
+
+/**
  * Max |a − b| over max |b|: the relative error the peers are checked with (≤ 1e-4 against edge-moe's y).
  * @param {ArrayLike<number>} a @param {ArrayLike<number>} b
  */
