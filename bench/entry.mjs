@@ -41,16 +41,25 @@ for (const threads of options.ortWeb ?? []) {
   const name = `ort-web ${threads}T`;
   if (runtime === "node" || runtime === "bun") {
     // one worker per thread count (bench/ort-web-node.mjs says why)
-    const { startOrtWebWorker } = await import("./ort-web-node.mjs");
-    const worker = startOrtWebWorker(threads);
-    workers.push(worker);
-    peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert) => worker.peer(shape, expert) });
-    notes.push(`${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${(await worker.ping()).toFixed(3)} ms, included in its times`);
+    try {
+      const { startOrtWebWorker } = await import("./ort-web-node.mjs");
+      const worker = startOrtWebWorker(threads);
+      workers.push(worker);
+      const ping = await worker.ping();
+      peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert) => worker.peer(shape, expert) });
+      notes.push(`${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${ping.toFixed(3)} ms, included in its times`);
+    } catch (error) {
+      notes.push(`${name} did not start: ${error?.message ?? error}`);
+    }
   } else {
     // each thread count gets its own copy of the module (a distinct URL), as the wasm's thread count is fixed at its start;
     // Deno: the browser build (it bundles onnxruntime-common, so copies do not collide; its wasm comes by fetch(file:))
-    const ort = await startOrtWeb(() => import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`), threads);
-    peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }) });
+    try {
+      const ort = await startOrtWeb(() => import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`), threads);
+      peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }) });
+    } catch (error) {
+      notes.push(`${name} did not start: ${error?.message ?? error}`);
+    }
   }
 }
 if (runtime === "node" && options.ortNode?.length) {

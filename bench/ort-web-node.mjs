@@ -52,12 +52,17 @@ export function startOrtWebWorker(threads) {
     if (m.error) p?.reject(new Error(m.error));
     else p?.resolve(m);
   });
-  worker.on("error", (e) => {
-    for (const p of pending.values()) p.reject(e);
+  let failed;
+  const fail = (e) => {
+    failed ??= e;
+    for (const p of pending.values()) p.reject(failed);
     pending.clear();
-  });
+  };
+  worker.on("error", fail);
+  worker.on("exit", (code) => fail(new Error(`the onnxruntime-web worker exited (${code})`)));
   const call = (message) =>
     new Promise((resolve, reject) => {
+      if (failed) return reject(failed);
       const id = next++;
       pending.set(id, { resolve, reject });
       worker.postMessage({ ...message, id });
