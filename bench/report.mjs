@@ -41,6 +41,31 @@ function floorNowFor(engine, row, report) {
 
 const isBuild = (name) => /^(simd|relaxed) \d+T$/.test(name);
 const isPeer = (name) => name.startsWith("tfjs");
+const isOrtWeb = (name) => name.startsWith("ort-web");
+export const ORT_ENGINES = ["ort-web 1T", "ort-web 2T", "ort-node 1T", "ort-node 2T"];
+const ORT_TOLERANCE = 1e-4; // suite.mjs PEER_TOLERANCE
+
+const medianOf = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/**
+ * Engine a's time over engine b's in one row, round by round (the suite interleaves engines, so
+ * round r of both ran minutes apart at most): the median of the per-round ratios, and their range.
+ * Rows without per-round medians fall back to the ratio of the two medians.
+ */
+export function roundRatio(row, a, b) {
+  const ea = row.engines[a];
+  const eb = row.engines[b];
+  if (ea?.ms === undefined || eb?.ms === undefined) return undefined;
+  const ra = ea.rounds ?? [];
+  const rb = eb.rounds ?? [];
+  const n = Math.min(ra.length, rb.length);
+  const ratios = n ? ra.slice(0, n).map((v, i) => v / rb[i]) : [ea.ms / eb.ms];
+  return { a, b, median: medianOf(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rounds: n };
+}
 
 /** Per row: floors, efficiencies, the best build, the best peer, and the ratios the targets use. */
 export function analyze(results) {
@@ -55,6 +80,9 @@ export function analyze(results) {
         const floors = Object.fromEntries(timed.map(([n]) => [n, floorFor(n, row, report.machine)]));
         const floorsNow = Object.fromEntries(timed.map(([n]) => [n, floorNowFor(n, row, report)]));
         const simd1 = row.engines["simd 1T"];
+        const best2 = builds.find(([n]) => n.endsWith(" 2T"));
+        const webBest = timed.filter(([n]) => isOrtWeb(n)).sort((a, b) => a[1].ms - b[1].ms)[0];
+        const ort = analyzeOrtRow(row);
         const machine = report.machine;
         const regime = machine && row.bytes !== undefined
           ? (() => {
@@ -67,6 +95,9 @@ export function analyze(results) {
           runtime, case: c.name, expert: c.expert, shape: c.shape, batch: row.batch, row, floors, floorsNow, regime,
           best: builds[0] ? { name: builds[0][0], ms: builds[0][1].ms } : undefined,
           peer: peers[0] ? { name: peers[0][0], ms: peers[0][1].ms } : undefined,
+          best2: best2 ? { name: best2[0], ms: best2[1].ms } : undefined,
+          ortWebBest: webBest ? { name: webBest[0], ms: webBest[1].ms } : undefined,
+          ort,
           simd1: simd1?.ms,
           simd1Efficiency: simd1?.ms && floors["simd 1T"] ? floors["simd 1T"] / simd1.ms : undefined,
           simd1EfficiencyNow: simd1?.ms && floorsNow["simd 1T"] ? floorsNow["simd 1T"] / simd1.ms : undefined,
@@ -140,6 +171,8 @@ export function targets(results) {
     misses: gatingMissed.map((r) => `${r.case}: ${pct(r.gating / r.simd1)}`),
   });
 
+  out.push(...ortTargets(rows));
+
   out.push({
     target: "wasm memory does not grow over 10,000 forwards after the largest B",
     figure: "test/memory.test.ts (a test, not a timing)",
@@ -149,6 +182,78 @@ export function targets(results) {
   });
   return out;
 }
+
+/**
+ * The ONNX Runtime targets (ratio = edge-moe's time / the peer's, same run, median of the
+ * per-round ratios), every runtime where both engines ran, and the check of ORT's y.
+ */
+function ortTargets(rows) {
+  const where = (r) => `${r.runtime} ${r.case} B=${r.batch}`;
+  const goals = [
+    ["B ≤ 8: SIMD 1T ≤ 0.5 × onnxruntime-web 1T", (r) => r.batch <= 8, "simd1VsWeb1", 0.5],
+    ["B ≤ 8: best 2T build ≤ 0.7 × onnxruntime-node 2T", (r) => r.batch <= 8, "best2VsNode2", 0.7],
+    ["B = 512: SIMD 1T ≤ 0.8 × onnxruntime-web 1T", (r) => r.batch === 512, "simd1VsWeb1", 0.8],
+    ["B = 512: best 2T build ≤ 1.25 × onnxruntime-node 2T (f32)", (r) => r.batch === 512, "best2VsNode2", 1.25],
+  ];
+  const out = [];
+  for (const [target, pick, key, goal] of goals) {
+    const got = rows.filter((r) => pick(r) && r.ort?.[key]);
+    const missed = got.filter((r) => r.ort[key].median > goal);
+    const worst = got.sort((a, b) => b.ort[key].median - a.ort[key].median)[0];
+    out.push({
+      target,
+      figure: got.length
+        ? `${got.length - missed.length}/${got.length} met; worst ${worst.ort[key].median.toFixed(2)} (${where(worst)})`
+        : "not measured",
+      met: got.length ? missed.length === 0 : null,
+      why: "",
+      misses: missed.map((r) => `${where(r)}: ${ratioText(r.ort[key])}`),
+    });
+  }
+  // every runtime: the best build faster than onnxruntime-web's best configuration there
+  const beat = rows.filter((r) => r.ort?.bestVsWebBest);
+  const lost = beat.filter((r) => r.ort.bestVsWebBest.median >= 1);
+  const runtimes = [...new Set(beat.map((r) => r.runtime))];
+  const worst = beat.sort((a, b) => b.ort.bestVsWebBest.median - a.ort.bestVsWebBest.median)[0];
+  out.push({
+    target: "every runtime: best build < onnxruntime-web's best there, every case",
+    figure: beat.length ? `${beat.length - lost.length}/${beat.length} met in ${runtimes.join(", ")}; worst ${worst.ort.bestVsWebBest.median.toFixed(2)} (${where(worst)})` : "not measured",
+    met: beat.length ? lost.length === 0 : null,
+    why: "",
+    misses: lost.map((r) => `${where(r)}: ${ratioText(r.ort.bestVsWebBest)}`),
+  });
+  // the check before timing: ORT's y against edge-moe's
+  const checks = rows.flatMap((r) => (r.ort?.checks ?? []).map((c) => ({ ...c, r })));
+  const bad = checks.filter((c) => !(c.relErr <= ORT_TOLERANCE));
+  const worstCheck = checks.sort((a, b) => b.relErr - a.relErr)[0];
+  out.push({
+    target: "ONNX Runtime's y = edge-moe's within 1e-4 (relu, swiglu), before timing",
+    figure: checks.length ? `${checks.length - bad.length}/${checks.length} agree; worst ${worstCheck.relErr.toExponential(1)}` : "not measured",
+    met: checks.length ? bad.length === 0 : null,
+    why: "",
+    misses: bad.map((c) => `${c.name} at ${where(c.r)}: ${c.relErr.toExponential(1)} (not timed)`),
+  });
+  return out;
+}
+
+/** A row's ratios to ONNX Runtime and ORT's agreement checks. */
+function analyzeOrtRow(row) {
+  const timed = Object.entries(row.engines).filter(([, e]) => e.ms !== undefined);
+  const builds = timed.filter(([n]) => isBuild(n)).sort((a, b) => a[1].ms - b[1].ms);
+  const best2 = builds.find(([n]) => n.endsWith(" 2T"));
+  const webBest = timed.filter(([n]) => isOrtWeb(n)).sort((a, b) => a[1].ms - b[1].ms)[0];
+  return {
+    simd1VsWeb1: roundRatio(row, "simd 1T", "ort-web 1T"),
+    best2VsNode2: best2 ? roundRatio(row, best2[0], "ort-node 2T") : undefined,
+    bestVsWebBest: builds[0] && webBest ? roundRatio(row, builds[0][0], webBest[0]) : undefined,
+    checks: Object.entries(row.engines)
+      .filter(([n, e]) => n.startsWith("ort-") && e.relErr !== undefined)
+      .map(([n, e]) => ({ name: n, relErr: e.relErr })),
+  };
+}
+
+const ratioText = (q) => `${q.median.toFixed(2)} (${q.a} ÷ ${q.b}${q.rounds > 1 ? `, rounds ${q.min.toFixed(2)}–${q.max.toFixed(2)}` : ""})`;
+const metText = (met) => (met === undefined ? "test" : met === null ? "—" : met ? "yes" : "no");
 
 function whyBelowRoofline(missed, report) {
   const parts = [];
@@ -246,6 +351,14 @@ export function renderMarkdown(results) {
         });
         lines.push(`| ${row.batch} | ${row.expertsTouched ?? "—"} | ${fmt(floor1)} | ${cells.join(" | ")} |`);
       }
+      const ortRows = c.batches.map((row) => ({ row, q: analyzeOrtRow(row) })).filter(({ q }) => q.simd1VsWeb1 || q.best2VsNode2 || q.bestVsWebBest);
+      if (ortRows.length) {
+        lines.push("", "edge-moe ÷ ONNX Runtime (median of the per-round ratios; below 1: edge-moe faster):", "");
+        lines.push("| B | SIMD 1T ÷ ort-web 1T | best 2T ÷ ort-node 2T | best ÷ ort-web's best |", "|---:|---:|---:|---:|");
+        for (const { row, q } of ortRows) lines.push(`| ${row.batch} | ${q.simd1VsWeb1 ? ratioText(q.simd1VsWeb1) : "—"} | ${q.best2VsNode2 ? ratioText(q.best2VsNode2) : "—"} | ${q.bestVsWebBest ? ratioText(q.bestVsWebBest) : "—"} |`);
+      }
+      const checks = c.batches.flatMap((b) => Object.entries(b.engines).filter(([n, e]) => n.startsWith("ort-") && e.relErr !== undefined).map(([n, e]) => `${n} B=${b.batch} ${e.relErr.toExponential(1)}${e.relErr <= ORT_TOLERANCE ? "" : " ✗ (not timed)"}`));
+      if (checks.length) lines.push("", `ONNX Runtime's y vs edge-moe's (max |Δy| / max |y|, ≤ 1e-4 to be timed): ${checks.join("; ")}.`);
       if (c.gating) lines.push("", `Gating alone at B=64 (${c.gating.build}, train mode, h=8 layer): ${fmt(c.gating.ms)} ms.`);
       const skipped = c.batches.flatMap((b) => Object.entries(b.engines).filter(([, e]) => e.skipped).map(([n, e]) => `${n} at B=${b.batch}: ${e.skipped}`));
       if (skipped.length) lines.push("", ...skipped.map((s) => `- skipped ${s}`));
@@ -263,7 +376,7 @@ export function renderMarkdown(results) {
 
 function targetTable(results) {
   const lines = ["| target | figure | met | why not |", "|---|---|:---:|---|"];
-  for (const t of targets(results)) lines.push(`| ${t.target} | ${t.figure} | ${t.met === undefined ? "test" : t.met ? "yes" : "no"} | ${t.why} |`);
+  for (const t of targets(results)) lines.push(`| ${t.target} | ${t.figure} | ${metText(t.met)} | ${t.why} |`);
   return lines;
 }
 
@@ -291,11 +404,17 @@ export function renderReadmeTable(results) {
   const lines = [
     runLine(results),
     "",
-    `ms per forward (inference, median, ${primary}) of the best edge-moe build, and in brackets how many times faster it is than the best TF.js wasm configuration:`,
+    `ms per forward (inference, median, ${primary}) of the best edge-moe build, and in brackets how many times faster it is than the best TF.js wasm configuration; ` +
+      "÷ ORT: per B, its time over onnxruntime-web's best, and the best 2T build's over onnxruntime-node 2T (median of per-round ratios; < 1: edge-moe faster):",
     "",
-    `| case | ${batches.map((b) => `B = ${b}`).join(" | ")} |`,
-    `|---|${batches.map(() => "---:").join("|")}|`,
+    `| case | ${batches.map((b) => `B = ${b}`).join(" | ")} | ÷ ORT-web | 2T ÷ ORT-node 2T |`,
+    `|---|${batches.map(() => "---:").join("|")}|---:|---:|`,
   ];
+  const series = (name, key) =>
+    batches
+      .map((b) => mine.find((x) => x.case === name && x.batch === b)?.ort?.[key])
+      .map((v) => (v ? v.median.toFixed(2) : "—"))
+      .join(" / ");
   for (const name of cases) {
     const cells = batches.map((b) => {
       const r = mine.find((x) => x.case === name && x.batch === b);
@@ -303,10 +422,10 @@ export function renderReadmeTable(results) {
       const peer = peerBestOf(rows, r);
       return `${fmt(r.best.ms)}${peer ? ` (${(peer.ms / r.best.ms).toFixed(1)}×)` : ""}`;
     });
-    lines.push(`| ${name} | ${cells.join(" | ")} |`);
+    lines.push(`| ${name} | ${cells.join(" | ")} | ${series(name, "bestVsWebBest")} | ${series(name, "best2VsNode2")} |`);
   }
   lines.push("", "| target | figure | met |", "|---|---|:---:|");
-  for (const t of targets(results)) lines.push(`| ${t.target} | ${t.figure} | ${t.met === undefined ? "test" : t.met ? "yes" : "no"} |`);
+  for (const t of targets(results)) lines.push(`| ${t.target} | ${t.figure} | ${metText(t.met)} |`);
   lines.push("", "![time per token vs batch](bench/results/chart.svg)");
   return lines.join("\n");
 }
@@ -323,22 +442,34 @@ export function renderFullTable(results) {
     `ms per forward (inference, median), ${primary}. Roofline: the SIMD 1T floor max(bytes/bandwidth, flops/peak) at the run's best probes; % is floor/time. ` +
       "SIMD 1T now: the same floor with its arithmetic at the machine's speed while SIMD 1T ran (a register-only probe around its samples), over its time.",
     "",
-    "| case | B | roofline | SIMD 1T | SIMD 1T now | relaxed 1T | SIMD 2T | relaxed 2T | TF.js peer | plain JS | best ÷ peer |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| case | B | roofline | SIMD 1T | SIMD 1T now | relaxed 1T | SIMD 2T | relaxed 2T | ORT-web 1T | ORT-web 2T | ORT-node 1T | ORT-node 2T | TF.js | plain JS | TF.js ÷ best | SIMD 1T ÷ ORT-web 1T | best 2T ÷ ORT-node 2T |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
+  const q = (v) => (v ? v.median.toFixed(2) : "—");
   for (const r of rows.filter((x) => x.runtime === primary)) {
     const e = r.row.engines;
-    const cell = (n) => (e[n]?.ms === undefined ? (e[n]?.skipped ? "skipped" : "—") : `${fmt(e[n].ms)}${r.floors[n] ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`);
+    const cell = (n) => (e[n]?.ms === undefined ? (e[n]?.skipped ? "skipped" : "—") : `${fmt(e[n].ms)}${r.floors[n] && !n.startsWith("ort-") ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`);
     const peer = peerBestOf(rows, r);
-    lines.push(`| ${r.case} | ${r.batch} | ${fmt(r.floors["simd 1T"])} | ${cell("simd 1T")} | ${pct(r.simd1EfficiencyNow)} | ${cell("relaxed 1T")} | ${cell("simd 2T")} | ${cell("relaxed 2T")} | ${peer ? `${fmt(peer.ms)}` : "—"} | ${e["plain JS"]?.ms !== undefined ? fmt(e["plain JS"].ms) : e["plain JS"]?.skipped ? "skipped" : "—"} | ${peer && r.best ? times(peer.ms / r.best.ms) : "—"} |`);
+    const plain = e["plain JS"]?.ms !== undefined ? fmt(e["plain JS"].ms) : e["plain JS"]?.skipped ? "skipped" : "—";
+    lines.push(
+      `| ${r.case} | ${r.batch} | ${fmt(r.floors["simd 1T"])} | ${cell("simd 1T")} | ${pct(r.simd1EfficiencyNow)} | ${cell("relaxed 1T")} | ${cell("simd 2T")} | ${cell("relaxed 2T")} | ` +
+        `${ORT_ENGINES.map(cell).join(" | ")} | ${peer ? fmt(peer.ms) : "—"} | ${plain} | ${peer && r.best ? times(peer.ms / r.best.ms) : "—"} | ${q(r.ort.simd1VsWeb1)} | ${q(r.ort.best2VsNode2)} |`,
+    );
   }
   const others = Object.keys(results.runtimes).filter((n) => results.runtimes[n].cases);
   if (others.length > 1) {
-    lines.push("", "Best edge-moe build per runtime (ms per forward):", "", `| case | B | ${others.join(" | ")} |`, `|---|---:|${others.map(() => "---:").join("|")}|`);
+    lines.push(
+      "",
+      "Best edge-moe build per runtime (ms per forward), and in brackets its time over onnxruntime-web's best configuration in the same runtime (median of the per-round ratios):",
+      "",
+      `| case | B | ${others.join(" | ")} |`,
+      `|---|---:|${others.map(() => "---:").join("|")}|`,
+    );
     for (const r of rows.filter((x) => x.runtime === primary)) {
       const cells = others.map((n) => {
         const o = rows.find((x) => x.runtime === n && x.case === r.case && x.batch === r.batch);
-        return o?.best ? `${fmt(o.best.ms)} (${o.best.name})` : "—";
+        if (!o?.best) return "—";
+        return `${fmt(o.best.ms)} (${o.best.name}${o.ort.bestVsWebBest ? `; ${o.ort.bestVsWebBest.median.toFixed(2)} of ${o.ortWebBest.name}` : ""})`;
       });
       lines.push(`| ${r.case} | ${r.batch} | ${cells.join(" | ")} |`);
     }
@@ -376,7 +507,7 @@ export function renderDocsSection(doc, results) {
 
 const COLORS = {
   "simd 1T": "#4e79a7", "relaxed 1T": "#59a14f", "simd 2T": "#9c755f", "relaxed 2T": "#e15759",
-  peer: "#f28e2b", gpu: "#b07aa1", "plain JS": "#bab0ac", roofline: "#333333", "roofline 2T": "#999999",
+  peer: "#f28e2b", "ort-web": "#edc948", "ort-node": "#76b7b2", gpu: "#b07aa1", "plain JS": "#bab0ac", roofline: "#333333", "roofline 2T": "#999999",
 };
 
 export function renderChart(results) {
@@ -387,7 +518,7 @@ export function renderChart(results) {
   const cols = 2;
   const pw = 420, ph = 260, margin = { l: 62, r: 12, t: 30, b: 36 };
   const width = cols * pw + 20;
-  const height = Math.ceil(cases.length / cols) * ph + 90;
+  const height = Math.ceil(cases.length / cols) * ph + 106;
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
@@ -408,6 +539,9 @@ export function renderChart(results) {
     // the peer's and the GPU's best in any runtime
     for (const r of rows.filter((x) => x.case === c.name)) {
       if (r.peer) bestInto(series, "peer", r.batch, r.peer.ms);
+      if (r.ortWebBest) bestInto(series, "ort-web", r.batch, r.ortWebBest.ms);
+      const native = Math.min(r.row.engines["ort-node 1T"]?.ms ?? Infinity, r.row.engines["ort-node 2T"]?.ms ?? Infinity);
+      if (native < Infinity) bestInto(series, "ort-node", r.batch, native);
       const g = r.row.engines.gpu?.ms;
       if (g !== undefined) bestInto(series, "gpu", r.batch, g);
     }
@@ -446,12 +580,16 @@ export function renderChart(results) {
     parts.push(`<text x="${ox + pw - margin.r - 4}" y="${oy + margin.t + 14}" text-anchor="end" fill="${COLORS.gpu}">${escapeXml(label)}</text>`);
   });
   // legend
-  const names = ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "peer", "gpu", "plain JS", "roofline", "roofline 2T"];
-  const labels = { peer: "TF.js peer", gpu: "GPU path", roofline: "roofline SIMD 1T", "roofline 2T": "roofline relaxed 2T" };
+  const names = ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "peer", "ort-web", "ort-node", "gpu", "plain JS", "roofline", "roofline 2T"];
+  const labels = { peer: "TF.js peer", "ort-web": "ORT web", "ort-node": "ORT native", gpu: "GPU path", roofline: "roofline SIMD 1T", "roofline 2T": "roofline relaxed 2T" };
   let x = 10;
-  names.forEach((n, i) => {
-    const y = height - 14;
+  let y = height - 30;
+  names.forEach((n) => {
     const label = labels[n] ?? n;
+    if (x + 28 + label.length * 6 > width) {
+      x = 10;
+      y += 16;
+    }
     parts.push(`<line x1="${x}" x2="${x + 16}" y1="${y - 4}" y2="${y - 4}" stroke="${COLORS[n]}" stroke-width="2"${n.startsWith("roofline") ? ' stroke-dasharray="5,4"' : ""}/>`, `<text x="${x + 19}" y="${y}">${label}</text>`);
     x += 28 + label.length * 6;
   });

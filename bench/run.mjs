@@ -1,8 +1,10 @@
 // npm run bench: the cross-runtime benchmark suite, one command.
 //   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
-//                      [--batches=1,64] [--no-peer] [--no-plain] [--out=DIR]
+//                      [--batches=1,64] [--no-peer] [--no-ort] [--no-plain] [--out=DIR]
 //                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only] [--report-only]
 //                      [--no-gpu]
+// --no-peer leaves out TF.js, --no-ort the ONNX Runtime peers (onnxruntime-web at 1 and 2
+// threads in every runtime, onnxruntime-node at 1 and 2 intra-op threads in Node);
 // --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
 // toolchain: bench/device/run.sh); --no-gpu leaves out the GPU path (A/B runs of CPU kernels:
 // swap dist/*.wasm between runs); --out writes the results elsewhere than bench/results;
@@ -52,11 +54,12 @@ if (args.cases) {
 if (args.batches) batches = String(args.batches).split(",").map(Number);
 const maxCallMs = Number(args["max-call-ms"] ?? (quick ? 1500 : 15000)); // engines estimated slower are skipped at that batch
 const common = { shapes, experts, batches, roundMs: quick ? 60 : 250, rounds: quick ? 2 : 3, maxCallMs };
+const ortThreads = args["no-ort"] ? [] : [1, T];
 const plan = {
-  node: { builds: allBuilds, peer: !args["no-peer"], plainJs: !args["no-plain"], gpu: !args["no-gpu"] },
-  deno: { builds: allBuilds, gpu: !args["no-gpu"] },
-  bun: { builds: allBuilds },
-  chromium: { builds: allBuilds, peer: !args["no-peer"], gpu: !args["no-gpu"] },
+  node: { builds: allBuilds, peer: !args["no-peer"], ortWeb: ortThreads, ortNode: ortThreads, plainJs: !args["no-plain"], gpu: !args["no-gpu"] },
+  deno: { builds: allBuilds, ortWeb: ortThreads, gpu: !args["no-gpu"] },
+  bun: { builds: allBuilds, ortWeb: ortThreads },
+  chromium: { builds: allBuilds, peer: !args["no-peer"], ortWeb: ortThreads, gpu: !args["no-gpu"] },
 };
 
 // ---- probes --------------------------------------------------------------------------------------
@@ -135,7 +138,7 @@ async function runChromium() {
   try {
     const report = await run({ ...common, ...plan.chromium, tfThreads: 1 });
     // TF.js fixes its thread count when its backend starts: its threaded configuration gets a page of its own
-    const threaded = await run({ ...common, builds: [], peer: true, tfThreads: T, machine: false });
+    const threaded = await run({ ...common, builds: [], peer: true, ortWeb: [], tfThreads: T, machine: false });
     if (threaded.peerThreads !== undefined) {
       report.notes.push(`TF.js asked for ${T} threads got ${threaded.peerThreads} (tf.wasm.getThreadsCount()) in this page: its peer figures are one-thread`);
     } else {

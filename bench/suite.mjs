@@ -1,11 +1,14 @@
 // The benchmark suite of one runtime: measures the machine, then for every case and batch size
-// times every engine this runtime offers (edge-moe's builds, the GPU path, the TF.js peer, plain JS)
-// with tinybench, interleaved: each round runs every engine's iterations back to back, and the
-// figure is the median of all rounds' samples. Runtime-neutral; the host's entry (entry.mjs,
-// browser.mjs) passes in what differs: modules, probes, the peer.
+// times every engine this runtime offers (edge-moe's builds, the GPU path, the TF.js and ONNX
+// Runtime peers, plain JS) with tinybench, interleaved: each round runs every engine's iterations
+// back to back; the figure is the median of all rounds' samples, and every round's own median is
+// kept, so that ratios between engines can be taken round by round. A round that starts while
+// other processes use the machine is retaken (see `load`). Runtime-neutral; the host's entry
+// (entry.mjs, browser.mjs) passes in what differs: modules, probes, the peers, the load reader.
 import { BATCHES, EXPERTS, SHAPES, caseName, forwardBytes, forwardFlops, makeInput, makeWeights } from "./cases.mjs";
 import { createPlainJs } from "./plain-js.mjs";
 import { createTfjsPeer } from "./peer-tfjs.mjs";
+import { relativeError } from "./peer-ort.mjs";
 import { makeSpeedProbe, measureMachine } from "./machine.mjs";
 
 /**
@@ -15,6 +18,12 @@ import { makeSpeedProbe, measureMachine } from "./machine.mjs";
  *   probes                  { simd, relaxed? } WebAssembly.Modules of bench/assembly/machine.ts
  *   builds                  edge-moe engines: [{ name, wasmBuild, threads }]
  *   tf, tfThreads           the TF.js namespace (wasm backend set) and its thread count, or undefined
+ *   peers                   more peers: [{ name, experts, create(shape, expert, weights) → Promise<{
+ *                           forward(x, batch) → Promise<y>, dispose() }> }] (the ONNX Runtime
+ *                           configurations); their y must agree with edge-moe's within PEER_TOLERANCE
+ *                           (relative) before they are timed, and experts outside `experts` are not run
+ *   load                    () → { running, threads } | { load1 } | undefined: the OS's load, read
+ *                           before every round (see roundIsBusy); undefined: not readable here
  *   plainJs                 run the plain-JS baseline (slow: seconds per call at large B)
  *   gpu                     try edge-moe's GPU path
  *   shapes, experts, batches   subsets of the cases (default: all)
@@ -29,13 +38,17 @@ import { makeSpeedProbe, measureMachine } from "./machine.mjs";
  */
 export async function runSuite(options) {
   const {
-    runtime, version, createMoE, Bench, probes, builds, tf, tfThreads = 1, plainJs = false, gpu = false,
+    runtime, version, createMoE, Bench, probes, builds, tf, tfThreads = 1, plainJs = false, gpu = false, peers = [], load,
     shapes = SHAPES, experts = EXPERTS, batches = BATCHES, roundMs = 250, rounds = 3, maxCallMs = 20000, log = () => {},
   } = options;
   const started = Date.now();
   const report = { runtime, version, started: new Date(started).toISOString(), machine: undefined, cases: [], notes: [] };
   const evict = options.evict !== false && probes ? await makeEvictor(probes.simd) : undefined;
   const speed = options.speed !== false && probes ? { probe: await makeSpeedProbe(probes), peaks: [], relaxedPeaks: [], reads: [] } : undefined;
+  const loadState = { retaken: 0, keptBusy: 0, rounds: 0, readable: Boolean(load?.()) };
+  report.notes.push(loadState.readable
+    ? `a round that started while other processes were runnable (${BUSY_RULE}) was retaken, up to ${MAX_RETAKES} times, after waiting up to ${QUIET_WAIT_MS} ms for a quiet moment`
+    : "the OS's load is not readable in this runtime: rounds were not retaken when other processes used the machine");
   if (evict) report.notes.push(`caches flushed before every timed call (a ${EVICT_BYTES / 2 ** 20} MiB read, untimed): weights come from memory, as in a model whose other layers run between two calls of this one`);
   if (options.machine !== false && probes) {
     log(`${runtime}: measuring the machine`);
@@ -46,7 +59,7 @@ export async function runSuite(options) {
     for (const expert of experts) {
       const name = caseName(shape, expert);
       log(`${runtime}: ${name}`);
-      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict, speed }));
+      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, peers, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict, speed, load, loadState }));
     }
   }
   if (options.machine !== false && probes) {
@@ -75,12 +88,16 @@ export async function runSuite(options) {
       }
     }
   }
+  if (loadState.readable) {
+    report.load = { rounds: loadState.rounds, retaken: loadState.retaken, keptBusy: loadState.keptBusy };
+    report.notes.push(`load: ${loadState.rounds} rounds kept, ${loadState.retaken} retaken, ${loadState.keptBusy} kept although busy after ${MAX_RETAKES} retakes`);
+  }
   report.seconds = (Date.now() - started) / 1000;
   return report;
 }
 
 async function runCase(c) {
-  const { shape, expert, createMoE, builds, tf, plainJs, gpu, batches, log, runtime } = c;
+  const { shape, expert, createMoE, builds, tf, peers, plainJs, gpu, batches, log, runtime } = c;
   const weights = makeWeights(shape, expert);
   const base = { dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert, weights };
   /** name → { forward(x, batch) → y | Promise<y>, dispose(), maxBatch?, sync } */
@@ -122,6 +139,20 @@ async function runCase(c) {
     const peer = createTfjsPeer(tf, shape, expert, weights);
     engines.set(`tfjs ${c.tfThreads}T`, { kind: "peer", forward: peer.forward, dispose: peer.dispose });
   }
+  for (const peer of peers) {
+    if (peer.experts && !peer.experts.includes(expert)) {
+      result.engines[peer.name] = { unavailable: `${expert} experts are not compared on this peer` };
+      continue;
+    }
+    try {
+      const p = await peer.create(shape, expert, weights);
+      engines.set(peer.name, { kind: "peer", async: true, checked: true, forward: p.forward, dispose: p.dispose });
+      result.engines[peer.name] = { threads: p.threads };
+    } catch (error) {
+      result.engines[peer.name] = { unavailable: String(error?.message ?? error) };
+      log(`${runtime}: ${peer.name} unavailable: ${error?.message ?? error}`);
+    }
+  }
   if (plainJs) {
     engines.set("plain JS", { kind: "plain", forward: createPlainJs(shape, expert, weights) });
   }
@@ -151,8 +182,35 @@ async function runCase(c) {
     result.gating = { batch: 64, ms: bench.tasks[0].result.latency.p50, build: builds[0].name };
     tiny.dispose();
   }
-  for (const engine of engines.values()) engine.dispose?.();
+  for (const engine of engines.values()) await engine.dispose?.();
   return result;
+}
+
+/** Peers' y must agree with edge-moe's within this, relative to max |y|, to be timed. */
+export const PEER_TOLERANCE = 1e-4;
+
+// A round is busy when, at its start, more tasks are runnable than this process's one; the
+// count is /proc/loadavg's instantaneous "runnable" field (the best of three reads 1 ms apart, so
+// that a blip does not count), not the 1-minute average, which lags by a minute and counts this
+// suite's own threads. Where only averages are readable (os.loadavg() without /proc), the 1-minute
+// average less this suite's one must stay under half the cores.
+const BUSY_RULE = "/proc/loadavg: more than 1 runnable task, best of 3 reads 1 ms apart; where only averages are readable, the 1-minute average minus 1 (this suite) ≥ half the cores";
+const MAX_RETAKES = 3;
+const QUIET_WAIT_MS = 1000;
+
+/** @returns {Promise<boolean | undefined>} whether the machine is busy now (undefined: unknown) */
+async function roundIsBusy(load) {
+  if (!load) return undefined;
+  let best;
+  for (let i = 0; i < 3; i++) {
+    const l = load();
+    if (!l) return undefined;
+    const busy = l.running !== undefined ? l.running > 1 : (l.load1 - 1) / (l.cores ?? 2) >= 0.5;
+    best = best === undefined ? busy : best && busy;
+    if (!best) return false;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return best;
 }
 
 const EVICT_BYTES = 64 * 2 ** 20; // twice the 32 MiB L3 of the machines measured so far
@@ -185,7 +243,7 @@ function maxAbsDiff(a, b) {
 }
 
 async function timeEngines(c, engines, x, batch, row) {
-  const { Bench, roundMs, rounds, log, runtime } = c;
+  const { roundMs, rounds, log, runtime } = c;
   const plan = [];
   let referenceY;
   for (const [name, engine] of engines) {
@@ -204,8 +262,13 @@ async function timeEngines(c, engines, x, batch, row) {
     engine.last = { ms: first, batch }; // replaced by the median below: a first call may include one-time work
     y = Float32Array.from(y);
     referenceY ??= y;
-    const entry = { first, maxAbsDiff: maxAbsDiff(y, referenceY) };
+    const entry = { first, maxAbsDiff: maxAbsDiff(y, referenceY), relErr: relativeError(y, referenceY) };
     row.engines[name] = entry;
+    if (engine.checked && !(entry.relErr <= PEER_TOLERANCE)) {
+      entry.error = `y disagrees with edge-moe's: max |Δy| / max |y| = ${entry.relErr.toExponential(1)} > ${PEER_TOLERANCE}`;
+      log(`${runtime}:   B=${batch} ${name}: ${entry.error}`);
+      continue;
+    }
     // slow engines (plain JS, software GPUs at large B) get few samples: one round, ≥ 1 call
     const slow = first > 2000;
     const perCall = first + (c.evict?.ms ?? 0);
@@ -226,30 +289,28 @@ async function timeEngines(c, engines, x, batch, row) {
       c.speed.relaxedPeaks.push(relaxed);
     }
   };
+  const perRound = new Map(plan.map((p) => [p.name, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const p of plan) {
-      if (round > 0 && p.slow) continue;
-      const speed = speeds.get(p.name);
-      probeSpeed(speed);
-      const bench = new Bench({
-        time: 0, iterations: p.iterations, warmupTime: 0, warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1, retainSamples: true,
-      });
-      const fn = p.engine.async ? async () => { await p.engine.forward(x, batch); } : () => p.engine.forward(x, batch);
-      const flush = c.evict && (() => {
-        const t0 = performance.now();
-        c.evict();
-        const ms = performance.now() - t0;
-        if (ms > 0 && c.speed) c.speed.reads.push(EVICT_BYTES / ms / 1e6);
-      });
-      bench.add(p.name, fn, flush ? { beforeEach: flush } : {});
-      await bench.run();
-      probeSpeed(speed);
-      const r = bench.tasks[0].result;
-      if (r.state !== "completed") {
-        row.engines[p.name].error = String(r.error?.message ?? r.state);
-        continue;
+    // wait for a quiet moment, then run the round; retake it if it started busy
+    let kept;
+    for (let attempt = 0; attempt <= MAX_RETAKES && !kept; attempt++) {
+      let busy = await roundIsBusy(c.load);
+      for (let waited = 0; busy && waited < QUIET_WAIT_MS; waited += 50) {
+        await new Promise((r) => setTimeout(r, 50));
+        busy = await roundIsBusy(c.load);
       }
-      samples.get(p.name).push(...(r.latency.samples ?? []));
+      const got = await runRound(c, plan, round, x, batch, row, speeds, probeSpeed);
+      if (!busy || attempt === MAX_RETAKES) {
+        kept = got;
+        if (busy) c.loadState.keptBusy++;
+        if (busy !== undefined) c.loadState.rounds++;
+      } else {
+        c.loadState.retaken++;
+      }
+    }
+    for (const [name, s] of kept) {
+      samples.get(name).push(...s);
+      if (s.length) perRound.get(name).push(median(s));
     }
   }
   for (const [name, s] of samples) {
@@ -260,6 +321,7 @@ async function timeEngines(c, engines, x, batch, row) {
     entry.min = s[0];
     entry.samples = s.length;
     entry.gflops = row.flops / entry.ms / 1e6;
+    entry.rounds = perRound.get(name);
     const speed = speeds.get(name);
     if (speed.peaks.length) {
       entry.now = { peak: median(speed.peaks), relaxedPeak: speed.relaxedPeaks.length ? median(speed.relaxedPeaks) : undefined };
@@ -267,4 +329,35 @@ async function timeEngines(c, engines, x, batch, row) {
     engines.get(name).last = { ms: entry.ms, batch };
   }
   log(`${runtime}:   B=${batch} ` + plan.map((p) => `${p.name} ${row.engines[p.name].ms?.toFixed(3)}`).join(" | "));
+}
+
+/** One round: every engine's iterations back to back; name → its samples (ms). */
+async function runRound(c, plan, round, x, batch, row, speeds, probeSpeed) {
+  const { Bench } = c;
+  const got = new Map();
+  for (const p of plan) {
+    if (round > 0 && p.slow) continue;
+    const speed = speeds.get(p.name);
+    probeSpeed(speed);
+    const bench = new Bench({
+      time: 0, iterations: p.iterations, warmupTime: 0, warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1, retainSamples: true,
+    });
+    const fn = p.engine.async ? async () => { await p.engine.forward(x, batch); } : () => p.engine.forward(x, batch);
+    const flush = c.evict && (() => {
+      const t0 = performance.now();
+      c.evict();
+      const ms = performance.now() - t0;
+      if (ms > 0 && c.speed) c.speed.reads.push(EVICT_BYTES / ms / 1e6);
+    });
+    bench.add(p.name, fn, flush ? { beforeEach: flush } : {});
+    await bench.run();
+    probeSpeed(speed);
+    const r = bench.tasks[0].result;
+    if (r.state !== "completed") {
+      row.engines[p.name].error = String(r.error?.message ?? r.state);
+      continue;
+    }
+    got.set(p.name, r.latency.samples ?? []);
+  }
+  return got;
 }

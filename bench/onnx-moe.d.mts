@@ -1,0 +1,21 @@
+// Types of bench/onnx-moe.mjs for the TypeScript that imports it (test/ort-moe.test.ts).
+import type { BenchShape } from "./cases.d.mts";
+
+export interface MoEModelSpec {
+  batch: number | string;
+  d: number;
+  h: number;
+  n: number;
+  k: number;
+  activation: "relu" | "swiglu";
+  fc1: Float32Array;
+  fc2: Float32Array;
+  fc1Bias?: Float32Array;
+  fc2Bias?: Float32Array;
+  wGate?: Float32Array;
+  normalize?: 0 | 1;
+}
+export function moeModel(spec: MoEModelSpec): Uint8Array;
+export function interleaveSwiglu(gate: ArrayLike<number>, up: ArrayLike<number>, n: number, h: number, d: number): Float32Array;
+export function transposeExperts(a: Float32Array, n: number, rows: number, cols: number): Float32Array;
+export function caseModel(shape: BenchShape, expert: "relu" | "swiglu", w: Record<string, Float32Array>, batch?: number | string): Uint8Array;

@@ -1,0 +1,248 @@
+// ONNX models of one Mixture-of-Experts layer around ONNX Runtime's fused operator
+// com.microsoft::MoE, written by a minimal protobuf (proto3 wire format) writer. Plain ESM, no
+// host APIs: the benchmark's ORT peer (bench/peer-ort.mjs) uses it in every runtime, and
+// test/ort-moe.test.ts checks the operator against float64 references with it.
+//
+// The operator's layout: expert weights [experts, out, in]; fc1 of SwiGLU with swiglu_fusion = 1
+// holds gate and up rows interleaved (row 2r = gate r, row 2r+1 = up r); biases [experts, out].
+// normalize_routing_weights = 1 renormalises the k picked softmax probabilities, which equals a
+// softmax over the top-k logits (the paper's gating at inference).
+
+// Chunks, not one array of numbers: the largest case's initializers are hundreds of MiB, which a
+// number[] would hold at 8 bytes a byte; nested messages are spliced in without copying.
+class Pb {
+  constructor() {
+    /** @type {Uint8Array[]} */
+    this.chunks = [];
+    /** @type {number[]} */
+    this.small = [];
+    this.length = 0;
+  }
+  flush() {
+    if (this.small.length) {
+      this.chunks.push(Uint8Array.from(this.small));
+      this.small = [];
+    }
+  }
+  /** @param {bigint | number} v */
+  varint(v) {
+    let x = BigInt.asUintN(64, BigInt(v));
+    do {
+      const byte = Number(x & 0x7fn);
+      x >>= 7n;
+      this.small.push(x ? byte | 0x80 : byte);
+      this.length++;
+    } while (x);
+  }
+  /** @param {number} field @param {number} wire */
+  key(field, wire) {
+    this.varint((field << 3) | wire);
+  }
+  /** @param {number} field @param {number | bigint} v */
+  int(field, v) {
+    this.key(field, 0);
+    this.varint(v);
+    return this;
+  }
+  /** @param {number} field @param {number} v */
+  float(field, v) {
+    this.key(field, 5);
+    this.small.push(...new Uint8Array(new Float32Array([v]).buffer));
+    this.length += 4;
+    return this;
+  }
+  /** @param {number} field @param {Uint8Array} v */
+  bytes(field, v) {
+    this.key(field, 2);
+    this.varint(v.length);
+    this.flush();
+    this.chunks.push(v);
+    this.length += v.length;
+    return this;
+  }
+  /** @param {number} field @param {string} v */
+  string(field, v) {
+    return this.bytes(field, new TextEncoder().encode(v));
+  }
+  /** @param {number} field @param {Pb} m */
+  message(field, m) {
+    this.key(field, 2);
+    this.varint(m.length);
+    this.flush();
+    m.flush();
+    this.chunks.push(...m.chunks);
+    this.length += m.length;
+    return this;
+  }
+  done() {
+    this.flush();
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const c of this.chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+}
+
+const FLOAT = 1;
+
+/** @param {string} name @param {number[]} dims @param {Float32Array} data */
+function tensorProto(name, dims, data) {
+  const t = new Pb();
+  for (const d of dims) t.int(1, d);
+  return t
+    .int(2, FLOAT)
+    .string(8, name)
+    .bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+}
+
+/** @param {string} name @param {(number | string)[]} dims a string is a symbolic dimension */
+function valueInfo(name, dims) {
+  const shape = new Pb();
+  for (const d of dims) shape.message(1, typeof d === "string" ? new Pb().string(2, d) : new Pb().int(1, d));
+  return new Pb().string(1, name).message(2, new Pb().message(1, new Pb().int(1, FLOAT).message(2, shape)));
+}
+
+/** @typedef {["int", number] | ["float", number] | ["string", string]} Attr */
+
+/** @param {string} name @param {Attr} attr */
+function attribute(name, [kind, v]) {
+  const a = new Pb().string(1, name);
+  if (kind === "int") return a.int(3, v).int(20, 2);
+  if (kind === "float") return a.float(2, /** @type {number} */ (v)).int(20, 1);
+  return a.bytes(4, new TextEncoder().encode(/** @type {string} */ (v))).int(20, 3);
+}
+
+/**
+ * @typedef {object} MoEModelSpec
+ * @property {number | string} batch   rows of x; a string makes it a symbolic dimension
+ * @property {number} d                model width
+ * @property {number} h                expert hidden width
+ * @property {number} n                experts
+ * @property {number} k                experts per row
+ * @property {"relu" | "swiglu"} activation
+ * @property {Float32Array} fc1        [n, fc1Out, d], fc1Out = h (relu) or 2h (swiglu, interleaved)
+ * @property {Float32Array} fc2        [n, d, h]
+ * @property {Float32Array} [fc1Bias]  [n, fc1Out]
+ * @property {Float32Array} [fc2Bias]  [n, d]
+ * @property {Float32Array} [wGate]    [d, n]: the graph computes the router logits x · wGate;
+ *                                     without it the logits are a second input, router_logits [batch, n]
+ * @property {0 | 1} [normalize]       normalize_routing_weights (default 1)
+ */
+
+/**
+ * One ONNX model: x [batch, d] (→ MatMul(wGate) →) com.microsoft::MoE → output [batch, d].
+ * Inputs are named "input" (and "router_logits" without wGate).
+ * @param {MoEModelSpec} spec
+ * @returns {Uint8Array} the serialized ModelProto
+ */
+export function moeModel(spec) {
+  const { batch, d, h, n, k, activation, fc1, fc2, fc1Bias, fc2Bias, wGate, normalize = 1 } = spec;
+  const swiglu = activation === "swiglu";
+  const fc1Out = swiglu ? 2 * h : h;
+  if (fc1.length !== n * fc1Out * d || fc2.length !== n * d * h)
+    throw new RangeError(`moeModel: fc1 must hold ${n}·${fc1Out}·${d} and fc2 ${n}·${d}·${h} values`);
+  const attrs = /** @type {Record<string, Attr>} */ ({
+    k: ["int", k],
+    normalize_routing_weights: ["int", normalize],
+    activation_type: ["string", swiglu ? "swiglu" : "relu"],
+  });
+  // plain SiLU gating, silu(gate) · up: the operator's SwiGLU is gate · σ(α·gate) · (up + β), clamped at swiglu_limit
+  if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
+
+  const graph = new Pb();
+  if (wGate) {
+    graph.message(1, new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul"));
+  }
+  const moe = new Pb()
+    .string(1, "input")
+    .string(1, "router_logits")
+    .string(1, "fc1")
+    .string(1, fc1Bias ? "fc1_bias" : "")
+    .string(1, "fc2");
+  if (fc2Bias) moe.string(1, "fc2_bias");
+  moe.string(2, "output").string(3, "moe").string(4, "MoE").string(7, "com.microsoft");
+  for (const [name, value] of Object.entries(attrs)) moe.message(5, attribute(name, value));
+  graph.message(1, moe).string(2, "moe");
+  if (wGate) graph.message(5, tensorProto("w_gate", [d, n], wGate));
+  graph.message(5, tensorProto("fc1", [n, fc1Out, d], fc1));
+  if (fc1Bias) graph.message(5, tensorProto("fc1_bias", [n, fc1Out], fc1Bias));
+  graph.message(5, tensorProto("fc2", [n, d, h], fc2));
+  if (fc2Bias) graph.message(5, tensorProto("fc2_bias", [n, d], fc2Bias));
+  graph.message(11, valueInfo("input", [batch, d]));
+  if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
+  graph.message(12, valueInfo("output", [batch, d]));
+  return new Pb()
+    .int(1, 8) // ir_version
+    .string(2, "edge-moe")
+    .message(7, graph)
+    .message(8, new Pb().string(1, "").int(2, 17))
+    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
+    .done();
+}
+
+/**
+ * fc1 of a SwiGLU expert set in the operator's layout, from gate and up rows [n, h, d] each
+ * (the [out, in] layout): row 2r is gate row r, row 2r+1 up row r.
+ * @param {ArrayLike<number>} gate @param {ArrayLike<number>} up
+ * @param {number} n @param {number} h @param {number} d
+ */
+export function interleaveSwiglu(gate, up, n, h, d) {
+  const fc1 = new Float32Array(n * 2 * h * d);
+  for (let e = 0; e < n; e++) {
+    for (let r = 0; r < h; r++) {
+      const src = (e * h + r) * d;
+      const dst = (e * 2 * h + 2 * r) * d;
+      for (let i = 0; i < d; i++) {
+        fc1[dst + i] = gate[src + i];
+        fc1[dst + d + i] = up[src + i];
+      }
+    }
+  }
+  return fc1;
+}
+
+/**
+ * Per expert, [rows, cols] → [cols, rows]: edge-moe's [in, out] expert matrices to the operator's [out, in].
+ * @param {Float32Array} a [n, rows, cols] @param {number} n @param {number} rows @param {number} cols
+ */
+export function transposeExperts(a, n, rows, cols) {
+  const t = new Float32Array(n * rows * cols);
+  for (let e = 0; e < n; e++) {
+    const o = e * rows * cols;
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[o + c * rows + r] = a[o + r * cols + c];
+  }
+  return t;
+}
+
+/**
+ * The model of a benchmark case from edge-moe's weight layout (bench/cases.mjs makeWeights:
+ * wGate [d, n]; relu w1 [n, d, h], b1 [n, h], w2 [n, h, d], b2 [n, d]; swiglu wGateProj and wUp
+ * [n, d, h], wDown [n, h, d]). gelu is not offered: the operator's gelu is the tanh approximation.
+ * @param {{ d: number, h: number, n: number, k: number }} shape
+ * @param {"relu" | "swiglu"} expert
+ * @param {Record<string, Float32Array>} w
+ * @param {number | string} [batch] default: a symbolic dimension, one model for every batch size
+ */
+export function caseModel({ d, h, n, k }, expert, w, batch = "batch") {
+  if (expert === "swiglu") {
+    const fc1 = interleaveSwiglu(transposeExperts(w.wGateProj, n, d, h), transposeExperts(w.wUp, n, d, h), n, h, d);
+    return moeModel({ batch, d, h, n, k, activation: "swiglu", fc1, fc2: transposeExperts(w.wDown, n, h, d), wGate: w.wGate });
+  }
+  if (expert !== "relu") throw new RangeError(`caseModel: ${expert} experts are not compared on ONNX Runtime (relu and swiglu are)`);
+  return moeModel({
+    batch,
+    d,
+    h,
+    n,
+    k,
+    activation: "relu",
+    fc1: transposeExperts(w.w1, n, d, h),
+    fc1Bias: w.b1,
+    fc2: transposeExperts(w.w2, n, h, d),
+    fc2Bias: w.b2,
+    wGate: w.wGate,
+  });
+}
