@@ -4,11 +4,10 @@
 // the worker, a worker that never loads, one that is not edge-moe's, per-call timeouts and signals.
 // Every call settles, with a typed MoEError, within a deadline; the program survives.
 import { spawn } from "node:child_process";
-import { readFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import { extname, join, normalize } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { runOnChromiumPage } from "./conformance/harness.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = (name: string) => join(ROOT, "node_modules", ".bin", name);
@@ -62,37 +61,8 @@ describe("worker chaos", () => {
   };
   runChaos({ createMoE, createMoEWorker, spawn }).then((r) => (window.__chaos = r), (e) => (window.__chaos = "FAIL page: " + e));
 </script>`;
-    const types: Record<string, string> = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".map": "application/json" };
-    const server = createServer(async (request, response) => {
-      const path = decodeURIComponent(new URL(request.url ?? "/", "http://localhost").pathname);
-      if (path === "/") return void response.writeHead(200, { "content-type": "text/html" }).end(html);
-      const file = normalize(join(ROOT, path));
-      if (!file.startsWith(join(ROOT, "dist")) && !file.startsWith(join(ROOT, "test", "chaos"))) return void response.writeHead(404).end();
-      try {
-        const body = await readFile(file);
-        response.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream" }).end(body);
-      } catch {
-        response.writeHead(404).end();
-      }
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const port = (server.address() as { port: number }).port;
-    const { chromium } = await import("playwright-core");
-    const browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      headless: true,
-      args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-    });
-    try {
-      const page = await browser.newPage();
-      await page.goto(`http://127.0.0.1:${port}/`);
-      await page.waitForFunction(() => (window as unknown as { __chaos?: string }).__chaos !== undefined, null, { timeout: 60_000, polling: 100 });
-      const report = await page.evaluate(() => (window as unknown as { __chaos: string }).__chaos);
-      console.log(`chromium chaos:\n${report}`);
-      accept("chromium", report);
-    } finally {
-      await browser.close();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    const { result: report } = await runOnChromiumPage<string>({ root: ROOT, html, resultGlobal: "__chaos", timeoutMs: 60_000 });
+    console.log(`chromium chaos:\n${report}`);
+    accept("chromium", report);
   });
 });
