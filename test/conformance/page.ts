@@ -2,7 +2,7 @@
 // the suite on the page, then inside edge-moe/worker, then on the GPU where the browser has an
 // adapter. Leaves { page, worker, gpu } report texts (or { error }) in `window.__conformance`.
 import { createMoE, createMoEWorker, MoEError, type MoEConfig } from "edge-moe";
-import { Report, runConformance } from "./suite.ts";
+import { Report, runConformance, runLoaderChecks } from "./suite.ts";
 import { buildSelectionChecks, hostVariants } from "./host.ts";
 
 const TINY: MoEConfig = {
@@ -15,6 +15,12 @@ async function pageSuite(): Promise<string> {
   report.lines.push(`# chromium page: ${navigator.userAgent}`);
   await buildSelectionChecks(report);
   await runConformance(createMoE, hostVariants(), report);
+  // the fixture from the page's own server, which answers Range requests under /fixtures/range/
+  const base = `${location.origin}/fixtures`;
+  await runLoaderChecks(report, {
+    urls: { range: `${base}/range/deepseek_v3/model.safetensors`, whole: `${base}/whole/deepseek_v3/model.safetensors` },
+    config: { wasmBuild: "simd" },
+  });
   return report.text;
 }
 
