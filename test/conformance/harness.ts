@@ -134,6 +134,21 @@ export async function bundleEntries(consumer: Consumer): Promise<void> {
     outExtension: { ".js": ".mjs" },
     plugins: [{ name: "npm-specifier", setup: (b) => b.onResolve({ filter: /^edge-moe(\/|$)/ }, (args) => ({ path: `npm:${args.path}`, external: true })) }],
   });
+  // The Chromium page's loader worker: a module worker has no import map, so `edge-moe` is
+  // rewritten to the installed package's browser build, as the page's import map resolves it.
+  const pkg = JSON.parse(await readFile(join(consumer.dir, "node_modules", "edge-moe", "package.json"), "utf8"));
+  const browserEntry = resolveExport(pkg.exports["."], ["browser", "import"]);
+  if (!browserEntry) throw new Error("the package exports no browser build");
+  await build({
+    ...common,
+    entryPoints: { "loader-worker": join(HERE, "loader-worker.ts") },
+    outdir: consumer.dir,
+    outExtension: { ".js": ".mjs" },
+    plugins: [{
+      name: "browser-package",
+      setup: (b) => b.onResolve({ filter: /^edge-moe$/ }, () => ({ path: `/node_modules/edge-moe/${browserEntry.replace(/^\.\//, "")}`, external: true })),
+    }],
+  });
   await build({
     ...common,
     entryPoints: { worker: join(HERE, "workerd.ts") },

@@ -45,6 +45,21 @@ async function workerSuite(): Promise<string> {
   } finally {
     worker.terminate();
   }
+  // loadMoE inside a worker of ours: its checks join this report
+  const loader = new Worker(new URL("/loader-worker.mjs", location.href), { type: "module" });
+  try {
+    const result = await new Promise<{ lines: string[]; passed: number; failed: number; hashes: Record<string, string> }>((resolve, reject) => {
+      loader.onmessage = (event) => resolve(event.data);
+      loader.onerror = (event) => reject(new Error(`the loader worker failed: ${event.message}`));
+      loader.postMessage("run");
+    });
+    report.lines.push(...result.lines.map((line) => line.replace(/^(ok {3}|FAIL )/, "$1worker ")));
+    report.passed += result.passed;
+    report.failed += result.failed;
+    Object.assign(report.hashes, result.hashes);
+  } finally {
+    loader.terminate();
+  }
   return report.text;
 }
 
