@@ -89,6 +89,8 @@ export class Trainer {
     this.routingBlock = 0;
     if (routing.score !== "topk-softmax" || slots > k) {
       this.routingBlock = engine.allocPersistent(ROUTING_BLOCK_BYTES);
+      // the pool finds it in CTL_GATING_MODE's bits 6 and up: it must be 64-byte aligned
+      if (this.routingBlock % 64 !== 0) throw new Error(`edge-moe: the routing block at ${this.routingBlock} is not 64-byte aligned`);
       this.kernels.writeRoutingBlock(
         this.routingBlock, SCORE_CODE[routing.score], numExperts, k, slots, routing.renormalize ? 1 : 0,
         routing.renormEpsilon, routing.scale, sharedGateCol,
