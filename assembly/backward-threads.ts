@@ -23,6 +23,7 @@ import {
   columnSums, gatingBackward, gemmABt, gemmAtB, geluBackward4, outputGradPair, reluBackward4, swigluBackward4,
 } from "./backward";
 import { sgdStep, adamStep } from "./optim";
+import { routedGatingBackwardRows } from "./routing-backward";
 import {
   KIND_RELU, KIND_SWIGLU, CTL_CLAIMED, CTL_FINISHED, COUNTER_BACKWARD, COUNTER_STEP,
   CTL_KIND, CTL_D, CTL_H, CTL_N, CTL_K, CTL_BATCH, CTL_X, CTL_W1, CTL_B1, CTL_W2, CTL_B2, CTL_EXPERT_OFFSETS,
@@ -116,6 +117,16 @@ function gradRows(ctl: usize, r0: i32, r1: i32): void {
   const dGates = ptr(ctl, CTL_DGATES);
   for (let q = r0 * k; q < r1 * k; q++) outputGradPair(out, d, dy, k, load<i32>(posOf + (<usize>q << 2)), q, topkGates, dGates);
   const mode = slot(ctl, CTL_GATING_MODE);
+  // the routers of assembly/routing.ts and shared experts: bits 6 and up address their routing
+  // block (assembly/routing-backward.ts), and CTL_N, CTL_K count the shared slices and slots too
+  const block = <usize>(mode & ~63);
+  if (block != 0) {
+    routedGatingBackwardRows(
+      block, mode & 1, (mode >> 1) & 1, r0, r1, ptr(ctl, CTL_LOGITS), ldl, ptr(ctl, CTL_STD), ptr(ctl, CTL_NOISY_H), ptr(ctl, CTL_NOISE),
+      ptr(ctl, CTL_TOPK_IDX), topkGates, ptr(ctl, CTL_NEXT_IDX), dGates, ptr(ctl, CTL_IMPORTANCE_GRAD), ptr(ctl, CTL_LOAD_GRAD), ptr(ctl, CTL_DLOGITS),
+    );
+    return;
+  }
   const rowL = (<usize>r0 * <usize>ldl) << 2;
   const rowN = (<usize>r0 * <usize>n) << 2;
   const rowK = (<usize>r0 * <usize>k) << 2;

@@ -11,6 +11,7 @@ export { buildPlan, gatherRows, expertsForward, combine, poolThread } from "./ex
 export {
   expertOutputGrads, cvSquaredGrad, gatingBackward, gemmAtB, gemmABt, expertsBackward, scatterAddRows,
 } from "./backward";
+export { routedGatingBackward, writeRoutingBlock } from "./routing-backward";
 export { sgdStep, adamStep } from "./optim";
 
 /** First free byte after the module's static data: the TypeScript arena starts here. */

@@ -1,6 +1,7 @@
 // npm run demo: a forward pass of a built-in layer (d=512, h=1024, n=16, k=2, relu, seeded random
-// weights), in inference and training mode, with the chosen experts, the losses and the time per call.
-import { createMoE } from "../dist/index.js";
+// weights), in inference and training mode, with the chosen experts, the losses and the time per call;
+// then a layer loaded from a small checkpoint in DeepSeek-V3's layout, written here (no download).
+import { createMoE, loadMoE, saveMoE, writeSafetensors } from "../dist/index.js";
 import { normalStream } from "./normals.mjs";
 
 const d = 512, h = 1024, n = 16, k = 2;
@@ -72,3 +73,55 @@ for (const b of [1, 8, 64]) {
   console.log(`  B=${String(b).padStart(3)}  ${ms.toFixed(3).padStart(8)} ms   ${(flops / ms / 1e6).toFixed(1).padStart(6)} GFLOP/s useful`);
 }
 layer.dispose();
+
+// ---- a checkpoint in a real family's layout ---------------------------------------------------
+// A small DeepSeek-V3 MoE block, written here as the Hugging Face checkpoint would hold it
+// (config.json + model.safetensors, [out, in] weights named as the modeling code names them), then
+// loaded with loadMoE: sigmoid router with a choice bias, 4 groups of which 2 are kept, top-4,
+// renormalised and scaled, and a shared expert.
+{
+  const config = {
+    model_type: "deepseek_v3", hidden_size: 128, moe_intermediate_size: 64, n_routed_experts: 16, num_experts_per_tok: 4,
+    n_group: 4, topk_group: 2, n_shared_experts: 1, first_k_dense_replace: 1, routed_scaling_factor: 2.5, norm_topk_prob: true,
+    hidden_act: "silu", num_hidden_layers: 2,
+  };
+  const { hidden_size: dm, moe_intermediate_size: hm, n_routed_experts: nm } = config;
+  const p = "model.layers.1.mlp";
+  const tensors = {
+    [`${p}.gate.weight`]: { dtype: "F32", shape: [nm, dm], data: draw(nm * dm, 1 / Math.sqrt(dm)) },
+    [`${p}.gate.e_score_correction_bias`]: { dtype: "F32", shape: [nm], data: draw(nm, 0.05) },
+  };
+  const mlp = (prefix, width) => {
+    tensors[`${prefix}.gate_proj.weight`] = { dtype: "BF16", shape: [width, dm], data: draw(width * dm, 1 / Math.sqrt(dm)) };
+    tensors[`${prefix}.up_proj.weight`] = { dtype: "BF16", shape: [width, dm], data: draw(width * dm, 1 / Math.sqrt(dm)) };
+    tensors[`${prefix}.down_proj.weight`] = { dtype: "BF16", shape: [dm, width], data: draw(dm * width, 1 / Math.sqrt(width)) };
+  };
+  for (let e = 0; e < nm; e++) mlp(`${p}.experts.${e}`, hm);
+  mlp(`${p}.shared_experts`, hm);
+  const checkpoint = writeSafetensors(tensors);
+
+  const loaded = await loadMoE({ config, files: { "model.safetensors": checkpoint }, layer: 1 });
+  const { description } = loaded;
+  console.log(`\nloaded: ${description.family} ${description.prefix} from a ${(checkpoint.length / 1024).toFixed(0)} KiB checkpoint (bf16 weights)`);
+  console.log(`  d=${description.dModel} h=${description.dHidden} n=${description.numExperts} k=${description.k}, ${description.routing.score} router, ` +
+    `groups ${description.routing.groups.topkGroup} of ${description.routing.groups.nGroup}, scale ${description.routing.scale}, shared expert of width ${description.shared.dHidden}`);
+  const xs = draw(4 * dm, 1);
+  const out = await loaded.forward(xs);
+  for (let r = 0; r < 4; r++) {
+    const experts = Array.from(out.topkIndices.subarray(r * 4, r * 4 + 4));
+    const gates = Array.from(out.topkGates.subarray(r * 4, r * 4 + 4), (g) => g.toFixed(3));
+    console.log(`  row ${r}: experts [${experts.join(", ")}] gates [${gates.join(", ")}]`);
+  }
+  // one training step through the router and the shared expert, then saved in the family's layout
+  await loaded.forward(xs, { train: true });
+  await loaded.backward(draw(4 * dm, 0.1));
+  await loaded.step({ lr: 1e-3, optimizer: "adam" });
+  const saved = await saveMoE(loaded);
+  const reloaded = await loadMoE({ config: saved.config, files: saved.files, layer: 1 });
+  const [a, b] = [loaded.forwardSync(xs).y, reloaded.forwardSync(xs).y];
+  const same = a.every((v, i) => Object.is(v, b[i]));
+  console.log(`  after one Adam step, saved (saveMoE: ${(saved.files["model.safetensors"].length / 1024).toFixed(0)} KiB, f32) and loaded back: ${same ? "the same outputs, bit for bit" : "DIFFERENT outputs"}`);
+  reloaded.dispose();
+  loaded.dispose();
+  if (!same) process.exitCode = 1;
+}

@@ -48,7 +48,7 @@ export type MoEErrorCode =
   | "GRAD_SHAPE"
   /** step() was called before any backward(): there are no gradients to apply. */
   | "NO_GRADIENTS"
-  /** The layer cannot do this: backward or step on a layer with quantized expert weights, or whose router or shared expert has no backward pass yet. */
+  /** The layer cannot do this: backward or step on a layer with quantized expert weights. */
   | "UNSUPPORTED"
   /** loadMoE: the caller's AbortSignal fired. */
   | "ABORTED"

@@ -32,6 +32,8 @@ export { readSafetensors, writeSafetensors, parseSafetensorsHeader, parseSafeten
 export { loadMoE } from "./loaders/load-moe.ts";
 export type { LoadMoEOptions, LoadedMoE } from "./loaders/load-moe.ts";
 export { loadMoELayer, describeFamily, FAMILIES } from "./loaders/index.ts";
+export { saveMoE } from "./loaders/save-moe.ts";
+export type { SaveMoEOptions, SavedMoE } from "./loaders/save-moe.ts";
 export type { ConvertedLayer, FamilyDescription, Family, Routing, FileValue, LoadProgress, LoadLayerOptions } from "./loaders/index.ts";
 export { createMoEWorker } from "./worker-client.ts";
 export type { MoEWorkerLike, MoEWorkerLayer, MoEWorkerOptions, MoEWorkerCallOptions } from "./worker-client.ts";

@@ -259,9 +259,6 @@ class Layer implements MoELocalLayerMethods {
     if (!state) {
       fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
     }
-    if (engine.spec.routing.score !== "topk-softmax" || engine.spec.shared) {
-      fail("UNSUPPORTED", "backward is implemented for the paper's top-k softmax routing without a shared expert; this layer's router or shared expert has no backward pass yet");
-    }
     const d = this.config.dModel;
     if (!isFloat32(dy) || dy.length !== state.batch * d) {
       fail("GRAD_SHAPE", `dy must be a Float32Array [B, dModel] = [${state.batch}, ${d}] (${state.batch * d} floats, the shape of the last forward's y), got ${isFloat32(dy) ? `length ${dy.length}` : Object.prototype.toString.call(dy)}`);

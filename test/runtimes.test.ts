@@ -108,6 +108,11 @@ describe("determinism", () => {
     const simd = Object.fromEntries(cpuRuns.map((name) => [name, reports.get(name)!.hashes.simd]));
     for (const [name, hash] of Object.entries(simd)) expect(hash, `${name} printed no simd hash`).toMatch(/^[0-9a-f]{64}$/);
     expect(new Set(Object.values(simd)).size, JSON.stringify(simd, null, 1)).toBe(1);
+    // loadMoE gives the same layer, from bytes, paths and URLs alike, in every runtime that loads one
+    const loaderRuns = ["node", "node-relaxed-flag", "deno", "bun", "chromium-page", "chromium-worker", "workerd", "edge-runtime"];
+    const loader = Object.fromEntries(loaderRuns.map((name) => [name, reports.get(name)!.hashes.loader]));
+    for (const [name, hash] of Object.entries(loader)) expect(hash, `${name} printed no loader hash`).toMatch(/^[0-9a-f]{64}$/);
+    expect(new Set(Object.values(loader)).size, JSON.stringify(loader, null, 1)).toBe(1);
     // Where the default ("auto") picks the simd build, it is the same computation.
     for (const [name, r] of reports) {
       if (r.hashes["auto-simd"]) expect(r.hashes["auto-simd"], name).toBe(r.hashes.simd);

@@ -41,6 +41,14 @@ interface TrainKernels extends KernelExports {
     dw1: number, db1: number, dw2: number, db2: number,
   ): void;
   scatterAddRows(src: number, d: number, b: number, k: number, pairOf: number, dx: number): void;
+  routedGatingBackward(
+    score: number, probMode: number, noisy: number, b: number, n: number, k: number, slots: number,
+    logits: number, ldl: number, std: number, h: number, noise: number,
+    topkIdx: number, topkGates: number, nextIdx: number, dGates: number,
+    importanceGrad: number, loadGrad: number,
+    renormalize: number, eps: number, scale: number, sharedGateCol: number, dLogits: number,
+  ): void;
+  writeRoutingBlock(block: number, score: number, n: number, k: number, slots: number, renormalize: number, eps: number, scale: number, sharedGateCol: number): void;
   sgdStep(w: number, g: number, len: number, lr: number): void;
   adamStep(w: number, g: number, m: number, v: number, len: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number): void;
 }
@@ -51,6 +59,11 @@ interface TrainKernels extends KernelExports {
  */
 const THREADED_STEP_FLOATS = 1 << 14;
 
+/** The router codes of assembly/routing-backward.ts (SCORE_*). */
+const SCORE_CODE = { "topk-softmax": 0, softmax: 1, sigmoid: 2 } as const;
+/** Bytes of a routing block (assembly/routing-backward.ts ROUTING_BLOCK_BYTES). */
+const ROUTING_BLOCK_BYTES = 64;
+
 export class Trainer {
   private readonly engine: CpuEngine;
   private readonly kernels: TrainKernels;
@@ -58,6 +71,11 @@ export class Trainer {
   private readonly gradOffset: number;
   private readonly regionBytes: number;
   private adam: { m: number; v: number; steps: number } | undefined;
+  /**
+   * The router's routing block for the threaded backward, or 0 for the paper's router without a
+   * shared expert (which runs gatingBackward itself).
+   */
+  private readonly routingBlock: number;
   /** Whether backward has filled the gradient region. */
   hasGradients = false;
 
@@ -66,6 +84,18 @@ export class Trainer {
     this.kernels = engine.kernels as TrainKernels;
     this.regionBytes = engine.weightEnd - engine.weightPtr.gate;
     this.gradOffset = engine.allocPersistent(this.regionBytes) - engine.weightPtr.gate;
+    const { routing, numExperts, k } = engine.spec;
+    const { slots, sharedGateCol } = engine.packed;
+    this.routingBlock = 0;
+    if (routing.score !== "topk-softmax" || slots > k) {
+      this.routingBlock = engine.allocPersistent(ROUTING_BLOCK_BYTES);
+      // the pool finds it in CTL_GATING_MODE's bits 6 and up: it must be 64-byte aligned
+      if (this.routingBlock % 64 !== 0) throw new Error(`edge-moe: the routing block at ${this.routingBlock} is not 64-byte aligned`);
+      this.kernels.writeRoutingBlock(
+        this.routingBlock, SCORE_CODE[routing.score], numExperts, k, slots, routing.renormalize ? 1 : 0,
+        routing.renormEpsilon, routing.scale, sharedGateCol,
+      );
+    }
   }
 
   /** Copies the upstream gradient dy [batch, d] (length already checked) in; rejects NaN/Inf. */
@@ -100,11 +130,14 @@ export class Trainer {
     const loadGrad = s.lossAcc + 8 * n;
     K.cvSquaredGrad(importanceGrad, n, wImportance);
     if (probMode) K.cvSquaredGrad(loadGrad, n, wLoad);
+    // the plan's slots per row and experts: the routed k and n, then the shared expert's slices
+    const { slots, experts } = engine.packed;
+    const routing = engine.spec.routing;
     const pool = engine.threadPool;
     if (pool) {
       // the same pass in chunks across the threads (assembly/backward-threads.ts): same bits
       const c = pool.control;
-      c[CTL_KIND] = engine.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch;
+      c[CTL_KIND] = engine.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = experts; c[CTL_K] = slots; c[CTL_BATCH] = batch;
       c[CTL_X] = s.x; c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
       c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
       c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre; c[CTL_ACT] = s.act;
@@ -112,25 +145,34 @@ export class Trainer {
       c[CTL_DY] = s.dy; c[CTL_DX] = s.dx; c[CTL_DGATES] = s.dGates; c[CTL_DLOGITS] = s.dLogits;
       c[CTL_STD] = s.std; c[CTL_NOISY_H] = s.h; c[CTL_NOISE] = s.noise; c[CTL_TOPK_IDX] = s.topkIdx;
       c[CTL_NEXT_IDX] = s.nextIdx; c[CTL_IMPORTANCE_GRAD] = importanceGrad; c[CTL_LOAD_GRAD] = loadGrad;
-      c[CTL_GATING_MODE] = probMode | (noisyGating ? 2 : 0); c[CTL_GRAD_OFFSET] = g;
+      // bits 6 and up: the routing block (64-byte aligned), read by the rows phase
+      c[CTL_GATING_MODE] = probMode | (noisyGating ? 2 : 0) | this.routingBlock; c[CTL_GRAD_OFFSET] = g;
       pool.runTraining(JOB_BACKWARD);
     } else {
       // dJ/dG from the experts (⟨E(x), dy⟩), and the experts' upstream gradient gate·dy over out
-      K.expertOutputGrads(s.out, d, s.dy, batch, k, s.pairOf, s.topkGates, s.dGates);
-      K.gatingBackward(
-        probMode, noisyGating ? 1 : 0, batch, n, k, s.logits, ldl, s.std, s.h, s.noise,
-        s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
-      );
-      // gating GEMM backward: d[W_g | W_noise] = xᵀ·dLogits, dx = dLogits·[W_g | W_noise]ᵀ
+      K.expertOutputGrads(s.out, d, s.dy, batch, slots, s.pairOf, s.topkGates, s.dGates);
+      if (this.routingBlock === 0) {
+        K.gatingBackward(
+          probMode, noisyGating ? 1 : 0, batch, n, k, s.logits, ldl, s.std, s.h, s.noise,
+          s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
+        );
+      } else {
+        K.routedGatingBackward(
+          SCORE_CODE[routing.score], probMode, noisyGating ? 1 : 0, batch, n, k, slots, s.logits, ldl, s.std, s.h, s.noise,
+          s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad,
+          routing.renormalize ? 1 : 0, routing.renormEpsilon, routing.scale, engine.packed.sharedGateCol, s.dLogits,
+        );
+      }
+      // gating GEMM backward: d[W_g | W_noise | shared gate] = xᵀ·dLogits, dx = dLogits·[…]ᵀ
       K.gemmAtB(s.x, d, batch, d, s.dLogits, ldl, ldl / 8, d, w.gate + g);
       K.gemmABt(s.dLogits, ldl, batch, w.gate, ldl / 8, d, d, s.dx, d);
-      // experts, then each row's share of dx from its k experts
+      // experts, then each row's share of dx from its experts
       const bias = engine.spec.expert !== "swiglu";
       K.expertsBackward(
-        engine.kind, d, h, 0, n, w.w1, w.w2, s.expertOffsets, s.gathered, s.pre, s.act, s.out,
+        engine.kind, d, h, 0, experts, w.w1, w.w2, s.expertOffsets, s.gathered, s.pre, s.act, s.out,
         w.w1 + g, bias ? w.b1 + g : 0, w.w2 + g, bias ? w.b2 + g : 0,
       );
-      K.scatterAddRows(s.gathered, d, batch, k, s.pairOf, s.dx);
+      K.scatterAddRows(s.gathered, d, batch, slots, s.pairOf, s.dx);
     }
     this.hasGradients = true;
 

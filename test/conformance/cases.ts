@@ -18,3 +18,9 @@ export const CONFORMANCE_CASES: ReadonlyArray<{ name: string; bytes: Uint8Array 
   { name: "odd_swiglu_noisy_k4_n7_d31_h19", bytes: oddSwigluNoisy },
   { name: "keqn_swiglu_clean_k4_n4", bytes: keqnSwigluClean },
 ];
+
+// A family checkpoint for the loader's checks: deepseek_v3's fixture (test/fixtures/families/),
+// its config.json as an object (family-config.ts).
+export { default as deepseekModel } from "../fixtures/families/deepseek_v3/model.safetensors";
+export { default as deepseekGolden } from "../fixtures/families/deepseek_v3/golden.safetensors";
+export { DEEPSEEK_V3_CONFIG } from "./family-config.ts";

@@ -3,9 +3,15 @@
 // `globalThis.__edgeMoEWasm` (its bytes as `__edgeMoEBytes`). Leaves the report text in
 // `globalThis.__conformance` (a promise).
 import { createMoE } from "edge-moe";
-import { Report, runConformance } from "./suite.ts";
+import { Report, runConformance, runLoaderChecks } from "./suite.ts";
 
-const g = globalThis as unknown as { __edgeMoEWasm: WebAssembly.Module; __edgeMoEBytes: Uint8Array; __conformance: Promise<string> };
+const g = globalThis as unknown as {
+  __edgeMoEWasm: WebAssembly.Module;
+  __edgeMoEBytes: Uint8Array;
+  __conformance: Promise<string>;
+  /** The loader checks' URLs: a local fixture server with and without Range support. */
+  __fixtureUrls?: { range: string; whole: string };
+};
 
 g.__conformance = (async () => {
   const report = new Report();
@@ -25,5 +31,6 @@ g.__conformance = (async () => {
   });
   // The injected module is the simd build: its hash must equal every other runtime's "simd".
   await runConformance(createMoE, [{ name: "simd", config: { wasm: g.__edgeMoEWasm } }], report);
+  await runLoaderChecks(report, { urls: g.__fixtureUrls, config: { wasm: g.__edgeMoEWasm } });
   return report.text;
 })();

@@ -3,8 +3,8 @@
 // bundles the suite's entries as a user of each runtime would, runs them, and parses the reports.
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { createServer } from "node:http";
-import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -141,6 +141,21 @@ export async function bundleEntries(consumer: Consumer): Promise<void> {
     outExtension: { ".js": ".mjs" },
     plugins: [{ name: "npm-specifier", setup: (b) => b.onResolve({ filter: /^edge-moe(\/|$)/ }, (args) => ({ path: `npm:${args.path}`, external: true })) }],
   });
+  // The Chromium page's loader worker: a module worker has no import map, so `edge-moe` is
+  // rewritten to the installed package's browser build, as the page's import map resolves it.
+  const pkg = JSON.parse(await readFile(join(consumer.dir, "node_modules", "edge-moe", "package.json"), "utf8"));
+  const browserEntry = resolveExport(pkg.exports["."], ["browser", "import"]);
+  if (!browserEntry) throw new Error("the package exports no browser build");
+  await build({
+    ...common,
+    entryPoints: { "loader-worker": join(HERE, "loader-worker.ts") },
+    outdir: consumer.dir,
+    outExtension: { ".js": ".mjs" },
+    plugins: [{
+      name: "browser-package",
+      setup: (b) => b.onResolve({ filter: /^edge-moe$/ }, () => ({ path: `/node_modules/edge-moe/${browserEntry.replace(/^\.\//, "")}`, external: true })),
+    }],
+  });
   await build({
     ...common,
     entryPoints: { worker: join(HERE, "workerd.ts") },
@@ -159,6 +174,53 @@ export async function bundleEntries(consumer: Consumer): Promise<void> {
   });
 }
 
+// ---- the loader's fixture over HTTP ---------------------------------------------------------
+
+const FAMILY_FIXTURES = join(ROOT, "test", "fixtures", "families");
+/** The loader checks' checkpoint (test/conformance/cases.ts), relative to FAMILY_FIXTURES. */
+const LOADER_MODEL = "deepseek_v3/model.safetensors";
+
+/**
+ * Serves the family fixtures at /range/<family>/<file> (Range requests answered with 206) and
+ * /whole/<family>/<file> (Range ignored: 200 and the whole body). Returns false for other paths.
+ */
+async function serveFixture(path: string, request: IncomingMessage, response: ServerResponse): Promise<boolean> {
+  const m = /^\/(range|whole)\/([\w.-]+\/[\w.-]+)$/.exec(path);
+  if (!m) return false;
+  let body: Buffer;
+  try {
+    body = await readFile(join(FAMILY_FIXTURES, m[2]));
+  } catch {
+    response.writeHead(404).end();
+    return true;
+  }
+  const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? "");
+  if (m[1] === "range" && range) {
+    const begin = Number(range[1]);
+    const end = Math.min(Number(range[2]), body.length - 1);
+    response.writeHead(206, { "content-range": `bytes ${begin}-${end}/${body.length}`, "content-length": String(end + 1 - begin), "access-control-allow-origin": "*" }).end(body.subarray(begin, end + 1));
+  } else {
+    response.writeHead(200, { "content-length": String(body.length), "access-control-allow-origin": "*" }).end(body);
+  }
+  return true;
+}
+
+/** A local server of the family fixtures (serveFixture); `urls` are the loader checks' two URLs. */
+export async function fixtureServer(): Promise<{ urls: { range: string; whole: string }; close(): Promise<void> }> {
+  const server = createServer((request, response) => {
+    const path = decodeURIComponent(new URL(request.url ?? "/", "http://localhost").pathname);
+    void serveFixture(path, request, response).then((served) => {
+      if (!served) response.writeHead(404).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  return {
+    urls: { range: `${base}/range/${LOADER_MODEL}`, whole: `${base}/whole/${LOADER_MODEL}` },
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 // ---- runtimes -------------------------------------------------------------------------------
 
 /**
@@ -173,9 +235,14 @@ export async function runCli(
 ): Promise<{ report: ParsedReport; result: CommandResult }> {
   const command = runtime === "node" ? process.execPath : bin(runtime);
   const script = runtime === "deno" && mode === "local" ? "cli-deno-npm.mjs" : "cli.mjs";
-  const args = runtime === "deno" ? ["run", "--allow-read", "--no-lock", ...flags, script, mode] : [...flags, script, mode];
+  // the loader checks read the fixture from a path in the consumer and from the fixture server
+  await mkdir(join(consumer.dir, "fixtures", "deepseek_v3"), { recursive: true });
+  await copyFile(join(FAMILY_FIXTURES, LOADER_MODEL), join(consumer.dir, "fixtures", LOADER_MODEL));
+  const server = await fixtureServer();
+  const urls = [server.urls.range, server.urls.whole];
+  const args = runtime === "deno" ? ["run", "--allow-read", "--allow-net=127.0.0.1", "--no-lock", ...flags, script, mode, ...urls] : [...flags, script, mode, ...urls];
   const env = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_DIR: join(consumer.tmp, "deno-cache"), BUN_INSTALL_CACHE_DIR: join(consumer.tmp, "bun-cache") };
-  const result = await runCommand(command, args, { cwd: consumer.dir, env });
+  const result = await runCommand(command, args, { cwd: consumer.dir, env }).finally(() => server.close());
   let report: ParsedReport;
   try {
     report = parseReport(result.stdout);
@@ -200,14 +267,16 @@ export async function runWorkerd(consumer: Consumer): Promise<ParsedReport> {
     modules: [{ type: "ESModule", path: join(root, "worker.js") }, ...wasmFiles.map((f) => ({ type: "CompiledWasm" as const, path: join(root, f) }))],
     compatibilityDate: "2025-01-01",
   });
+  const server = await fixtureServer();
   try {
-    const response = await mf.dispatchFetch("http://localhost/");
+    const response = await mf.dispatchFetch(`http://localhost/?range=${encodeURIComponent(server.urls.range)}&whole=${encodeURIComponent(server.urls.whole)}`);
     const text = await response.text();
     const report = parseReport(text);
     if ((response.status === 200) !== (report.failed === 0)) throw new Error(`workerd status ${response.status} disagrees with its report`);
     return report;
   } finally {
     await mf.dispose();
+    await server.close();
   }
 }
 
@@ -217,12 +286,17 @@ export async function runEdgeRuntime(consumer: Consumer): Promise<ParsedReport> 
   // The subpath export a user imports (`edge-moe/edge-moe.simd.wasm?module`), resolved by Node.
   const bytes = await readFile(createRequire(join(consumer.dir, "package.json")).resolve("edge-moe/edge-moe.simd.wasm"));
   const module = new WebAssembly.Module(bytes); // as Vercel's build step does for `import m from "x.wasm?module"`
+  const server = await fixtureServer();
   const runtime = new EdgeRuntime({
     codeGeneration: { strings: false, wasm: false },
-    extend: (context) => Object.assign(context, { __edgeMoEWasm: module, __edgeMoEBytes: new Uint8Array(bytes) }),
+    extend: (context) => Object.assign(context, { __edgeMoEWasm: module, __edgeMoEBytes: new Uint8Array(bytes), __fixtureUrls: server.urls }),
   });
-  runtime.evaluate(await readFile(join(consumer.dir, "edge", "edge.js"), "utf8"));
-  return parseReport(await runtime.evaluate<Promise<string>>("globalThis.__conformance"));
+  try {
+    runtime.evaluate(await readFile(join(consumer.dir, "edge", "edge.js"), "utf8"));
+    return parseReport(await runtime.evaluate<Promise<string>>("globalThis.__conformance"));
+  } finally {
+    await server.close();
+  }
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -262,6 +336,8 @@ export interface ChromiumPage {
   headers?: Record<string, string>;
   /** The page is done when window[resultGlobal] is defined; its value is the result. */
   resultGlobal: string;
+  /** Answers a request itself (returns true) before the folder is looked up. */
+  serve?: (path: string, request: IncomingMessage, response: ServerResponse) => Promise<boolean>;
   timeoutMs?: number;
 }
 
@@ -278,6 +354,7 @@ export async function runOnChromiumPage<T>(run: ChromiumPage): Promise<{ result:
       response.writeHead(200, { ...headers, "content-type": "text/html" }).end(run.html);
       return;
     }
+    if (run.serve && (await run.serve(path, request, response))) return;
     const file = normalize(join(run.root, path));
     if (!file.startsWith(run.root)) return void response.writeHead(403).end();
     try {
@@ -339,7 +416,9 @@ export async function runChromium(consumer: Consumer): Promise<Record<string, st
   const html = `<!doctype html><meta charset="utf-8"><title>edge-moe conformance</title>
 <script type="importmap">${JSON.stringify({ imports })}</script>
 <script type="module" src="/page.mjs"></script>`;
-  const { result, pageErrors } = await runOnChromiumPage<Record<string, string>>({ root: consumer.dir, html, resultGlobal: "__conformance" });
+  const serve = (path: string, request: IncomingMessage, response: ServerResponse) =>
+    path.startsWith("/fixtures/") ? serveFixture(path.slice("/fixtures".length), request, response) : Promise.resolve(false);
+  const { result, pageErrors } = await runOnChromiumPage<Record<string, string>>({ root: consumer.dir, html, resultGlobal: "__conformance", serve });
   if (result.error) throw new Error(`the page failed: ${result.error}`);
   if (pageErrors.length > 0) throw new Error(`uncaught errors on the page: ${pageErrors.join("; ")}`);
   return result;

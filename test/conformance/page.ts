@@ -2,7 +2,7 @@
 // the suite on the page, then inside edge-moe/worker, then on the GPU where the browser has an
 // adapter. Leaves { page, worker, gpu } report texts (or { error }) in `window.__conformance`.
 import { createMoE, createMoEWorker, MoEError, type MoEConfig } from "edge-moe";
-import { Report, runConformance } from "./suite.ts";
+import { Report, runConformance, runLoaderChecks } from "./suite.ts";
 import { buildSelectionChecks, hostVariants } from "./host.ts";
 
 const TINY: MoEConfig = {
@@ -15,6 +15,12 @@ async function pageSuite(): Promise<string> {
   report.lines.push(`# chromium page: ${navigator.userAgent}`);
   await buildSelectionChecks(report);
   await runConformance(createMoE, hostVariants(), report);
+  // the fixture from the page's own server, which answers Range requests under /fixtures/range/
+  const base = `${location.origin}/fixtures`;
+  await runLoaderChecks(report, {
+    urls: { range: `${base}/range/deepseek_v3/model.safetensors`, whole: `${base}/whole/deepseek_v3/model.safetensors` },
+    config: { wasmBuild: "simd" },
+  });
   return report.text;
 }
 
@@ -38,6 +44,21 @@ async function workerSuite(): Promise<string> {
     await runConformance((config) => createMoEWorker(worker, config), hostVariants(), report);
   } finally {
     worker.terminate();
+  }
+  // loadMoE inside a worker of ours: its checks join this report
+  const loader = new Worker(new URL("/loader-worker.mjs", location.href), { type: "module" });
+  try {
+    const result = await new Promise<{ lines: string[]; passed: number; failed: number; hashes: Record<string, string> }>((resolve, reject) => {
+      loader.onmessage = (event) => resolve(event.data);
+      loader.onerror = (event) => reject(new Error(`the loader worker failed: ${event.message}`));
+      loader.postMessage("run");
+    });
+    report.lines.push(...result.lines.map((line) => line.replace(/^(ok {3}|FAIL )/, "$1worker ")));
+    report.passed += result.passed;
+    report.failed += result.failed;
+    Object.assign(report.hashes, result.hashes);
+  } finally {
+    loader.terminate();
   }
   return report.text;
 }

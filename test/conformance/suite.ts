@@ -2,8 +2,8 @@
 // (test/runtimes.test.ts): golden cases (every expert kind, noisy and clean, odd sizes), seeded-
 // noise reproducibility, errors with their codes, and a SHA-256 of every output, which must be the
 // same in every runtime for the same kernel build. Uses the public API only.
-import { MoEError, readSafetensors, type ForwardResult, type MoEConfig, type MoELayer, type MoEWeights } from "edge-moe";
-import { CONFORMANCE_CASES } from "./cases.ts";
+import { loadMoE, MoEError, readSafetensors, type ForwardResult, type MoEConfig, type MoELayer, type MoEWeights } from "edge-moe";
+import { CONFORMANCE_CASES, DEEPSEEK_V3_CONFIG, deepseekGolden, deepseekModel } from "./cases.ts";
 
 /** One way to run the suite: options added to every layer's config (e.g. { wasmBuild: "simd" }). */
 export interface Variant {
@@ -262,4 +262,68 @@ export async function runConformance(create: CreateLayer, variants: Array<Varian
     if (variant.hash !== false) report.hashes[v] = await sha256(hashed);
   }
   return report;
+}
+
+// ---- loading a checkpoint ------------------------------------------------------------------------
+
+/**
+ * Where the runtime can read the deepseek_v3 family fixture (the richest router: sigmoid, choice
+ * bias, groups, renormalisation, scale, a shared expert) besides its bundled bytes.
+ */
+export interface LoaderPlaces {
+  /** A path to its model.safetensors (runtimes with files: Node, Deno, Bun). */
+  path?: string;
+  /** Its model.safetensors on a local server that answers Range requests, and on one that ignores them. */
+  urls?: { range: string; whole: string };
+  /** Runtime options for loadMoE (wasmBuild, wasm). */
+  config?: Partial<MoEConfig>;
+}
+
+function goldenOfFamily() {
+  const file = readSafetensors(deepseekGolden);
+  const f64 = (name: string) => new Float64Array(file.others[name].bytes.slice().buffer);
+  return {
+    layer: Number(file.metadata.layer),
+    x: file.tensors.x.data as Float32Array,
+    y: f64("y"),
+    topkIndices: file.tensors.topk_indices.data as Int32Array,
+    topkGates: f64("topk_gates"),
+  };
+}
+
+/**
+ * loadMoE in this runtime: from bytes always; from a path and from URLs where `places` has them.
+ * Each must match the float64 golden, and every source must give the bits of the bytes.
+ */
+export async function runLoaderChecks(report: Report, places: LoaderPlaces): Promise<void> {
+  const golden = goldenOfFamily();
+  let reference: ForwardResult | undefined;
+  const load = async (what: string, model: Uint8Array | string, expectNote: boolean) => {
+    const notes: string[] = [];
+    const layer = await loadMoE({
+      ...places.config, config: DEEPSEEK_V3_CONFIG, files: { "model.safetensors": model }, layer: golden.layer, onNote: (note) => notes.push(note),
+    });
+    try {
+      const r = await layer.forward(golden.x);
+      expectExact(`${what}: topk_indices`, r.topkIndices, golden.topkIndices);
+      expectClose(`${what}: topk_gates`, r.topkGates, golden.topkGates);
+      expectClose(`${what}: y`, r.y, golden.y);
+      if (expectNote !== notes.length > 0) throw new Error(`${what}: notes ${JSON.stringify(notes)}, expected ${expectNote ? "one about the missing Range support" : "none"}`);
+      if (reference && !sameBits(r, reference)) throw new Error(`${what}: other bits than the same checkpoint from bytes`);
+      reference ??= r;
+    } finally {
+      layer.dispose();
+    }
+  };
+  await report.check("loader: loadMoE(deepseek_v3) from bytes matches the golden", () => load("bytes", deepseekModel, false));
+  if (reference) report.hashes.loader = await sha256(resultBytes(reference));
+  if (places.path !== undefined) {
+    const path = places.path;
+    await report.check("loader: loadMoE from a path gives the same bits", () => load("path", path, false));
+  }
+  if (places.urls) {
+    const { range, whole } = places.urls;
+    await report.check("loader: loadMoE from a URL (server with Range) gives the same bits", () => load("url with Range", range, false));
+    await report.check("loader: loadMoE from a URL (server without Range: a note, the whole file once) gives the same bits", () => load("url without Range", whole, true));
+  }
 }
