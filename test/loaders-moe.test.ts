@@ -1,9 +1,13 @@
 // loadMoE: every family fixture as a layer of the package (the family's router in the gating
 // kernels, the shared expert as extra experts), against the float64 golden of the modeling code's
-// rules: same experts in the same order, same gates, y within 1e-5 of max |y|; shared experts included.
+// rules: same experts in the same order, same gates, y within 1e-5 of max |y|; shared experts included;
+// and on the GPU back end (a software adapter) within 1e-4.
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { loadMoE, readSafetensors, type MoEError } from "edge-moe";
+import { gpuSuite, probeGpu } from "./gpu_support.ts";
+
+const probe = await probeGpu();
 
 const fixtures = new URL("./fixtures/families/", import.meta.url).pathname;
 const wasm = readFileSync(new URL("../dist/edge-moe.simd.wasm", import.meta.url));
@@ -62,6 +66,21 @@ describe("loadMoE: each family on the wasm engine matches the float64 golden", (
       expect((error as Error).name).toBe("MoEError");
       expect((error as MoEError).code).toBe("INPUT_SHAPE");
       expect((error as MoEError).message).toMatch(/x.length \(15\) must be a positive multiple of dModel \(16\)/);
+    } finally {
+      layer.dispose();
+    }
+  });
+});
+
+gpuSuite("loadMoE: each family on the GPU back end (software adapter)", probe, () => {
+  it.each(FAMILIES.map((f) => [f]))("%s: the same routing as the golden, y within 1e-4 of max |y|", async (family) => {
+    const fx = fixture(family);
+    const layer = await loadMoE({ config: fx.config, files: fx.files, layer: fx.layer, wasm, wasmBuild: "simd", backend: "gpu" });
+    try {
+      const got = await layer.forward(fx.x);
+      expect(got.backend).toBe("gpu");
+      expect(Array.from(got.topkIndices)).toEqual(Array.from(fx.topkIndices));
+      expect(maxDiff(got.y, fx.y)).toBeLessThanOrEqual(1e-4 * maxAbs(fx.y));
     } finally {
       layer.dispose();
     }
