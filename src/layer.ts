@@ -1,6 +1,6 @@
 // The layer: validation at the door, gating on the CPU into a plan, the experts on the back end the
 // router chooses (src/plan.ts: one plan, two back ends), training on the CPU.
-import { checkSeed, validateConfig, validateWeights, type LayerSpec } from "./config.ts";
+import { checkSeed, hasExpertSlices, validateConfig, validateWeights, type LayerSpec } from "./config.ts";
 import { fail } from "./errors.ts";
 import { CpuEngine, CpuExperts, type Arena } from "./cpu/engine.ts";
 import { instantiateKernels } from "./cpu/wasm.ts";
@@ -30,8 +30,8 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   let complete = expand(given);
   engine.loadWeights(complete);
   // Quantized weights go to a GPU dequantized (the GPU has no quantized shaders yet): it computes
-  // with exactly the weights the CPU kernels use.
-  if (spec.dtype !== "f32" && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+  // with exactly the weights the CPU kernels use. Weights given per expert exist only packed.
+  if ((spec.dtype !== "f32" || hasExpertSlices(given)) && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
