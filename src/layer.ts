@@ -11,7 +11,7 @@ import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
 import { withSharedSlices } from "./routing.ts";
 import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkResidentOptions, checkStepOptions } from "./options.ts";
-import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
+import { openGpuExperts, packedExpertsOf, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
 import { disposeResident, forwardResident, invalidateResidentGating } from "./gpu/resident.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
@@ -29,16 +29,16 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   const expand = (w: Map<keyof MoEWeights, Float32Array>) => (spec.shared ? withSharedSlices(w, spec.shared, spec.dModel, spec.dHidden, spec.numExperts) : w);
   let complete = expand(given);
   engine.loadWeights(complete);
-  // Quantized weights go to a GPU dequantized (the GPU has no quantized shaders yet): it computes
-  // with exactly the weights the CPU kernels use. Weights given per expert exist only packed.
-  if ((spec.dtype !== "f32" || hasExpertSlices(given)) && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+  // Quantized weights go to a GPU as the engine packed them (the shaders dequantize), f32 weights
+  // given per expert as the engine holds them (the whole arrays never existed).
+  if (spec.dtype === "f32" && hasExpertSlices(given) && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
   let setupError: unknown;
   if (spec.backend !== "cpu") {
     const expertSpec = { ...spec, numExperts: engine.packed.experts, k: engine.packed.slots };
-    const opened = await openGpuExperts(expertSpec, complete, config.gpu);
+    const opened = await openGpuExperts(expertSpec, spec.dtype === "f32" ? complete : packedExpertsOf(engine), config.gpu);
     if ("experts" in opened) gpu = opened.experts;
     else ({ reason, error: setupError } = opened);
   }
