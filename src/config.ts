@@ -2,7 +2,7 @@
 import { fail } from "./errors.ts";
 import { validateRouting, validateShared, type RoutingSpec, type SharedSpec } from "./routing.ts";
 import { checkKeys, CONFIG_KEYS, INIT_KEYS, WEIGHT_KEYS } from "./options.ts";
-import type { BackendChoice, ExpertKind, ExpertSlices, MoEConfig, MoEWeights, MoEWeightsInput, WeightDtype } from "./types.ts";
+import type { BackendChoice, ExpertKind, ExpertSlices, MoEConfigInput, MoEWeights, MoEWeightsInput, WeightDtype } from "./types.ts";
 
 export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
 const BACKENDS: readonly BackendChoice[] = ["cpu", "gpu", "auto"];
@@ -74,7 +74,7 @@ export function checkSeed(name: string, value: unknown): number {
   return value;
 }
 
-export function validateConfig(config: MoEConfig): LayerSpec {
+export function validateConfig(config: MoEConfigInput): LayerSpec {
   if (typeof config !== "object" || config === null) fail("INVALID_CONFIG", "createMoE needs a configuration object");
   // First, so that a misspelt size is reported as such, not as that size missing.
   checkKeys(config, CONFIG_KEYS, "createMoE");
@@ -142,7 +142,7 @@ export function validateConfig(config: MoEConfig): LayerSpec {
   };
 }
 
-function initSeedOf(init: MoEConfig["init"]): number | undefined {
+function initSeedOf(init: MoEConfigInput["init"]): number | undefined {
   if (init === undefined) return undefined;
   if (typeof init !== "object" || init === null) fail("INVALID_CONFIG", "init must be an object { seed }");
   checkKeys(init, INIT_KEYS, "init", "init.");

@@ -15,10 +15,10 @@ import { openGpuExperts, packedExpertsOf, type GpuExperts } from "./gpu/experts.
 import type { Plan } from "./plan.ts";
 import { disposeResident, forwardResident, invalidateResidentGating } from "./gpu/resident.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoEConfigInput, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
-export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
+export async function createMoE(config: MoEConfigInput): Promise<MoELocalLayer> {
   const spec = validateConfig(config);
   const weights = validateWeights(spec, config.weights);
   const threads = await resolveThreads(spec.threads, config.wasmBuild, config.wasm !== undefined);

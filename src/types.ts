@@ -47,6 +47,13 @@ export type ExpertTensorName = "w1" | "b1" | "w2" | "b2" | "wGateProj" | "wUp" |
 export type MoEWeightsInput = { [K in keyof MoEWeights]?: K extends ExpertTensorName ? Float32Array | ExpertSlices : Float32Array };
 
 /**
+ * What createMoE takes: an MoEConfig whose expert tensors may be functions that return one
+ * expert's slice (ExpertSlices), so that the whole f32 tensor never exists. Not with a shared
+ * expert, and not for createMoEWorker, which cannot post functions to its worker.
+ */
+export type MoEConfigInput = Omit<MoEConfig, "weights"> & { weights?: MoEWeightsInput };
+
+/**
  * What the package's types ask of a WebGPU device: any `GPUDevice` fits. Declared structurally so
  * that the published types need neither `@webgpu/types` nor a TypeScript lib with WebGPU in it.
  */
@@ -76,11 +83,10 @@ export interface MoEConfig {
   wLoad?: number;
   /**
    * The weights. W_g and W_noise may be left out: they start at zero (the paper's
-   * initialisation). Expert weights may be left out when `init` is given. An expert tensor may
-   * be a function that returns one expert's slice (ExpertSlices): the whole f32 tensor then never
-   * exists (not with a shared expert, and not in createMoEWorker, which cannot send functions).
+   * initialisation). Expert weights may be left out when `init` is given. createMoE also takes
+   * expert tensors given per expert (MoEConfigInput).
    */
-  weights?: MoEWeightsInput;
+  weights?: MoEWeights;
   /**
    * Seeded random initialisation of the expert weights the caller leaves out: up-projections
    * (w1, wGateProj, wUp) ~ N(0, 1/dModel), down-projections (w2, wDown) ~ N(0, 1/dHidden), biases

@@ -5,10 +5,12 @@
 // quantized bytes) in a child process.
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { createMoE, MoEError, type MoEConfig, type MoEWeights } from "edge-moe";
+import { createMoE, MoEError, type MoEWeights } from "edge-moe";
 import { configOf, randomWeights, Rng, sameBits, type LayerShape } from "./helpers.ts";
 
 type Tensor = "w1" | "b1" | "w2" | "b2" | "wGateProj" | "wUp" | "wDown";
+/** createMoE's weights (MoEWeightsInput: expert tensors may be functions of the expert). */
+type WeightsInput = NonNullable<Parameters<typeof createMoE>[0]["weights"]>;
 
 async function expectCode(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
   let error: unknown;
@@ -23,7 +25,7 @@ async function expectCode(promise: Promise<unknown>, code: string, message?: Reg
 }
 
 /** The expert tensors of `weights` as functions of the expert, recording the calls. */
-function perExpert(weights: MoEWeights, n: number, calls: Array<[string, number]>): NonNullable<MoEConfig["weights"]> {
+function perExpert(weights: MoEWeights, n: number, calls: Array<[string, number]>): WeightsInput {
   const out: Record<string, unknown> = { ...weights };
   for (const name of ["w1", "b1", "w2", "b2", "wGateProj", "wUp", "wDown"] as Tensor[]) {
     const whole = weights[name];
@@ -34,7 +36,7 @@ function perExpert(weights: MoEWeights, n: number, calls: Array<[string, number]
       return whole.slice(e * size, (e + 1) * size);
     };
   }
-  return out as NonNullable<MoEConfig["weights"]>;
+  return out as WeightsInput;
 }
 
 const x = (rng: Rng, rows: number, d: number) => rng.normals(rows * d, 1);
