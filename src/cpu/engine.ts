@@ -17,7 +17,7 @@ import { kernelModules, type KernelExports } from "./wasm.ts";
 import { ThreadPool } from "./threads.ts";
 
 const PAGE = 65536;
-/** Floats of the staging for packing expert weights (4 MiB): a block of columns of one matrix at a time. */
+/** Floats of the staging for packing expert weights (4 MiB at most): a block of columns of one matrix at a time. */
 const STAGING_FLOATS = 1 << 20;
 /**
  * Multiply-adds of the gating GEMM from which a threaded layer splits it across its threads:
@@ -270,7 +270,7 @@ export class CpuEngine {
     const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol, dtype, dtypeCode } = this.packed;
     // Staging where the arenas will later live, for the gating matrix or one block of an expert
     // matrix's columns: an expert matrix whole would grow the memory by its f32 size for good.
-    const staging = this.staging(4 * Math.max(d * gateCols, STAGING_FLOATS, Math.max(d, h) * PANEL));
+    const staging = this.staging(4 * Math.max(d * gateCols, Math.min(STAGING_FLOATS, d * h), Math.max(d, h) * PANEL));
     const check = (name: keyof MoEWeights, length: number, indexOf: (i: number) => number, src: Float32Array, at: (i: number) => number): void => {
       const bad = K.firstNonFinite(staging, length);
       if (bad >= 0) fail("NON_FINITE_WEIGHT", `weights.${name}[${indexOf(bad)}] is ${src[at(bad)]}; weights must be finite numbers`);
