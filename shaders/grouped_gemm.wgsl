@@ -17,6 +17,19 @@
 // dispatch covers the tiles of one such buffer. A tile entry says where its slab lies in the bound
 // buffer and which columns of C it writes.
 //
+// Weight storage (DTYPE, src/abi.ts DTYPE_*): a slab is 32-bit words; per half, in the slab's
+// column order (c = 0 … slabN−1) and zero past the real rows and columns:
+//   0 f32:  [kRows][slabN] floats.
+//   1 f16, 2 bf16: [kRows][slabN / 2] words, column 2i in the low half, 2i+1 in the high half.
+//   3 int8: [kRows][slabN / 4] words, column 4i+j in byte j (two's complement), then [slabN] f32
+//           scales (one per column): w = q·scale.
+//   4 int4: [kRows / 8][slabN] words, word (g, c) holding rows 8g…8g+7 of column c, row 8g+r in
+//           bits 28−4r…31−4r (the CPU panels' lanes), then [kRows / 32][slabN] f32 scales (one
+//           per column and block of 32 rows): w = q·scale.
+// The bias row (f32) follows the halves. The weight tile is dequantized on its way into workgroup
+// memory, so the inner loop and its f32 accumulation are the same for every dtype. f16 is unpacked
+// with integer operations (exact for subnormal halves too), which needs no device feature.
+//
 // The tile shape, the activation and the A source are template values (the double-brace
 // placeholders, filled in by src/gpu/shaders.ts); the layer's sizes come in a uniform, so layers
 // of any size share the compiled pipelines. Workgroup: TN4 × (TILE_M / THREAD_M) invocations
@@ -30,6 +43,7 @@ const THREAD_M: u32 = {{THREAD_M}}u;    // rows per invocation
 const GATHER: bool = {{GATHER}};        // A rows through pairOf (up) or by position (down)
 const ACTIVATION: u32 = {{ACTIVATION}}u; // 0 none, 1 relu, 2 gelu, 3 swiglu
 const HAS_BIAS: bool = {{HAS_BIAS}};    // a bias row follows the weight rows of each slab
+const DTYPE: u32 = {{DTYPE}}u;           // 0 f32, 1 f16, 2 bf16, 3 int8, 4 int4
 
 const SWIGLU: bool = ACTIVATION == 3u;
 const HALVES: u32 = select(1u, 2u, SWIGLU);
@@ -42,7 +56,7 @@ const W_TILE: u32 = TILE_K * TN4;        // one half of the weight tile, in vec4
 struct Shape {
   topk: u32,       // k: pair index = row·k + slot
   aStride4: u32,   // row length of A in vec4 (zero-padded)
-  kRows: u32,      // weight rows per half-slab (multiple of TILE_K; zero past A's width)
+  kRows: u32,      // weight rows per half-slab (multiple of TILE_K, and of 32 for int4; zero past A's width)
   slabN4: u32,     // slab width in vec4 (multiple of TILE_N / 4)
   cStride4: u32,   // row length of C in vec4
 }
@@ -59,12 +73,65 @@ struct Tile {
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> pairOf: array<u32>;
 @group(0) @binding(2) var<storage, read> tiles: array<Tile>;
-@group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> shape: Shape;
 
 var<workgroup> tileA: array<vec4<f32>, TILE_M * TK4>;   // [TILE_M rows][TK4]
 var<workgroup> tileW: array<vec4<f32>, W_TILE * HALVES>; // [half][TILE_K rows][TN4]
+
+// f16 bits (low 16 bits of each lane) to f32: normal halves by moving exponent and mantissa,
+// subnormal ones as mantissa · 2^−24.
+fn f16ToF32(h: vec4<u32>) -> vec4<f32> {
+  let e = (h >> vec4<u32>(10u)) & vec4<u32>(0x1fu);
+  let m = h & vec4<u32>(0x3ffu);
+  let normal = bitcast<vec4<f32>>(((e + vec4<u32>(112u)) << vec4<u32>(23u)) | (m << vec4<u32>(13u)));
+  let mag = select(vec4<f32>(m) * 5.9604644775390625e-8, normal, e != vec4<u32>(0u));
+  return select(mag, -mag, (h & vec4<u32>(0x8000u)) != vec4<u32>(0u));
+}
+
+// 32-bit words of one half of a slab (the layouts above).
+fn halfWords() -> u32 {
+  let n = shape.slabN4 * 4u;
+  switch DTYPE {
+    case 1u, 2u: { return shape.kRows * n / 2u; }
+    case 3u: { return shape.kRows * n / 4u + n; }
+    case 4u: { return (shape.kRows / 8u + shape.kRows / 32u) * n; }
+    default: { return shape.kRows * n; }
+  }
+}
+
+// Columns 4·c4 … 4·c4+3 of weight row `row` of the half that starts at word `base` (a multiple of 4).
+fn weight4(base: u32, row: u32, c4: u32) -> vec4<f32> {
+  let n4 = shape.slabN4;
+  let b4 = base / 4u;
+  switch DTYPE {
+    case 1u, 2u: {
+      let pair = w[b4 + (row * n4 * 2u + c4 * 2u) / 4u];
+      let lo = select(pair.x, pair.z, (c4 & 1u) == 1u);
+      let hi = select(pair.y, pair.w, (c4 & 1u) == 1u);
+      let halves = vec4<u32>(lo & 0xffffu, lo >> 16u, hi & 0xffffu, hi >> 16u);
+      if (DTYPE == 2u) {
+        return bitcast<vec4<f32>>(halves << vec4<u32>(16u));
+      }
+      return f16ToF32(halves);
+    }
+    case 3u: {
+      let at = row * n4 + c4;  // word index within the half
+      let q = bitcast<i32>(w[b4 + at / 4u][at % 4u]);
+      let v = vec4<i32>(q << 24u, q << 16u, q << 8u, q) >> vec4<u32>(24u);
+      return vec4<f32>(v) * bitcast<vec4<f32>>(w[b4 + shape.kRows * n4 / 4u + c4]);
+    }
+    case 4u: {
+      let q = bitcast<vec4<i32>>(w[b4 + (row / 8u) * n4 + c4]);
+      let v = (q << vec4<u32>(4u * (row % 8u))) >> vec4<u32>(28u);
+      return vec4<f32>(v) * bitcast<vec4<f32>>(w[b4 + (shape.kRows / 8u + row / 32u) * n4 + c4]);
+    }
+    default: {
+      return bitcast<vec4<f32>>(w[b4 + row * n4 + c4]);
+    }
+  }
+}
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), the formula of the CPU kernels
 // (assembly/vmath.ts verf); odd symmetry for x < 0.
@@ -95,8 +162,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   let tile = tiles[1u + t];
   let colTile4 = wid.x * TN4;   // first vec4 column of this workgroup inside the slab
-  let slabN4 = shape.slabN4;
-  let halfLen = shape.kRows * slabN4;  // one half-slab, in vec4
+  let halfLen = halfWords();         // one half-slab, in words
+  let slabWord = tile.slab * 4u;
 
   var acc: array<vec4<f32>, THREAD_M>;
   var accUp: array<vec4<f32>, THREAD_M>;  // swiglu's up projection
@@ -125,7 +192,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = li; i < W_TILE * HALVES; i += THREADS) {
       let half = i / W_TILE;
       let j = i % W_TILE;
-      tileW[i] = w[tile.slab + half * halfLen + (k0 + j / TN4) * slabN4 + colTile4 + j % TN4];
+      tileW[i] = weight4(slabWord + half * halfLen, k0 + j / TN4, colTile4 + j % TN4);
     }
     workgroupBarrier();
 
@@ -155,7 +222,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 
   var bias = vec4<f32>(0.0);
   if (HAS_BIAS) {
-    bias = w[tile.slab + HALVES * halfLen + colTile4 + lid.x];
+    bias = bitcast<vec4<f32>>(w[(slabWord + HALVES * halfLen) / 4u + colTile4 + lid.x]);
   }
   for (var i = 0u; i < THREAD_M; i++) {
     let r = lid.y * THREAD_M + i;

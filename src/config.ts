@@ -2,7 +2,7 @@
 import { fail } from "./errors.ts";
 import { validateRouting, validateShared, type RoutingSpec, type SharedSpec } from "./routing.ts";
 import { checkKeys, CONFIG_KEYS, INIT_KEYS, WEIGHT_KEYS } from "./options.ts";
-import type { BackendChoice, ExpertKind, MoEConfig, MoEWeights, WeightDtype } from "./types.ts";
+import type { BackendChoice, ExpertKind, ExpertSlices, MoEConfigInput, MoEWeights, MoEWeightsInput, WeightDtype } from "./types.ts";
 
 export const EXPERT_KINDS: readonly ExpertKind[] = ["relu", "gelu", "swiglu"];
 const BACKENDS: readonly BackendChoice[] = ["cpu", "gpu", "auto"];
@@ -74,7 +74,7 @@ export function checkSeed(name: string, value: unknown): number {
   return value;
 }
 
-export function validateConfig(config: MoEConfig): LayerSpec {
+export function validateConfig(config: MoEConfigInput): LayerSpec {
   if (typeof config !== "object" || config === null) fail("INVALID_CONFIG", "createMoE needs a configuration object");
   // First, so that a misspelt size is reported as such, not as that size missing.
   checkKeys(config, CONFIG_KEYS, "createMoE");
@@ -142,7 +142,7 @@ export function validateConfig(config: MoEConfig): LayerSpec {
   };
 }
 
-function initSeedOf(init: MoEConfig["init"]): number | undefined {
+function initSeedOf(init: MoEConfigInput["init"]): number | undefined {
   if (init === undefined) return undefined;
   if (typeof init !== "object" || init === null) fail("INVALID_CONFIG", "init must be an object { seed }");
   checkKeys(init, INIT_KEYS, "init", "init.");
@@ -150,11 +150,43 @@ function initSeedOf(init: MoEConfig["init"]): number | undefined {
 }
 
 /**
+ * An expert tensor given per expert (types.ts ExpertSlices). It stands in the map of validated
+ * weights as an empty Float32Array, so that the steps between validation and packing pass it on
+ * unchanged; the engine's loadWeights asks it for one expert's slice at a time.
+ */
+export class ExpertSliceSource extends Float32Array {
+  readonly tensor: keyof MoEWeights;
+  /** Floats of one expert's slice. */
+  readonly sliceLength: number;
+  private readonly slices: ExpertSlices;
+
+  constructor(tensor: keyof MoEWeights, slices: ExpertSlices, sliceLength: number) {
+    super(0);
+    this.tensor = tensor;
+    this.slices = slices;
+    this.sliceLength = sliceLength;
+  }
+
+  /** Expert e's slice, checked for type and length. */
+  expert(e: number): Float32Array {
+    const value: unknown = this.slices(e);
+    if (!(value instanceof Float32Array) || value.length !== this.sliceLength) {
+      fail("WEIGHT_SHAPE", `weights.${this.tensor}(${e}) must return a Float32Array of ${this.sliceLength} floats (expert ${e}'s slice), got ${value instanceof Float32Array ? `length ${value.length}` : Object.prototype.toString.call(value)}`);
+    }
+    return value;
+  }
+}
+
+/** Expert tensors that may be given as functions (types.ts ExpertTensorName). */
+const PER_EXPERT: ReadonlyArray<keyof MoEWeights> = ["w1", "b1", "w2", "b2", "wGateProj", "wUp", "wDown"];
+
+/**
  * Checks presence, type and length of every weight given; returns them by name. W_g and W_noise
  * may be missing (they start at zero), expert weights only when spec.initSeed is set
- * (src/train/init.ts fills in what is missing).
+ * (src/train/init.ts fills in what is missing). An expert tensor given as a function becomes an
+ * ExpertSliceSource.
  */
-export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined): Map<keyof MoEWeights, Float32Array> {
+export function validateWeights(spec: LayerSpec, weights: MoEWeightsInput | undefined): Map<keyof MoEWeights, Float32Array> {
   if (weights === undefined && spec.initSeed !== undefined) weights = {};
   if (typeof weights !== "object" || weights === null) {
     fail(
@@ -165,7 +197,7 @@ export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined
   checkKeys(weights, WEIGHT_KEYS, "weights", "weights.");
   const out = new Map<keyof MoEWeights, Float32Array>();
   for (const [name, shape] of weightShapes(spec)) {
-    const value = weights[name];
+    const value: unknown = weights[name];
     const expected = shape.reduce((a, b) => a * b, 1);
     if (value === undefined || value === null) {
       if (name === "wGate" || name === "wNoise" || name === "sharedGate" || spec.initSeed !== undefined) continue;
@@ -174,8 +206,14 @@ export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined
         `weights.${name} [${shape.join(", ")}] is required for a ${spec.expert} layer, or pass init: { seed } to draw the expert weights at random`,
       );
     }
+    if (typeof value === "function" && PER_EXPERT.includes(name)) {
+      if (spec.shared) fail("INVALID_CONFIG", `weights.${name} is a function, but a layer with a shared expert needs its expert tensors whole (Float32Array)`);
+      out.set(name, new ExpertSliceSource(name, value as ExpertSlices, expected / spec.numExperts));
+      continue;
+    }
     if (!(value instanceof Float32Array)) {
-      fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array, got ${Object.prototype.toString.call(value)}`);
+      const perExpert = PER_EXPERT.includes(name) ? " or a function (expert) => Float32Array of one expert's slice" : "";
+      fail("WEIGHT_SHAPE", `weights.${name} must be a Float32Array${perExpert}, got ${Object.prototype.toString.call(value)}`);
     }
     if (value.length !== expected) {
       fail("WEIGHT_SHAPE", `weights.${name} must hold ${expected} floats ([${shape.join(", ")}]), got ${value.length}`);
@@ -183,4 +221,10 @@ export function validateWeights(spec: LayerSpec, weights: MoEWeights | undefined
     out.set(name, value);
   }
   return out;
+}
+
+/** Whether any of the validated weights is given per expert (the GPU then gets them from the engine). */
+export function hasExpertSlices(weights: Map<keyof MoEWeights, Float32Array>): boolean {
+  for (const value of weights.values()) if (value instanceof ExpertSliceSource) return true;
+  return false;
 }

@@ -1,6 +1,6 @@
 // The layer: validation at the door, gating on the CPU into a plan, the experts on the back end the
 // router chooses (src/plan.ts: one plan, two back ends), training on the CPU.
-import { checkSeed, validateConfig, validateWeights, type LayerSpec } from "./config.ts";
+import { checkSeed, hasExpertSlices, validateConfig, validateWeights, type LayerSpec } from "./config.ts";
 import { fail } from "./errors.ts";
 import { CpuEngine, CpuExperts, type Arena } from "./cpu/engine.ts";
 import { instantiateKernels } from "./cpu/wasm.ts";
@@ -11,14 +11,14 @@ import { unpackTensors } from "./train/tensors.ts";
 import { Router } from "./router.ts";
 import { withSharedSlices } from "./routing.ts";
 import { checkBackwardOptions, checkCalibrateOptions, checkForwardOptions, checkResidentOptions, checkStepOptions } from "./options.ts";
-import { openGpuExperts, type GpuExperts } from "./gpu/experts.ts";
+import { openGpuExperts, packedExpertsOf, type GpuExperts } from "./gpu/experts.ts";
 import type { Plan } from "./plan.ts";
 import { disposeResident, forwardResident, invalidateResidentGating } from "./gpu/resident.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
+import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoEConfigInput, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
-export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
+export async function createMoE(config: MoEConfigInput): Promise<MoELocalLayer> {
   const spec = validateConfig(config);
   const weights = validateWeights(spec, config.weights);
   const threads = await resolveThreads(spec.threads, config.wasmBuild, config.wasm !== undefined);
@@ -29,16 +29,16 @@ export async function createMoE(config: MoEConfig): Promise<MoELocalLayer> {
   const expand = (w: Map<keyof MoEWeights, Float32Array>) => (spec.shared ? withSharedSlices(w, spec.shared, spec.dModel, spec.dHidden, spec.numExperts) : w);
   let complete = expand(given);
   engine.loadWeights(complete);
-  // Quantized weights go to a GPU dequantized (the GPU has no quantized shaders yet): it computes
-  // with exactly the weights the CPU kernels use.
-  if (spec.dtype !== "f32" && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+  // Quantized weights go to a GPU as the engine packed them (the shaders dequantize), f32 weights
+  // given per expert as the engine holds them (the whole arrays never existed).
+  if (spec.dtype === "f32" && hasExpertSlices(given) && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
   let setupError: unknown;
   if (spec.backend !== "cpu") {
     const expertSpec = { ...spec, numExperts: engine.packed.experts, k: engine.packed.slots };
-    const opened = await openGpuExperts(expertSpec, complete, config.gpu);
+    const opened = await openGpuExperts(expertSpec, spec.dtype === "f32" ? complete : packedExpertsOf(engine), config.gpu);
     if ("experts" in opened) gpu = opened.experts;
     else ({ reason, error: setupError } = opened);
   }

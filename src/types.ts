@@ -32,6 +32,28 @@ export interface MoEWeights {
 }
 
 /**
+ * One expert's slice of an expert tensor, on demand: createMoE calls it once per expert, e = 0 …
+ * numExperts − 1 in order, and copies (or quantizes) the slice before asking for the next one, so
+ * a layer far larger than JavaScript memory can hold in f32 (a quantized one) is built one expert
+ * at a time. It returns expert e's part of the tensor in the same layout: w1, wGateProj, wUp
+ * [dModel, dHidden]; w2, wDown [dHidden, dModel]; b1 [dHidden]; b2 [dModel].
+ */
+export type ExpertSlices = (expert: number) => Float32Array;
+
+/** The expert tensors that may be given per expert (MoEWeightsInput). */
+export type ExpertTensorName = "w1" | "b1" | "w2" | "b2" | "wGateProj" | "wUp" | "wDown";
+
+/** createMoE's `weights`: MoEWeights, where each expert tensor may also be given per expert. */
+export type MoEWeightsInput = { [K in keyof MoEWeights]?: K extends ExpertTensorName ? Float32Array | ExpertSlices : Float32Array };
+
+/**
+ * What createMoE takes: an MoEConfig whose expert tensors may be functions that return one
+ * expert's slice (ExpertSlices), so that the whole f32 tensor never exists. Not with a shared
+ * expert, and not for createMoEWorker, which cannot post functions to its worker.
+ */
+export type MoEConfigInput = Omit<MoEConfig, "weights"> & { weights?: MoEWeightsInput };
+
+/**
  * What the package's types ask of a WebGPU device: any `GPUDevice` fits. Declared structurally so
  * that the published types need neither `@webgpu/types` nor a TypeScript lib with WebGPU in it.
  */
@@ -61,7 +83,8 @@ export interface MoEConfig {
   wLoad?: number;
   /**
    * The weights. W_g and W_noise may be left out: they start at zero (the paper's
-   * initialisation). Expert weights may be left out when `init` is given.
+   * initialisation). Expert weights may be left out when `init` is given. createMoE also takes
+   * expert tensors given per expert (MoEConfigInput).
    */
   weights?: MoEWeights;
   /**

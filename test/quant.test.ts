@@ -1,7 +1,8 @@
 // Quantized expert weights (dtype f16, bf16, int8, int4): accuracy on every golden vector against the
 // float64 reference, routing identical to the f32 layer's, the kernels against the same layer in f32
 // on the dequantized weights getWeights() returns, every GEMM tile path, the simd and relaxed builds,
-// 1 and 2 threads, and the typed errors (bad dtype, f16 overflow, backward and step).
+// 1 and 2 threads, the typed errors (bad dtype, f16 overflow, backward and step), and the GPU's WGSL
+// dequantization against the CPU kernels (grouped GEMM and the resident path).
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMoE, MoEError, type ForwardResult, type MoEConfig, type MoEWeights } from "edge-moe";
@@ -49,7 +50,7 @@ interface GoldenRun {
 }
 const cases = listCases();
 const runs = new Map<string, GoldenRun>();
-/** Measured relative RMS errors per dtype (printed at the end for docs/numerics-quantized.md). */
+/** Measured relative RMS errors per dtype (printed at the end for docs/numerics.md). */
 const measured = new Map<string, number[]>();
 
 beforeAll(async () => {
@@ -319,20 +320,47 @@ describe("errors", () => {
 });
 
 // ---- the GPU path ----------------------------------------------------------------------------------
-// For now a quantized layer uploads its dequantized weights: the GPU computes with the values the
-// CPU kernels use, so both back ends agree to float32 rounding.
+// A quantized layer uploads its packed weights and the grouped GEMM dequantizes them in WGSL
+// (shaders/grouped_gemm.wgsl): the same quantized values and scales as the CPU kernels, so both back
+// ends agree to float32 rounding.
 const probe = await probeGpu();
-gpuSuite("GPU: a quantized layer's GPU experts compute with the dequantized weights", probe, () => {
-  const shape: LayerShape = { d: 24, h: 40, n: 4, k: 2, expert: "relu", noisy: false };
-  it('every dtype: backend "gpu" agrees with the layer\'s own CPU kernels within 1e-4 (int4 is ~1e-1 from f32), same routing', async () => {
-    const device = await newDevice();
-    try {
+const MAP_READ = 0x1;
+const COPY_SRC = 0x4;
+const COPY_DST = 0x8;
+const STORAGE = 0x80;
+
+async function readF32(device: GPUDevice, buffer: GPUBuffer, length: number): Promise<Float32Array> {
+  const staging = device.createBuffer({ size: 4 * length, usage: MAP_READ | COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(buffer, 0, staging, 0, 4 * length);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(MAP_READ);
+  const copy = new Float32Array(staging.getMappedRange().slice(0));
+  staging.destroy();
+  return copy;
+}
+
+gpuSuite("GPU: the grouped GEMM dequantizes f16, bf16, int8 and int4 slabs in WGSL", probe, () => {
+  let device: GPUDevice;
+  beforeAll(async () => {
+    device = await newDevice();
+  });
+  afterAll(() => device?.destroy());
+
+  // odd widths (padding of rows, columns, int4 blocks), more than one int4 block, swiglu's two halves
+  const shapes: LayerShape[] = [
+    { d: 24, h: 40, n: 4, k: 2, expert: "relu", noisy: false },
+    { d: 70, h: 37, n: 5, k: 2, expert: "swiglu", noisy: false },
+    { d: 33, h: 100, n: 3, k: 1, expert: "gelu", noisy: true },
+  ];
+  for (const shape of shapes) {
+    it(`${shape.expert} d ${shape.d} h ${shape.h}: backend "gpu" agrees with the layer's own CPU kernels within 1e-4 of max|y|, every dtype, same routing`, async () => {
       for (const dtype of DTYPES) {
-        const rng = new Rng(404);
+        const rng = new Rng(404 + shape.d);
         const config = configOf(shape, randomWeights(rng, shape));
         const layer = await createMoE({ ...config, dtype, backend: "gpu", gpu: device });
         try {
-          const x = rng.normals(16 * shape.d);
+          const x = rng.normals(19 * shape.d);
           const got = await layer.forward(x);
           const want = layer.forwardSync(x);
           expect(got.backend, dtype).toBe("gpu");
@@ -342,8 +370,44 @@ gpuSuite("GPU: a quantized layer's GPU experts compute with the dequantized weig
           layer.dispose();
         }
       }
+    });
+  }
+
+  it("f16 subnormal weights (below 6.1e-5) are dequantized exactly: the GPU's y matches the CPU's", async () => {
+    const shape: LayerShape = { d: 16, h: 16, n: 2, k: 1, expert: "relu", noisy: false };
+    const rng = new Rng(9);
+    const weights = randomWeights(rng, shape);
+    for (const name of ["w1", "w2"] as const) weights[name] = weights[name]!.map((v) => v * 1e-4);
+    const layer = await createMoE({ ...configOf(shape, weights), dtype: "f16", backend: "gpu", gpu: device });
+    try {
+      const x = rng.normals(8 * shape.d, 1e4);
+      const got = await layer.forward(x);
+      const want = layer.forwardSync(x);
+      expect(got.backend).toBe("gpu");
+      expect(relErr(got.y, want.y)).toBeLessThanOrEqual(1e-4);
     } finally {
-      device.destroy();
+      layer.dispose();
+    }
+  });
+
+  it("the resident path (GPUBuffer x) runs a quantized layer's experts from the same slabs: y as the CPU's", async () => {
+    const shape: LayerShape = { d: 40, h: 24, n: 6, k: 2, expert: "swiglu", noisy: true };
+    for (const dtype of ["int4", "int8", "bf16"] as const) {
+      const rng = new Rng(77);
+      const layer = await createMoE({ ...configOf(shape, randomWeights(rng, shape)), dtype, backend: "gpu", gpu: device });
+      try {
+        const batch = 9;
+        const x = rng.normals(batch * shape.d);
+        const xBuffer = device.createBuffer({ size: x.byteLength, usage: STORAGE | COPY_DST | COPY_SRC });
+        device.queue.writeBuffer(xBuffer, 0, x);
+        const got = await layer.forward(xBuffer);
+        const y = await readF32(device, got.y as GPUBuffer, batch * shape.d);
+        const want = layer.forwardSync(x);
+        expect(relErr(y, want.y), dtype).toBeLessThanOrEqual(1e-4);
+        for (const b of [xBuffer, got.y, got.topkIndices, got.topkGates] as GPUBuffer[]) b.destroy();
+      } finally {
+        layer.dispose();
+      }
     }
   });
 });

@@ -9,7 +9,7 @@
 // forward kept for backward) gets an arena of its own, so calls never share buffers.
 import { CTL_DTYPE, CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL } from "../abi.ts";
 import { fail } from "../errors.ts";
-import type { LayerSpec } from "../config.ts";
+import { ExpertSliceSource, type LayerSpec } from "../config.ts";
 import { sliceOf, type ExpertBackend, type Plan } from "../plan.ts";
 import type { MoEWeights } from "../types.ts";
 import { arenaLayout, KIND_CODE, packedLayout, roundUp, type ArenaLayout, type PackedLayout } from "./layout.ts";
@@ -17,6 +17,8 @@ import { kernelModules, type KernelExports } from "./wasm.ts";
 import { ThreadPool } from "./threads.ts";
 
 const PAGE = 65536;
+/** Floats of the staging for packing expert weights (4 MiB at most): a block of columns of one matrix at a time. */
+const STAGING_FLOATS = 1 << 20;
 /**
  * Multiply-adds of the gating GEMM from which a threaded layer splits it across its threads:
  * ~2^17 is ~10 µs of one thread's SIMD, several times the cost of a run's hand-off.
@@ -266,15 +268,17 @@ export class CpuEngine {
     const K = this.kernels;
     const w = this.weightPtr;
     const { gateCols, hp, dp, w1Bytes, w2Bytes, panelBytes, experts: n, sharedGateCol, dtype, dtypeCode } = this.packed;
-    // Staging for one matrix at a time, where the arenas will later live.
-    const staging = this.staging(4 * Math.max(d * gateCols, d * h));
+    // Staging where the arenas will later live, for the gating matrix or one block of an expert
+    // matrix's columns: an expert matrix whole would grow the memory by its f32 size for good.
+    const staging = this.staging(4 * Math.max(d * gateCols, Math.min(STAGING_FLOATS, d * h), Math.max(d, h) * PANEL));
+    const check = (name: keyof MoEWeights, length: number, indexOf: (i: number) => number, src: Float32Array, at: (i: number) => number): void => {
+      const bad = K.firstNonFinite(staging, length);
+      if (bad >= 0) fail("NON_FINITE_WEIGHT", `weights.${name}[${indexOf(bad)}] is ${src[at(bad)]}; weights must be finite numbers`);
+    };
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
       const src = weights.get(name)!;
       this.f32(staging, length).set(src.subarray(from, from + length));
-      const bad = K.firstNonFinite(staging, length);
-      if (bad >= 0) {
-        fail("NON_FINITE_WEIGHT", `weights.${name}[${from + bad}] is ${src[from + bad]}; weights must be finite numbers`);
-      }
+      check(name, length, (i) => from + i, src, (i) => from + i);
     };
 
     // Gating: [W_g | W_noise | shared gate] side by side as one [d, gateCols] matrix, one GEMM over x.
@@ -295,35 +299,51 @@ export class CpuEngine {
     const bias = this.spec.routing.choiceBias;
     if (bias) this.f32(w.choiceBias, routed).set(bias);
 
-    // One staged expert matrix [rows, cols] into its panels, in the layer's dtype.
-    const pack = (name: keyof MoEWeights, from: number, rows: number, cols: number, dst: number, kPad: number, panelStep: number): void => {
-      if (dtypeCode === 0) {
-        K.packPanelsB(staging, rows, cols, cols, dst, kPad, panelStep);
-        return;
+    /** Expert e's slice of a tensor (one call of a per-expert source) and its index in the whole tensor. */
+    const sliceOfExpert = (name: keyof MoEWeights, e: number, length: number): [Float32Array, number] => {
+      const src = weights.get(name)!;
+      return src instanceof ExpertSliceSource ? [src.expert(e), e * length] : [src.subarray(e * length, (e + 1) * length), e * length];
+    };
+    // One expert matrix [rows, cols] into its panels, in the layer's dtype: a block of whole panels'
+    // columns at a time through the staging (panel p of the matrix lies at dst + p·panelStep·pBytes).
+    const pack = (name: keyof MoEWeights, e: number, rows: number, cols: number, dst: number, kPad: number, panelStep: number, pBytes: number): void => {
+      const [src, base] = sliceOfExpert(name, e, rows * cols);
+      const block = Math.max(PANEL, Math.floor(STAGING_FLOATS / rows / PANEL) * PANEL);
+      for (let c0 = 0; c0 < cols; c0 += block) {
+        const width = Math.min(block, cols - c0);
+        const view = this.f32(staging, rows * width);
+        if (width === cols) view.set(src);
+        else for (let r = 0; r < rows; r++) view.set(src.subarray(r * cols + c0, r * cols + c0 + width), r * width);
+        const at = (i: number) => Math.floor(i / width) * cols + c0 + (i % width);
+        check(name, rows * width, (i) => base + at(i), src, at);
+        const panel = dst + (c0 / PANEL) * panelStep * pBytes;
+        if (dtypeCode === 0) {
+          K.packPanelsB(staging, rows, width, width, panel, kPad, panelStep);
+          continue;
+        }
+        const bad = K.packPanelsQ(dtypeCode, staging, rows, width, width, panel, kPad, panelStep);
+        if (bad >= 0) {
+          const range = dtype === "f16" ? `±65504; use dtype "bf16" or scale the weights down` : "it rounds to ±Infinity; scale the weights down";
+          fail("INVALID_CONFIG", `weights.${name}[${base + at(bad)}] is ${src[at(bad)]}, beyond the range of dtype "${dtype}" (${range})`);
+        }
       }
-      const bad = K.packPanelsQ(dtypeCode, staging, rows, cols, cols, dst, kPad, panelStep);
-      if (bad >= 0) {
-        const range = dtype === "f16" ? `±65504; use dtype "bf16" or scale the weights down` : "it rounds to ±Infinity; scale the weights down";
-        fail("INVALID_CONFIG", `weights.${name}[${from + bad}] is ${weights.get(name)![from + bad]}, beyond the range of dtype "${dtype}" (${range})`);
-      }
+    };
+    const packBias = (name: keyof MoEWeights, e: number, length: number, dst: number, padded: number): void => {
+      const [src, base] = sliceOfExpert(name, e, length);
+      this.f32(staging, length).set(src);
+      check(name, length, (i) => base + i, src, (i) => i);
+      this.f32(dst, padded).fill(0).set(this.f32(staging, length));
     };
     for (let e = 0; e < n; e++) {
       if (this.spec.expert === "swiglu") {
-        stage("wGateProj", e * d * h, d * h);
-        pack("wGateProj", e * d * h, d, h, w.w1 + e * w1Bytes, d, 2);
-        stage("wUp", e * d * h, d * h);
-        pack("wUp", e * d * h, d, h, w.w1 + e * w1Bytes + panelBytes, d, 2);
-        stage("wDown", e * h * d, h * d);
-        pack("wDown", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
+        pack("wGateProj", e, d, h, w.w1 + e * w1Bytes, d, 2, panelBytes);
+        pack("wUp", e, d, h, w.w1 + e * w1Bytes + panelBytes, d, 2, panelBytes);
+        pack("wDown", e, h, d, w.w2 + e * w2Bytes, hp, 1, this.packed.downPanelBytes);
       } else {
-        stage("w1", e * d * h, d * h);
-        pack("w1", e * d * h, d, h, w.w1 + e * w1Bytes, d, 1);
-        stage("w2", e * h * d, h * d);
-        pack("w2", e * h * d, h, d, w.w2 + e * w2Bytes, hp, 1);
-        stage("b1", e * h, h);
-        this.f32(w.b1 + 4 * e * hp, hp).fill(0).set(this.f32(staging, h));
-        stage("b2", e * d, d);
-        this.f32(w.b2 + 4 * e * dp, dp).fill(0).set(this.f32(staging, d));
+        pack("w1", e, d, h, w.w1 + e * w1Bytes, d, 1, panelBytes);
+        pack("w2", e, h, d, w.w2 + e * w2Bytes, hp, 1, this.packed.downPanelBytes);
+        packBias("b1", e, h, w.b1 + 4 * e * hp, hp);
+        packBias("b2", e, d, w.b2 + 4 * e * dp, dp);
       }
     }
   }

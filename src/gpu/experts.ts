@@ -11,12 +11,13 @@
 // (columns split when one expert's matrix alone is too big) and slabs are grouped into as few
 // buffers as fit; a batch whose per-call buffers would not fit one binding runs in row chunks, each
 // a slice of the plan.
-import { KIND_NONE } from "../abi.ts";
+import { KIND_NONE, PANEL, Q4_BLOCK } from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
-import { KIND_CODE } from "../cpu/layout.ts";
+import type { CpuEngine } from "../cpu/engine.ts";
+import { DTYPE_CODE, KIND_CODE, type PackedLayout } from "../cpu/layout.ts";
 import type { ExpertBackend, Plan } from "../plan.ts";
 import { MoEError } from "../errors.ts";
-import type { MoEWeights } from "../types.ts";
+import type { MoEWeights, WeightDtype } from "../types.ts";
 import { roundUp } from "../cpu/layout.ts";
 import { COPY_DST, COPY_SRC, MAP_MODE_READ, MAP_READ_USAGE, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
 import { givenGpuDevice, sharedGpuDevice, type GpuDevice } from "./device.ts";
@@ -38,12 +39,14 @@ function tileWidth(width: number): number {
 
 /** One projection's weights on the GPU: slabs of columns, grouped into buffers. */
 export interface Projection {
-  /** Weight rows per half-slab: the (padded) inner dimension, a multiple of TILE_K. */
+  /** Weight rows per half-slab: the (padded) inner dimension, a multiple of TILE_K (and of 32 for int4). */
   kRows: number;
+  /** 32-bit words of one half-slab (shaders/grouped_gemm.wgsl halfWords: the dtype's layout). */
+  halfWords: number;
   halves: 1 | 2;
   bias: boolean;
   tileN: number;
-  /** Slab width in floats (multiple of tileN) and slabs per expert. */
+  /** Slab width in columns (multiple of tileN), slabs per expert, and 32-bit words per slab. */
   slabN: number;
   slabsPerExpert: number;
   slabFloats: number;
@@ -52,20 +55,54 @@ export interface Projection {
   shards: Array<{ buffer: GPUBuffer; firstSlab: number; slabs: number }>;
 }
 
+/** 32-bit words per column of one half-slab of kRows rows in a dtype (shaders/grouped_gemm.wgsl). */
+function wordsPerColumn(dtype: WeightDtype, kRows: number): number {
+  switch (dtype) {
+    case "f16": case "bf16": return kRows / 2;
+    case "int8": return kRows / 4 + 1;
+    case "int4": return kRows / 8 + kRows / Q4_BLOCK;
+    default: return kRows;
+  }
+}
+
+/** Weight rows of a half-slab for an inner dimension `k`: TILE_K steps, whole int4 blocks. */
+const kRowsOf = (k: number, dtype: WeightDtype) => roundUp(k, dtype === "int4" ? Q4_BLOCK : TILE_K);
+
 /** Cuts a projection with `cols` output columns into slabs and buffers that fit `maxBytes`. */
-function planProjection(cols: number, kRows: number, halves: 1 | 2, bias: boolean, numExperts: number, maxBytes: number): Omit<Projection, "shards"> & { slabsPerShard: number } {
+function planProjection(cols: number, kRows: number, halves: 1 | 2, bias: boolean, numExperts: number, maxBytes: number, dtype: WeightDtype): Omit<Projection, "shards"> & { slabsPerShard: number } {
   const tileN = tileWidth(cols);
-  const rows = halves * kRows + (bias ? 1 : 0);
-  const maxSlabN = Math.floor(maxBytes / (4 * rows) / tileN) * tileN;
+  const words = halves * wordsPerColumn(dtype, kRows) + (bias ? 1 : 0);
+  const maxSlabN = Math.floor(maxBytes / (4 * words) / tileN) * tileN;
   if (maxSlabN < tileN) {
-    throw new MoEError("GPU_ERROR", `one weight column block (${rows} rows × ${tileN} floats) exceeds this adapter's maxStorageBufferBindingSize (${maxBytes} bytes); use backend "cpu"`);
+    throw new MoEError("GPU_ERROR", `one weight column block (${kRows} rows × ${tileN} columns, ${dtype}) exceeds this adapter's maxStorageBufferBindingSize (${maxBytes} bytes); use backend "cpu"`);
   }
   const slabsPerExpert = Math.ceil(roundUp(cols, tileN) / maxSlabN);
   const slabN = roundUp(Math.ceil(cols / slabsPerExpert), tileN);
-  const slabFloats = rows * slabN;
+  const slabFloats = words * slabN;
   const slabsPerShard = Math.min(numExperts * slabsPerExpert, Math.floor(maxBytes / (4 * slabFloats)));
-  return { kRows, halves, bias, tileN, slabN, slabsPerExpert, slabFloats, width: slabsPerExpert * slabN, slabsPerShard };
+  return { kRows, halfWords: wordsPerColumn(dtype, kRows) * slabN, halves, bias, tileN, slabN, slabsPerExpert, slabFloats, width: slabsPerExpert * slabN, slabsPerShard };
 }
+
+/**
+ * A quantized layer's expert weights as the CPU engine packed them (src/cpu/layout.ts,
+ * assembly/quant.ts): the GPU slabs are filled from these, so both back ends compute with the same
+ * quantized values and scales.
+ */
+export interface PackedExperts {
+  /** The engine's memory now (it may have grown since). */
+  heap(): ArrayBuffer | SharedArrayBuffer;
+  layout: PackedLayout;
+  /** Byte addresses of the packed w1, b1, w2, b2 (b1, b2: 0 for swiglu). */
+  ptr: { w1: number; b1: number; w2: number; b2: number };
+}
+
+/** The packed expert weights of an engine, for openGpuExperts. */
+export function packedExpertsOf(engine: CpuEngine): PackedExperts {
+  const { w1, b1, w2, b2 } = engine.weightPtr;
+  return { heap: () => engine.kernels.memory.buffer, layout: engine.packed, ptr: { w1, b1, w2, b2 } };
+}
+
+const isPacked = (weights: Map<keyof MoEWeights, Float32Array> | PackedExperts): weights is PackedExperts => !(weights instanceof Map);
 
 /** Byte ranges of the per-call input buffer, for a capacity of `rows` rows. */
 interface InputLayout {
@@ -153,7 +190,7 @@ export class GpuExperts implements ExpertBackend {
   }
 
   /** Uploads the weights (the validated arrays of createMoE) and compiles the three passes. */
-  static async create(gpu: GpuDevice, spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array>): Promise<GpuExperts> {
+  static async create(gpu: GpuDevice, spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array> | PackedExperts): Promise<GpuExperts> {
     const { device } = gpu;
     const { dModel: d, dHidden: h, numExperts: n, expert } = spec;
     const maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
@@ -164,8 +201,10 @@ export class GpuExperts implements ExpertBackend {
     const popScopes = () => (scopes ??= Promise.all([device.popErrorScope(), device.popErrorScope()]));
     const shards: GPUBuffer[] = [];
     try {
-      const upPlan = planProjection(h, roundUp(d, TILE_K), swiglu ? 2 : 1, !swiglu, n, maxBinding);
-      const downPlan = planProjection(d, upPlan.width, 1, !swiglu, n, maxBinding);
+      // Quantized weights come packed (their f32 values do not exist); f32 ones as arrays.
+      const dtype = isPacked(weights) ? weights.layout.dtype : "f32";
+      const upPlan = planProjection(h, kRowsOf(d, dtype), swiglu ? 2 : 1, !swiglu, n, maxBinding, dtype);
+      const downPlan = planProjection(d, kRowsOf(upPlan.width, dtype), 1, !swiglu, n, maxBinding, dtype);
       const allocate = (plan: typeof upPlan): Projection => {
         const projection: Projection = { ...plan, shards: [] };
         const totalSlabs = n * plan.slabsPerExpert;
@@ -180,7 +219,7 @@ export class GpuExperts implements ExpertBackend {
       const up = allocate(upPlan);
       const down = allocate(downPlan);
       const gemm = (p: Projection, gather: boolean, activation: number): TemplateValues => ({
-        TILE_M, TILE_N: p.tileN, TILE_K, THREAD_M, GATHER: gather, ACTIVATION: activation, HAS_BIAS: p.bias,
+        TILE_M, TILE_N: p.tileN, TILE_K, THREAD_M, GATHER: gather, ACTIVATION: activation, HAS_BIAS: p.bias, DTYPE: DTYPE_CODE[dtype],
       });
       const [upPipe, downPipe, combinePipe] = await Promise.all([
         pipelineFor(device, "grouped_gemm", gemm(up, true, KIND_CODE[expert])),
@@ -190,7 +229,8 @@ export class GpuExperts implements ExpertBackend {
       const error = (await popScopes()).find((e) => e);
       if (error) throw new Error(error.message);
       const experts = new GpuExperts(gpu, spec, up, down, { up: upPipe, down: downPipe, combine: combinePipe }, maxBinding);
-      experts.writeWeights(weights);
+      if (isPacked(weights)) experts.writePacked(weights);
+      else experts.writeWeights(weights);
       return experts;
     } catch (error) {
       void popScopes().catch(() => undefined);
@@ -237,6 +277,64 @@ export class GpuExperts implements ExpertBackend {
       write(this.up, [w("w1")], w("b1"), d, h);
       write(this.down, [w("w2")], w("b2"), h, d);
     }
+  }
+
+  /**
+   * Writes a quantized layer's packed expert weights (the CPU panels: PANEL columns × kPad rows,
+   * swiglu's gate and up panels interleaved) into the slabs, in the shader's layout for the dtype.
+   */
+  writePacked(packed: PackedExperts): void {
+    const { dModel: d, dHidden: h } = this.spec;
+    const { layout, ptr } = packed;
+    const { dtype, hp, dp, w1Bytes, w2Bytes, panelBytes, downPanelBytes } = layout;
+    const heap = packed.heap();
+    const u8 = new Uint8Array(heap);
+    const u16 = new Uint16Array(heap);
+    const u32 = new Uint32Array(heap);
+    const swiglu = this.spec.expert === "swiglu";
+    /** One matrix of one expert: its first panel, the stride between its panels, rows (real and padded). */
+    interface Source { base: number; step: number; rows: number; kPad: number }
+    const write = (p: Projection, halves: (e: number) => Source[], bias: { ptr: number; padded: number } | undefined, srcCols: number) => {
+      const slab = new Uint32Array(p.slabFloats);
+      const n = p.slabN;
+      for (const shard of p.shards) {
+        for (let g = shard.firstSlab; g < shard.firstSlab + shard.slabs; g++) {
+          const e = Math.floor(g / p.slabsPerExpert);
+          const col0 = (g % p.slabsPerExpert) * n;
+          const cols = Math.max(0, Math.min(n, srcCols - col0));
+          slab.fill(0);
+          halves(e).forEach(({ base, step, rows, kPad }, half) => {
+            const at = half * p.halfWords;
+            for (let c = 0; c < cols; c++) {
+              const col = col0 + c;
+              const panel = base + Math.floor(col / PANEL) * step;
+              const j = col % PANEL;
+              if (dtype === "f16" || dtype === "bf16") {
+                for (let r = 0; r < rows; r++) slab[at + r * (n / 2) + (c >> 1)] |= u16[(panel + 16 * r + 2 * j) / 2] << (16 * (c & 1));
+              } else if (dtype === "int8") {
+                for (let r = 0; r < rows; r++) slab[at + r * (n / 4) + (c >> 2)] |= u8[panel + 8 * r + j] << (8 * (c & 3));
+                slab[at + p.kRows * (n / 4) + c] = u32[(panel + 8 * kPad + 4 * j) / 4];
+              } else {
+                const blockBytes = Q4_BLOCK * PANEL / 2 + 4 * PANEL;
+                for (let o = 0; o < Math.ceil(rows / 8); o++) slab[at + o * n + c] = u32[(panel + (o >> 2) * blockBytes + 32 * (o & 3) + 4 * j) / 4];
+                for (let b = 0; b < Math.ceil(rows / Q4_BLOCK); b++) slab[at + (p.kRows / 8 + b) * n + c] = u32[(panel + b * blockBytes + Q4_BLOCK * PANEL / 2 + 4 * j) / 4];
+              }
+            }
+          });
+          if (bias) for (let c = 0; c < cols; c++) slab[p.halves * p.halfWords + c] = u32[(bias.ptr + 4 * (e * bias.padded + col0 + c)) / 4];
+          this.device.queue.writeBuffer(shard.buffer, 4 * (g - shard.firstSlab) * p.slabFloats, slab);
+        }
+      }
+    };
+    const upStep = (swiglu ? 2 : 1) * panelBytes;
+    const up = (e: number): Source[] => {
+      const base = ptr.w1 + e * w1Bytes;
+      const gate = { base, step: upStep, rows: d, kPad: d };
+      return swiglu ? [gate, { ...gate, base: base + panelBytes }] : [gate];
+    };
+    const down = (e: number): Source[] => [{ base: ptr.w2 + e * w2Bytes, step: downPanelBytes, rows: h, kPad: hp }];
+    write(this.up, up, swiglu ? undefined : { ptr: ptr.b1, padded: hp }, h);
+    write(this.down, down, swiglu ? undefined : { ptr: ptr.b2, padded: dp }, d);
   }
 
   private createBuffer(label: string, size: number, usage: number): GPUBuffer {
@@ -498,7 +596,7 @@ export class GpuExperts implements ExpertBackend {
  * where "auto" gets the reason there is none.
  */
 export async function openGpuExperts(
-  spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array>, given: unknown,
+  spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array> | PackedExperts, given: unknown,
 ): Promise<{ experts: GpuExperts } | { reason: string; error?: unknown }> {
   let gpu: GpuDevice | undefined;
   if (given !== undefined) {
