@@ -32,6 +32,7 @@ export const CONFIG_KEYS = keysOf<MoEConfig>({
   routing: true,
   shared: true,
   dtype: true,
+  activations: true,
 });
 export const WEIGHT_KEYS = keysOf<MoEWeights>({
   wGate: true,
