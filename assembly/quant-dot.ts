@@ -8,11 +8,11 @@
 //
 // Activations: each A row is quantized on the fly, symmetric with one f32 scale per row,
 // q = round(x · 63/max|x|) in [−63, 63], and stored as the byte u = q + 64 in [1, 127].
-// i32x4.relaxed_dot_i8x16_i7x16_add_s is the same on every host only when its second operand has
-// the top bit clear (x86 multiplies it as unsigned, Arm as signed): u is that operand, the weights
+// The relaxed i8 dot products (i32x4.relaxed_dot_i8x16_i7x16_add_s and its i16x8 form) are the
+// same on every host only when their second operand has the top bit clear (x86 multiplies it as unsigned, Arm as signed): u is that operand, the weights
 // the signed one, and Σ w·q = Σ w·u − 64·Σ w takes the offset back out exactly. The simd build
 // computes the same Σ w·u with i32x4.dot_i16x8_s on sign-extended i16, so the two builds give the
-// same i32 sums and the same y bits. Activations keep 7 bits (not 8) for that: see
+// same i32 sums and the same GEMM output bits. Activations keep 7 bits (not 8) for that: see
 // docs/numerics-quantized.md for what it costs.
 //
 // y[r, j] = (f32(Σ w·q) · sw[j]) · sx[r] (+ bias[j]), computed in that order.
@@ -151,11 +151,14 @@ function finish4(acc: v128, sums: usize, scales: usize, sx: v128, bias: usize, h
   return bias != 0 ? f32x4.add(y, v128.load(bias + off)) : y;
 }
 
-// relaxed: acc + Σ of 4 products per lane, one instruction.
+// relaxed: acc + Σ of 4 products per lane. Spelled as the i16x8 dot, extadd_pairwise and add that
+// i32x4.relaxed_dot_i8x16_i7x16_add_s is defined as (no i16 pair can saturate: |w·u| ≤ 127·127):
+// V8 11 (Node 20)'s baseline compiler (Liftoff, which runs a function's first calls) computes the
+// fused instruction as twice the dot product without the accumulator.
 // @ts-ignore: decorator
 @inline
 function dot4(w: v128, u: v128, acc: v128): v128 {
-  return i32x4.relaxed_dot_i8x16_i7x16_add_s(w, u, acc);
+  return i32x4.add(acc, i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(w, u)));
 }
 
 /**
