@@ -28,11 +28,11 @@ export const CONFIG_KEYS = keysOf<MoEConfig>({
   checkFinite: true,
   wasm: true,
   wasmBuild: true,
+  activations: true,
   threads: true,
   routing: true,
   shared: true,
   dtype: true,
-  activations: true,
 });
 export const WEIGHT_KEYS = keysOf<MoEWeights>({
   wGate: true,
