@@ -26,8 +26,19 @@ function relRms(cand: ArrayLike<number>, ref: ArrayLike<number>): number {
 
 // ---- the kernels against a scalar integer reference ---------------------------------------------
 
-interface GemmCase { k: number; n: number; m: number; bias: boolean; seed: number }
-interface GemmResult { c: number[]; q: number[]; sx: number[]; unpacked: number[] }
+interface GemmCase {
+  k: number;
+  n: number;
+  m: number;
+  bias: boolean;
+  seed: number;
+}
+interface GemmResult {
+  c: number[];
+  q: number[];
+  sx: number[];
+  unpacked: number[];
+}
 
 /**
  * Runs packPanelsQ(W8A8) + quantizeRowsW8A8 + gemmW8A8 on one build's raw exports (no imports
@@ -36,14 +47,18 @@ interface GemmResult { c: number[]; q: number[]; sx: number[]; unpacked: number[
  */
 function runGemm(exports: unknown, cs: GemmCase): GemmResult {
   const K = exports as {
-    memory: WebAssembly.Memory; heapBase(): number;
+    memory: WebAssembly.Memory;
+    heapBase(): number;
     packPanelsQ(dtype: number, src: number, k: number, n: number, ldSrc: number, dst: number, kPad: number, panelStep: number): number;
     unpackPanelsQ(dtype: number, src: number, k: number, n: number, dst: number, ldDst: number, kPad: number, panelStep: number): void;
     quantizeRowsW8A8(a: number, lda: number, m: number, k: number, dst: number, ldq: number, scales: number): void;
     gemmW8A8(a: number, lda: number, sx: number, m: number, kPad: number, bp: number, panels: number, c: number, ldc: number, bias: number): void;
   };
   let s = cs.seed >>> 0;
-  const rand = (): number => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s / 2 ** 32 - 0.5; };
+  const rand = (): number => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
   const { k, n, m } = cs;
   const kq = Math.ceil(k / 16) * 16;
   const panels = Math.ceil(n / 8);
@@ -52,9 +67,19 @@ function runGemm(exports: unknown, cs: GemmCase): GemmResult {
   const ldq = kq + 16;
   const align = (v: number): number => Math.ceil(v / 64) * 64;
   let at = align(K.heapBase());
-  const take = (bytes: number): number => { const p = at; at = align(at + bytes); return p; };
-  const w = take(4 * k * n), panel = take(panels * (8 * kq + 64)), a = take(4 * m * lda), qa = take(m * ldq);
-  const sx = take(4 * m), c = take(4 * m * np), bias = take(4 * np), un = take(4 * k * n);
+  const take = (bytes: number): number => {
+    const p = at;
+    at = align(at + bytes);
+    return p;
+  };
+  const w = take(4 * k * n),
+    panel = take(panels * (8 * kq + 64)),
+    a = take(4 * m * lda),
+    qa = take(m * ldq);
+  const sx = take(4 * m),
+    c = take(4 * m * np),
+    bias = take(4 * np),
+    un = take(4 * k * n);
   if (at > K.memory.buffer.byteLength) K.memory.grow(Math.ceil((at - K.memory.buffer.byteLength) / 65536));
   const f32 = new Float32Array(K.memory.buffer);
   for (let i = 0; i < k * n; i++) f32[w / 4 + i] = rand() * (i % 11 === 0 ? 4 : 1);
@@ -85,20 +110,26 @@ const f32bits = (v: number): number => new Uint32Array(Float32Array.of(v).buffer
 /** The scalar reference of runGemm: integer sums in JavaScript numbers (exact), the f32 steps by Math.fround. */
 function referenceGemm(cs: GemmCase): GemmResult {
   let s = cs.seed >>> 0;
-  const rand = (): number => { s = (Math.imul(s, 1103515245) + 12345) >>> 0; return s / 2 ** 32 - 0.5; };
+  const rand = (): number => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
   const fr = Math.fround;
   const { k, n, m } = cs;
   const kq = Math.ceil(k / 16) * 16;
   const np = Math.ceil(n / 8) * 8;
   const lda = k + 3;
-  const w = new Float32Array(k * n), a = new Float32Array(m * lda), bias = new Float32Array(np);
+  const w = new Float32Array(k * n),
+    a = new Float32Array(m * lda),
+    bias = new Float32Array(np);
   for (let i = 0; i < k * n; i++) w[i] = rand() * (i % 11 === 0 ? 4 : 1);
   for (let j = 0; j < n; j++) if (j % 7 === 5) for (let r = 0; r < k; r++) w[r * n + j] = 0;
   for (let i = 0; i < m * lda; i++) a[i] = rand() * 3;
   if (m > 2) for (let r = 0; r < k; r++) a[2 * lda + r] = 0;
   for (let i = 0; i < np; i++) bias[i] = rand();
   // weights: the int8 dtype's quantization
-  const sw = new Float32Array(n), wq = new Int32Array(k * n);
+  const sw = new Float32Array(n),
+    wq = new Int32Array(k * n);
   const unpacked: number[] = new Array(k * n);
   for (let j = 0; j < n; j++) {
     let top = 0;
@@ -110,7 +141,9 @@ function referenceGemm(cs: GemmCase): GemmResult {
     }
   }
   // activations: per row, 7 bits, stored + 64
-  const q: number[] = [], sx: number[] = [], c: number[] = [];
+  const q: number[] = [],
+    sx: number[] = [],
+    c: number[] = [];
   for (let r = 0; r < m; r++) {
     let top = 0;
     for (let i = 0; i < k; i++) top = Math.max(top, Math.abs(a[r * lda + i]));
@@ -180,14 +213,14 @@ async function expectCode(run: () => Promise<unknown>, code: string): Promise<vo
 describe("the option", () => {
   const shape: LayerShape = { d: 8, h: 8, n: 2, k: 1, expert: "relu", noisy: false };
   const config = configOf(shape, randomWeights(new Rng(1), shape));
-  it("activations \"int8\" needs dtype \"int8\"; anything but \"f32\"/\"int8\" is INVALID_CONFIG", async () => {
+  it('activations "int8" needs dtype "int8"; anything but "f32"/"int8" is INVALID_CONFIG', async () => {
     await expectCode(() => createMoE({ ...config, activations: "int8" }), "INVALID_CONFIG");
     await expectCode(() => createMoE({ ...config, dtype: "int4", activations: "int8" }), "INVALID_CONFIG");
     await expectCode(() => createMoE({ ...config, dtype: "int8", activations: "int4" as "int8" }), "INVALID_CONFIG");
     const layer = await createMoE({ ...config, dtype: "int8", activations: "f32" });
     layer.dispose();
   });
-  it("training a W8A8 layer is UNSUPPORTED, as for dtype \"int8\"", async () => {
+  it('training a W8A8 layer is UNSUPPORTED, as for dtype "int8"', async () => {
     const layer = await createMoE({ ...config, dtype: "int8", activations: "int8" });
     try {
       const x = new Rng(2).normals(3 * shape.d);
@@ -277,7 +310,8 @@ describe("threads and weights", () => {
           // not int8's y: the activations were quantized
           expect(sameBits(a.y, int8.forwardSync(rows, { train: true, seed: 5 }).y), `B=${batch}: differs from int8`).toBe(false);
         }
-        const wa = await one.getWeights(), wb = await int8.getWeights();
+        const wa = await one.getWeights(),
+          wb = await int8.getWeights();
         for (const name of ["w1", "w2", "wGateProj", "wUp", "wDown"] as const) {
           if (wa[name]) expect(sameBits(wa[name]!, wb[name]!), name).toBe(true);
         }
