@@ -13,11 +13,13 @@
 import { gemmPanels } from "./gemm";
 import { vgelu, vsilu } from "./vmath";
 import { expertUpQ, expertDownQ } from "./quant";
+import { expertUpW8A8, expertDownW8A8 } from "./quant-dot";
 import {
   KIND_RELU, KIND_SWIGLU, CTL_GENERATION, CTL_CLAIMED, CTL_FINISHED, CTL_FAILED, CTL_CALLER_MAY_BLOCK, CTL_JOB,
   CTL_THREADS, CTL_RUN, CTL_GATE_W, CTL_PANELS, CTL_LOGITS, CTL_LDL, CTL_KIND, CTL_D, CTL_H, CTL_N, CTL_K, CTL_BATCH,
   CTL_X, CTL_W1, CTL_B1, CTL_W2, CTL_B2, CTL_EXPERT_OFFSETS, CTL_PAIR_OF, CTL_POS_OF, CTL_TOPK_GATES, CTL_GATHERED,
   CTL_PRE, CTL_ACT, CTL_OUT, CTL_Y, JOB_GATING, CTL_DTYPE, DTYPE_F32, JOB_BACKWARD, JOB_STEP,
+  DTYPE_W8A8, CTL_QA, CTL_QA_SCALES,
 } from "../src/abi";
 import { backwardThread, stepThread } from "./backward-threads";
 
@@ -321,7 +323,16 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
     // block u is this chunk's when lo ≤ start + u·blockCost < hi
     const b0 = <i32>min<i64>(blocks, lo > start ? (lo - start + blockCost - 1) / blockCost : 0);
     const b1 = <i32>min<i64>(blocks, (hi - start + blockCost - 1) / blockCost);
-    if (b0 < b1) {
+    if (b0 < b1 && dtype == DTYPE_W8A8) {
+      const qa = <usize>slot(ctl, CTL_QA), qs = <usize>slot(ctl, CTL_QA_SCALES);
+      if (phase == PHASE_UP) {
+        expertUpW8A8(kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
+          <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT), qa, qs);
+      } else {
+        expertDownW8A8(kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
+          <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT), qa, qs);
+      }
+    } else if (b0 < b1) {
       if (phase == PHASE_UP) {
         if (dtype != DTYPE_F32) {
           expertUpQ(dtype, kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),

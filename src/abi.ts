@@ -104,3 +104,9 @@ export const CTL_BC1 = 5; // 1 − β₁ᵗ
 export const CTL_BC2 = 6; // 1 − β₂ᵗ
 // The expert pass's weight storage (DTYPE_*): poolThread runs quantized panels too.
 export const CTL_DTYPE = 7;
+// W8A8 (assembly/quant-dot.ts): the int8 weights in dot-product panels, int8 activations. The
+// storage code of a layer created with dtype "int8" and activations "int8".
+export const DTYPE_W8A8 = 5;
+// Its expert pass's scratch: the quantized A rows and their f32 scales (pointers into the arena).
+export const CTL_QA = 8;
+export const CTL_QA_SCALES = 9;

@@ -32,6 +32,8 @@ export interface LayerSpec {
   shared: SharedSpec | undefined;
   /** Storage of the expert weights. */
   dtype: WeightDtype;
+  /** The expert GEMMs' activations: "int8" quantizes them per row (W8A8, dtype "int8" only). */
+  activations: "f32" | "int8";
 }
 
 /** Name and expected length of every weight an expert kind needs, in the input layout. */
@@ -116,6 +118,13 @@ export function validateConfig(config: MoEConfigInput): LayerSpec {
   if (!WEIGHT_DTYPES.includes(dtype)) {
     fail("INVALID_CONFIG", `dtype must be one of ${WEIGHT_DTYPES.map((t) => `"${t}"`).join(", ")} (the storage of the expert weights), got ${JSON.stringify(dtype)}`);
   }
+  const activations = config.activations ?? "f32";
+  if (activations !== "f32" && activations !== "int8") {
+    fail("INVALID_CONFIG", `activations must be "f32" or "int8", got ${JSON.stringify(activations)}`);
+  }
+  if (activations === "int8" && dtype !== "int8") {
+    fail("INVALID_CONFIG", `activations "int8" multiplies int8 activations by int8 weights: it needs dtype "int8", got ${JSON.stringify(dtype)}`);
+  }
   // Limits of the 32-bit wasm address space: the largest single weight tensor must fit.
   const biggest = (numExperts + (shared?.slices ?? 0)) * dModel * dHidden;
   if (biggest > 2 ** 29) {
@@ -139,6 +148,7 @@ export function validateConfig(config: MoEConfigInput): LayerSpec {
     routing,
     shared,
     dtype,
+    activations,
   };
 }
 

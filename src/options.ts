@@ -28,6 +28,7 @@ export const CONFIG_KEYS = keysOf<MoEConfig>({
   checkFinite: true,
   wasm: true,
   wasmBuild: true,
+  activations: true,
   threads: true,
   routing: true,
   shared: true,

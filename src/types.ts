@@ -156,6 +156,17 @@ export interface MoEConfig {
    * backward and step fail with UNSUPPORTED.
    */
   dtype?: WeightDtype;
+  /**
+   * The activations of the CPU expert GEMMs. Default "f32". "int8" (with dtype "int8" only, else
+   * INVALID_CONFIG): each A row (a token's x for the up-projection, its hidden activations for the
+   * down-projection) is quantized on the fly, symmetric with one f32 scale per row, to 7 bits
+   * ([−63, 63]), multiplied by the int8 weights with integer dot products (exact i32 sums) and
+   * scaled back; biases and activation functions stay f32. Faster at large batches, less
+   * accurate (docs/numerics.md); the integer sums are the same in the simd and relaxed
+   * builds. The weights are stored once, in the layout of the dot products; getWeights() returns
+   * the same values as with dtype "int8". A GPU expert pass runs them on f32 activations.
+   */
+  activations?: "f32" | "int8";
 }
 
 /**

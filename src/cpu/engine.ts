@@ -7,7 +7,7 @@
 // flight, each holding that call's x, gating state, plan, expert activations and y. A call that
 // runs while another one's arena is held (a GPU call awaiting its readback, the last training
 // forward kept for backward) gets an arena of its own, so calls never share buffers.
-import { CTL_DTYPE, CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL } from "../abi.ts";
+import { CTL_DTYPE, CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL, CTL_QA, CTL_QA_SCALES, DTYPE_W8A8 } from "../abi.ts";
 import { fail } from "../errors.ts";
 import { ExpertSliceSource, type LayerSpec } from "../config.ts";
 import { sliceOf, type ExpertBackend, type Plan } from "../plan.ts";
@@ -438,11 +438,13 @@ export class CpuEngine {
       c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
       c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre;
       c[CTL_ACT] = s.act; c[CTL_OUT] = s.out; c[CTL_Y] = s.y;
+      c[CTL_QA] = s.qa; c[CTL_QA_SCALES] = s.qaScales;
       this.pool.runExperts();
       return;
     }
     K.gatherRows(s.x, d, k, s.pairOf, 0, batch * k, s.gathered);
-    if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    if (dtype === DTYPE_W8A8) K.expertsForwardW8A8(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out, s.qa, s.qaScales);
+    else if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }

@@ -1,7 +1,7 @@
 // Where everything lies in a layer's wasm memory: the packed weights (once per layer) and one call's
 // arena (once per batch capacity). Every offset the TypeScript side uses comes from here; the
 // kernels derive the same strides from d, h and PANEL (src/abi.ts).
-import { ALIGN_BYTES, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_INT4, DTYPE_INT8, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL, Q4_BLOCK } from "../abi.ts";
+import { ALIGN_BYTES, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_INT4, DTYPE_INT8, DTYPE_W8A8, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL, Q4_BLOCK } from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
 import type { WeightDtype } from "../types.ts";
 
@@ -26,6 +26,14 @@ export function panelBytesOf(dtype: WeightDtype, kPad: number): number {
   }
 }
 
+/**
+ * Bytes of one W8A8 panel (assembly/quant-dot.ts w8a8PanelBytes): kPad rounded up to 16 rows of
+ * 8 int8, then 8 f32 column scales and 8 i32 column sums.
+ */
+export function w8a8PanelBytes(kPad: number): number {
+  return PANEL * roundUp(kPad, 16) + 8 * PANEL;
+}
+
 /** The packed weights: padded widths, per-expert strides and byte offsets from the region's start. */
 export interface PackedLayout {
   /** Padded widths: hidden (hp), model (dp), up-projection output (hw: 2·hp for swiglu). */
@@ -44,7 +52,7 @@ export interface PackedLayout {
   ldl: number;
   /** The shared expert's gate column, or -1. */
   sharedGateCol: number;
-  /** Storage of the expert weights (w1, w2), and its kernel code (DTYPE_CODE). */
+  /** Storage of the expert weights (w1, w2), and its kernel code (DTYPE_CODE; DTYPE_W8A8 with int8 activations). */
   dtype: WeightDtype;
   dtypeCode: number;
   /**
@@ -61,7 +69,7 @@ export interface PackedLayout {
 }
 
 export function packedLayout(
-  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared"> & { dtype?: WeightDtype },
+  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared"> & { dtype?: WeightDtype; activations?: "f32" | "int8" },
 ): PackedLayout {
   const { dModel: d, dHidden: h } = spec;
   const slices = spec.shared?.slices ?? 0;
@@ -75,6 +83,8 @@ export function packedLayout(
   const gateCols = routedCols + (sharedGateCol >= 0 ? 1 : 0);
   const ldl = roundUp(gateCols, PANEL);
   const bias = spec.expert !== "swiglu";
+  const w8a8 = spec.activations === "int8";
+  const panelBytes = (kPad: number) => (w8a8 ? w8a8PanelBytes(kPad) : panelBytesOf(dtype, kPad));
   let at = 0;
   const region = (bytes: number) => {
     const offset = roundUp(at, ALIGN_BYTES);
@@ -83,16 +93,16 @@ export function packedLayout(
   };
   const offsets = {
     gate: region(4 * d * ldl),
-    w1: region(n * (hw / PANEL) * panelBytesOf(dtype, d)),
+    w1: region(n * (hw / PANEL) * panelBytes(d)),
     b1: bias ? region(4 * n * hp) : -1,
-    w2: region(n * (dp / PANEL) * panelBytesOf(dtype, hp)),
+    w2: region(n * (dp / PANEL) * panelBytes(hp)),
     b2: bias ? region(4 * n * dp) : -1,
     choiceBias: spec.routing.choiceBias ? region(4 * spec.numExperts) : -1,
   };
   return {
-    hp, dp, hw, experts: n, slots: spec.k + slices, gateCols, ldl, sharedGateCol, dtype, dtypeCode: DTYPE_CODE[dtype],
-    w1Bytes: (hw / PANEL) * panelBytesOf(dtype, d), w2Bytes: (dp / PANEL) * panelBytesOf(dtype, hp),
-    panelBytes: panelBytesOf(dtype, d), downPanelBytes: panelBytesOf(dtype, hp),
+    hp, dp, hw, experts: n, slots: spec.k + slices, gateCols, ldl, sharedGateCol, dtype, dtypeCode: w8a8 ? DTYPE_W8A8 : DTYPE_CODE[dtype],
+    w1Bytes: (hw / PANEL) * panelBytes(d), w2Bytes: (dp / PANEL) * panelBytes(hp),
+    panelBytes: panelBytes(d), downPanelBytes: panelBytes(hp),
     offsets, bytes: roundUp(at, ALIGN_BYTES),
   };
 }
@@ -110,6 +120,8 @@ export interface ArenaLayout {
   importance: number; load: number; losses: number; lossAcc: number;
   expertOffsets: number; pairOf: number; posOf: number;
   gathered: number; pre: number; act: number; out: number; y: number;
+  /** W8A8: the expert GEMMs' quantized A rows (bytes) and their f32 scales; empty otherwise. */
+  qa: number; qaScales: number;
   dy: number; dx: number; dLogits: number; dGates: number;
   bytes: number;
 }
@@ -134,6 +146,8 @@ export function arenaLayout(spec: Pick<LayerSpec, "dModel" | "numExperts" | "k">
     expertOffsets: f(experts + 1), pairOf: f(pairs), posOf: f(pairs),
     gathered: f(pairs * d), pre: f(pairs * packed.hw), act: f(pairs * packed.hp), out: f(pairs * packed.dp),
     y: f(capacity * d),
+    qa: bytes(packed.dtypeCode === DTYPE_W8A8 ? pairs * roundUp(Math.max(d, packed.hp), 16) : 0),
+    qaScales: f(packed.dtypeCode === DTYPE_W8A8 ? pairs : 0),
     dy: f(capacity * d), dx: f(capacity * d), dLogits: f(capacity * packed.ldl), dGates: f(pairs),
     bytes: 0,
   };

@@ -49,6 +49,17 @@ export interface KernelExports {
     w1: number, b1: number, w2: number, b2: number,
     expertOffsets: number, gathered: number, pre: number, act: number, out: number,
   ): void;
+  /**
+   * W8A8 (assembly/quant-dot.ts; packPanelsQ/unpackPanelsQ take its code DTYPE_W8A8 too): rows of
+   * A quantized to bytes q + 64 (stride ldq) and f32 scales; the integer GEMM over them; the expert pass.
+   */
+  quantizeRowsW8A8(a: number, lda: number, m: number, k: number, dst: number, ldq: number, scales: number): void;
+  gemmW8A8(a: number, lda: number, sx: number, m: number, kPad: number, bp: number, panels: number, c: number, ldc: number, bias: number): void;
+  expertsForwardW8A8(
+    kind: number, d: number, h: number, eBegin: number, eEnd: number,
+    w1: number, b1: number, w2: number, b2: number,
+    expertOffsets: number, gathered: number, pre: number, act: number, out: number, qa: number, qaScales: number,
+  ): void;
   /** Thread `thread`'s share of the expert pass described by the control block at ctl (src/cpu/threads.ts). */
   poolThread(ctl: number, thread: number): void;
 }
