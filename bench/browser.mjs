@@ -30,7 +30,11 @@ async function main() {
   const peers = [];
   for (const threads of options.ortWeb ?? []) {
     const ort = await startOrtWeb(() => import(`../node_modules/onnxruntime-web/dist/ort.wasm.min.mjs?threads=${threads}`), threads);
-    peers.push({ name: `ort-web ${threads}T`, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }) });
+    peers.push({
+      name: `ort-web ${threads}T`,
+      experts: ORT_EXPERTS,
+      create: (shape, expert, weights) => createOrtPeer(ort, shape, expert, weights, { ep: "wasm", threads }),
+    });
   }
   const version = /Chrome\/([\d.]+)/.exec(navigator.userAgent)?.[1] ?? navigator.userAgent;
   return runSuite({
@@ -47,7 +51,15 @@ async function main() {
   });
 }
 
-main().then(
-  (result) => { window.benchResult = result; },
-  (error) => { window.benchResult = { error: String(error?.stack ?? error) }; },
-).finally(() => { window.benchDone = true; });
+main()
+  .then(
+    (result) => {
+      window.benchResult = result;
+    },
+    (error) => {
+      window.benchResult = { error: String(error?.stack ?? error) };
+    },
+  )
+  .finally(() => {
+    window.benchDone = true;
+  });

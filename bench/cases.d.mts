@@ -1,7 +1,12 @@
 // Types of bench/cases.mjs for the TypeScript that imports it (test/device/gpu-check.ts).
 import type { ExpertKind, MoEWeights } from "edge-moe";
 
-export interface BenchShape { d: number; h: number; n: number; k: number }
+export interface BenchShape {
+  d: number;
+  h: number;
+  n: number;
+  k: number;
+}
 export const SHAPES: BenchShape[];
 export const EXPERTS: ExpertKind[];
 export const BATCHES: number[];

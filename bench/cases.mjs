@@ -18,9 +18,11 @@ export function caseName(shape, expert) {
 export function fillUniform(array, seed, scale) {
   let s = seed >>> 0 || 1;
   for (let i = 0; i < array.length; i++) {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     array[i] = (s / 4294967296 - 0.5) * 2 * scale;
   }
   return array;

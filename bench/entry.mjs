@@ -47,7 +47,9 @@ for (const threads of options.ortWeb ?? []) {
       workers.push(worker);
       const ping = await worker.ping();
       peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert) => worker.peer(shape, expert) });
-      notes.push(`${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${ping.toFixed(3)} ms, included in its times`);
+      notes.push(
+        `${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${ping.toFixed(3)} ms, included in its times`,
+      );
     } catch (error) {
       notes.push(`${name} did not start: ${error?.message ?? error}`);
     }
@@ -66,7 +68,11 @@ if (runtime === "node" && options.ortNode?.length) {
   const { createRequire } = await import("node:module");
   const ortNode = createRequire(import.meta.url)("onnxruntime-node");
   for (const threads of options.ortNode) {
-    peers.push({ name: `ort-node ${threads}T`, experts: ORT_EXPERTS, create: (shape, expert, weights) => createOrtPeer(ortNode, shape, expert, weights, { ep: "cpu", threads }) });
+    peers.push({
+      name: `ort-node ${threads}T`,
+      experts: ORT_EXPERTS,
+      create: (shape, expert, weights) => createOrtPeer(ortNode, shape, expert, weights, { ep: "cpu", threads }),
+    });
   }
   notes.push("onnxruntime-node: native CPU execution provider, intra-op threads as named, one inter-op thread, session.intra_op.allow_spinning = 0");
 }

@@ -49,13 +49,27 @@ async function spawn() {
     const worker = new Worker(url, { type: "module" });
     let handler = () => {};
     worker.onmessage = (e) => handler(e.data);
-    return { post: (m) => worker.postMessage(m), next: () => new Promise((r) => { handler = r; }), end: () => worker.terminate() };
+    return {
+      post: (m) => worker.postMessage(m),
+      next: () =>
+        new Promise((r) => {
+          handler = r;
+        }),
+      end: () => worker.terminate(),
+    };
   }
   const { Worker: NodeWorker } = await import("node:worker_threads");
   const worker = new NodeWorker(WORKER_SOURCE, { eval: true });
   let handler = () => {};
   worker.on("message", (m) => handler(m));
-  return { post: (m) => worker.postMessage(m), next: () => new Promise((r) => { handler = r; }), end: () => worker.terminate() };
+  return {
+    post: (m) => worker.postMessage(m),
+    next: () =>
+      new Promise((r) => {
+        handler = r;
+      }),
+    end: () => worker.terminate(),
+  };
 }
 
 const SPEED_STEPS = 500_000; // ~1.3 ms at 25 GFLOP/s
@@ -88,7 +102,13 @@ async function threadBandwidth(Bench, module, threads) {
   const per = READ_BYTES / threads;
   const workers = await Promise.all(Array.from({ length: threads }, spawn));
   try {
-    await Promise.all(workers.map((w) => { const ready = w.next(); w.post({ module, bytes: per }); return ready; }));
+    await Promise.all(
+      workers.map((w) => {
+        const ready = w.next();
+        w.post({ module, bytes: per });
+        return ready;
+      }),
+    );
     const sample = (streams) => async () => {
       const done = workers.map((w) => w.next());
       for (const w of workers) w.post({ go: true, rounds: WORKER_ROUNDS, streams });

@@ -11,10 +11,12 @@
 // Needs `npm run build` (dist/).
 import { createMoE } from "../dist/index.js";
 
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, v] = a.replace(/^--/, "").split("=");
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? true];
+  }),
+);
 const dtype = String(args.dtype ?? "int4");
 if (dtype !== "int4" && dtype !== "int8") throw new Error("--dtype must be int4 or int8");
 const d = Number(args.d ?? 4096);
@@ -37,7 +39,7 @@ WebAssembly.instantiate = async (...a) => {
 const TENSORS = { wGateProj: 1, wUp: 2, wDown: 3 };
 function fillUniform(out, seed, std) {
   let s = (seed * 0x9e3779b1) | 0 || 1;
-  const a = std * Math.sqrt(3) / 2 ** 31;
+  const a = (std * Math.sqrt(3)) / 2 ** 31;
   for (let i = 0; i < out.length; i++) {
     s ^= s << 13;
     s ^= s >>> 17;
@@ -55,7 +57,15 @@ const x = fillUniform(new Float32Array(batch * d), 11, 1);
 
 const t0 = performance.now();
 const layer = await createMoE({
-  dModel: d, dHidden: h, numExperts: n, k, expert: "swiglu", noisyGating: false, dtype, backend: "cpu", threads: 1,
+  dModel: d,
+  dHidden: h,
+  numExperts: n,
+  k,
+  expert: "swiglu",
+  noisyGating: false,
+  dtype,
+  backend: "cpu",
+  threads: 1,
   weights: {
     wGate,
     wGateProj: (e) => expertMatrix("wGateProj", e),
@@ -72,10 +82,10 @@ const memoryBytes = Math.max(...memories.map((m) => m.buffer.byteLength));
 // ---- bytes the bound allows ----
 const PANEL = 8;
 const roundUp = (v, m) => Math.ceil(v / m) * m;
-const panelBytes = (rows) => (dtype === "int8" ? PANEL * rows + 4 * PANEL : Math.ceil(rows / 32) * (32 * PANEL / 2 + 4 * PANEL));
+const panelBytes = (rows) => (dtype === "int8" ? PANEL * rows + 4 * PANEL : Math.ceil(rows / 32) * ((32 * PANEL) / 2 + 4 * PANEL));
 const hp = roundUp(h, PANEL);
 const dp = roundUp(d, PANEL);
-const quantizedBytes = n * ((2 * hp / PANEL) * panelBytes(d) + (dp / PANEL) * panelBytes(hp));
+const quantizedBytes = n * (((2 * hp) / PANEL) * panelBytes(d) + (dp / PANEL) * panelBytes(hp));
 const gatingBytes = 4 * d * roundUp(n, PANEL);
 // one call's arena (src/cpu/layout.ts): x, y, dy, dx, gathered rows and activations, plus small per-row state
 const pairs = batch * k;
@@ -179,11 +189,23 @@ for (let i = 0; i < y.length; i++) {
 const relativeError = maxDiff / maxRef;
 const TOLERANCE = 1e-4;
 const report = {
-  dtype, d, h, n, k, batch,
-  quantizedBytes, gatingBytes, arenaBytes, memoryBytes, allowedBytes: Math.floor(allowedBytes),
+  dtype,
+  d,
+  h,
+  n,
+  k,
+  batch,
+  quantizedBytes,
+  gatingBytes,
+  arenaBytes,
+  memoryBytes,
+  allowedBytes: Math.floor(allowedBytes),
   memoryRatio: +(memoryBytes / quantizedBytes).toFixed(4),
-  relativeError, tolerance: TOLERANCE,
-  createMs: Math.round(createMs), forwardMs: Math.round(forwardMs), referenceMs: Math.round(referenceMs),
+  relativeError,
+  tolerance: TOLERANCE,
+  createMs: Math.round(createMs),
+  forwardMs: Math.round(forwardMs),
+  referenceMs: Math.round(referenceMs),
   ok: memoryBytes <= allowedBytes && relativeError <= TOLERANCE && Number.isFinite(relativeError),
 };
 layer.dispose();

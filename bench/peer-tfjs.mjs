@@ -14,18 +14,20 @@ export function createTfjsPeer(tf, { d, h, n, k }, expert, w) {
   const slice = (a, e, size) => a.subarray(e * size, (e + 1) * size);
   const experts = [];
   for (let e = 0; e < n; e++) {
-    experts.push(swiglu
-      ? {
-        wg: tf.tensor2d(slice(w.wGateProj, e, d * h), [d, h]),
-        wu: tf.tensor2d(slice(w.wUp, e, d * h), [d, h]),
-        wd: tf.tensor2d(slice(w.wDown, e, h * d), [h, d]),
-      }
-      : {
-        w1: tf.tensor2d(slice(w.w1, e, d * h), [d, h]),
-        b1: tf.tensor1d(slice(w.b1, e, h)),
-        w2: tf.tensor2d(slice(w.w2, e, h * d), [h, d]),
-        b2: tf.tensor1d(slice(w.b2, e, d)),
-      });
+    experts.push(
+      swiglu
+        ? {
+            wg: tf.tensor2d(slice(w.wGateProj, e, d * h), [d, h]),
+            wu: tf.tensor2d(slice(w.wUp, e, d * h), [d, h]),
+            wd: tf.tensor2d(slice(w.wDown, e, h * d), [h, d]),
+          }
+        : {
+            w1: tf.tensor2d(slice(w.w1, e, d * h), [d, h]),
+            b1: tf.tensor1d(slice(w.b1, e, h)),
+            w2: tf.tensor2d(slice(w.w2, e, h * d), [h, d]),
+            b2: tf.tensor1d(slice(w.b2, e, d)),
+          },
+    );
   }
   const rowsOf = Array.from({ length: n }, () => []);
   const gatesOf = Array.from({ length: n }, () => []);
@@ -38,7 +40,10 @@ export function createTfjsPeer(tf, { d, h, n, k }, expert, w) {
       const gates = tf.softmax(values);
       const idx = indices.dataSync();
       const g = gates.dataSync();
-      for (let e = 0; e < n; e++) { rowsOf[e].length = 0; gatesOf[e].length = 0; }
+      for (let e = 0; e < n; e++) {
+        rowsOf[e].length = 0;
+        gatesOf[e].length = 0;
+      }
       for (let q = 0; q < batch * k; q++) {
         rowsOf[idx[q]].push((q / k) | 0);
         gatesOf[idx[q]].push(g[q]);

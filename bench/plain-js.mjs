@@ -30,22 +30,32 @@ export function createPlainJs({ d, h, n, k }, expert, w) {
       for (let s = 0; s < k; s++) {
         let best = s;
         for (let i = s + 1; i < n; i++) {
-          const a = logits[order[i]], b = logits[order[best]];
+          const a = logits[order[i]],
+            b = logits[order[best]];
           if (a > b || (a === b && order[i] < order[best])) best = i;
         }
-        const t = order[s]; order[s] = order[best]; order[best] = t;
+        const t = order[s];
+        order[s] = order[best];
+        order[best] = t;
       }
       let sum = 0;
-      for (let s = 0; s < k; s++) { gates[s] = Math.exp(logits[order[s]] - logits[order[0]]); sum += gates[s]; }
+      for (let s = 0; s < k; s++) {
+        gates[s] = Math.exp(logits[order[s]] - logits[order[0]]);
+        sum += gates[s];
+      }
       const yr = y.subarray(r * d, r * d + d);
       for (let s = 0; s < k; s++) {
         const e = order[s];
         const g = gates[s] / sum;
         if (swiglu) {
-          gateHidden.fill(0); hidden.fill(0);
+          gateHidden.fill(0);
+          hidden.fill(0);
           vecMat(xr, d, w.wGateProj, e * d * h, h, gateHidden);
           vecMat(xr, d, w.wUp, e * d * h, h, hidden);
-          for (let j = 0; j < h; j++) { const a = gateHidden[j]; hidden[j] *= a / (1 + Math.exp(-a)); }
+          for (let j = 0; j < h; j++) {
+            const a = gateHidden[j];
+            hidden[j] *= a / (1 + Math.exp(-a));
+          }
           const o = new Float32Array(d);
           vecMat(hidden, h, w.wDown, e * h * d, d, o);
           for (let j = 0; j < d; j++) yr[j] += g * o[j];

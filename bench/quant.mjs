@@ -16,10 +16,12 @@
 import { createMoE } from "../dist/index.js";
 import { makeInput, makeWeights } from "./cases.mjs";
 
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, v] = a.replace(/^--/, "").split("=");
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? true];
+  }),
+);
 if (args.w8a8) {
   await benchW8A8();
   process.exit(0);
@@ -42,8 +44,16 @@ const layers = [];
   const weights = makeWeights(shape, "relu");
   for (const dtype of DTYPES) {
     const layer = await createMoE({
-      dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert: "relu",
-      weights, dtype, wasmBuild: BUILD, threads: 1, backend: "cpu",
+      dModel: shape.d,
+      dHidden: shape.h,
+      numExperts: shape.n,
+      k: shape.k,
+      expert: "relu",
+      weights,
+      dtype,
+      wasmBuild: BUILD,
+      threads: 1,
+      backend: "cpu",
     });
     layers.push({ dtype, layer, ms: [] });
   }
@@ -70,12 +80,16 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const base = median(layers[0].ms);
 const bytesOf = { f32: 4, f16: 2, bf16: 2, int8: 1 + 4 / 1024, int4: 0.5 + 4 / 32 };
 const macs = shape.k * 2 * shape.d * shape.h;
-console.log(`relu d${shape.d} h${shape.h} n${shape.n} k${shape.k}, B = 1, build ${BUILD}, 1 thread, ${WARM ? "warm" : "cold"} caches, median of ${CALLS} calls`);
+console.log(
+  `relu d${shape.d} h${shape.h} n${shape.n} k${shape.k}, B = 1, build ${BUILD}, 1 thread, ${WARM ? "warm" : "cold"} caches, median of ${CALLS} calls`,
+);
 console.log("dtype  median ms  ratio to f32  fastest ms  weight MACs/ns  weight bytes/f32");
 for (const { dtype, ms } of layers) {
   const m = median(ms);
   const fastest = Math.min(...ms);
-  console.log(`${dtype.padEnd(6)} ${m.toFixed(3).padStart(9)}  ${(m / base).toFixed(3).padStart(12)}  ${fastest.toFixed(3).padStart(10)}  ${(macs / m / 1e6).toFixed(2).padStart(14)}  ${(bytesOf[dtype] / 4).toFixed(3).padStart(16)}`);
+  console.log(
+    `${dtype.padEnd(6)} ${m.toFixed(3).padStart(9)}  ${(m / base).toFixed(3).padStart(12)}  ${fastest.toFixed(3).padStart(10)}  ${(macs / m / 1e6).toFixed(2).padStart(14)}  ${(bytesOf[dtype] / 4).toFixed(3).padStart(16)}`,
+  );
 }
 for (const { layer } of layers) layer.dispose();
 
@@ -85,11 +99,20 @@ for (const { layer } of layers) layer.dispose();
  */
 async function benchW8A8() {
   const calls = Number(args.calls ?? 5);
-  const batches = String(args.batches ?? "1,64,512").split(",").map(Number);
+  const batches = String(args.batches ?? "1,64,512")
+    .split(",")
+    .map(Number);
   const builds = String(args.builds ?? "simd,relaxed").split(",");
-  const threadCounts = String(args.threads ?? "1,2").split(",").map(Number);
-  const allShapes = [{ d: 1024, h: 1024, n: 64, k: 4 }, { d: 512, h: 2048, n: 8, k: 2 }];
-  const shapes = String(args.shapes ?? "0,1").split(",").map((i) => allShapes[Number(i)]);
+  const threadCounts = String(args.threads ?? "1,2")
+    .split(",")
+    .map(Number);
+  const allShapes = [
+    { d: 1024, h: 1024, n: 64, k: 4 },
+    { d: 512, h: 2048, n: 8, k: 2 },
+  ];
+  const shapes = String(args.shapes ?? "0,1")
+    .split(",")
+    .map((i) => allShapes[Number(i)]);
   const kinds = [
     { name: "f32", options: {} },
     { name: "int8", options: { dtype: "int8" } },
@@ -108,8 +131,16 @@ async function benchW8A8() {
           layers.push({
             name,
             layer: await createMoE({
-              dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert: "relu",
-              weights, wasmBuild, threads, backend: "cpu", ...options,
+              dModel: shape.d,
+              dHidden: shape.h,
+              numExperts: shape.n,
+              k: shape.k,
+              expert: "relu",
+              weights,
+              wasmBuild,
+              threads,
+              backend: "cpu",
+              ...options,
             }),
           });
         }
@@ -129,7 +160,9 @@ async function benchW8A8() {
           }
           const [f32, int8, w8a8] = ms.map(median);
           const label = `relu d${shape.d} h${shape.h} n${shape.n} k${shape.k}`;
-          console.log(`${label.padEnd(23)} ${build.padEnd(8)} ${String(threads).padStart(3)} ${String(b).padStart(5)} ${f32.toFixed(3).padStart(8)} ${int8.toFixed(3).padStart(9)} ${w8a8.toFixed(3).padStart(8)} ${(f32 / int8).toFixed(2).padStart(9)} ${(f32 / w8a8).toFixed(2).padStart(9)} ${(int8 / w8a8).toFixed(2).padStart(10)}`);
+          console.log(
+            `${label.padEnd(23)} ${build.padEnd(8)} ${String(threads).padStart(3)} ${String(b).padStart(5)} ${f32.toFixed(3).padStart(8)} ${int8.toFixed(3).padStart(9)} ${w8a8.toFixed(3).padStart(8)} ${(f32 / int8).toFixed(2).padStart(9)} ${(f32 / w8a8).toFixed(2).padStart(9)} ${(int8 / w8a8).toFixed(2).padStart(10)}`,
+          );
         }
         for (const { layer } of layers) layer.dispose();
       }

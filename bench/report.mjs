@@ -18,7 +18,7 @@ function floorFor(engine, row, machine) {
   const threads = /(\d+)T$/.exec(engine)?.[1] === "2" ? 2 : 1;
   const relaxed = engine.startsWith("relaxed") && machine.relaxedPeak;
   const peak = (relaxed ? machine.relaxedPeak : machine.simdPeak) * threads;
-  const bandwidth = threads === 2 ? machine.bandwidth2 ?? machine.bandwidth1 : machine.bandwidth1;
+  const bandwidth = threads === 2 ? (machine.bandwidth2 ?? machine.bandwidth1) : machine.bandwidth1;
   return rooflineMs(row.bytes, row.flops, bandwidth, peak);
 }
 
@@ -31,7 +31,9 @@ function floorFor(engine, row, machine) {
  * flush's buffer the call left in L3, so it is no measure of the memory's speed.
  */
 function floorNowFor(engine, row, report) {
-  const now = row.engines[engine]?.now, speed = report.speed, machine = report.machine;
+  const now = row.engines[engine]?.now,
+    speed = report.speed,
+    machine = report.machine;
   if (!now || !speed || !machine || row.bytes === undefined) return undefined;
   const f = Math.min(1, now.peak / speed.peak.best);
   // the relaxed engines by the relaxed probe where the run has it (the two pipes differ: FMA or mul + add)
@@ -84,15 +86,24 @@ export function analyze(results) {
         const webBest = timed.filter(([n]) => isOrtWeb(n)).sort((a, b) => a[1].ms - b[1].ms)[0];
         const ort = analyzeOrtRow(row);
         const machine = report.machine;
-        const regime = machine && row.bytes !== undefined
-          ? (() => {
-            const mem = row.bytes / (machine.bandwidth1 * 1e6);
-            const cpu = row.flops / (machine.simdPeak * 1e6);
-            return mem > 2 * cpu ? "memory-bound" : cpu > 2 * mem ? "compute-bound" : "balanced";
-          })()
-          : undefined;
+        const regime =
+          machine && row.bytes !== undefined
+            ? (() => {
+                const mem = row.bytes / (machine.bandwidth1 * 1e6);
+                const cpu = row.flops / (machine.simdPeak * 1e6);
+                return mem > 2 * cpu ? "memory-bound" : cpu > 2 * mem ? "compute-bound" : "balanced";
+              })()
+            : undefined;
         rows.push({
-          runtime, case: c.name, expert: c.expert, shape: c.shape, batch: row.batch, row, floors, floorsNow, regime,
+          runtime,
+          case: c.name,
+          expert: c.expert,
+          shape: c.shape,
+          batch: row.batch,
+          row,
+          floors,
+          floorsNow,
+          regime,
           best: builds[0] ? { name: builds[0][0], ms: builds[0][1].ms } : undefined,
           peer: peers[0] ? { name: peers[0][0], ms: peers[0][1].ms } : undefined,
           best2: best2 ? { name: best2[0], ms: best2[1].ms } : undefined,
@@ -128,24 +139,37 @@ export function targets(results) {
     target: "SIMD 1T ≥ 80% of the roofline, every case",
     figure: eff.length
       ? `${eff.length - effMissed.length}/${eff.length} met; worst ${pct(Math.min(...eff.map((r) => r.simd1Efficiency)))} (${primary})` +
-        (effNow.length ? `. With the arithmetic at the speed of the moment: ${effNow.length - effNowMissed.length}/${effNow.length}, worst ${pct(Math.min(...effNow.map((r) => r.simd1EfficiencyNow)))}` : "")
+        (effNow.length
+          ? `. With the arithmetic at the speed of the moment: ${effNow.length - effNowMissed.length}/${effNow.length}, worst ${pct(Math.min(...effNow.map((r) => r.simd1EfficiencyNow)))}`
+          : "")
       : "not measured",
     met: eff.length > 0 && effMissed.length === 0,
     why: effMissed.length ? whyBelowRoofline(effMissed, results.runtimes[primary]) : "",
-    misses: effMissed.map((r) => `${r.case} B=${r.batch}: ${pct(r.simd1Efficiency)}${r.simd1EfficiencyNow !== undefined ? `, ${pct(r.simd1EfficiencyNow)} at the speed of the moment` : ""} (${r.regime})`),
+    misses: effMissed.map(
+      (r) =>
+        `${r.case} B=${r.batch}: ${pct(r.simd1Efficiency)}${r.simd1EfficiencyNow !== undefined ? `, ${pct(r.simd1EfficiencyNow)} at the speed of the moment` : ""} (${r.regime})`,
+    ),
   });
 
   // 2. best build vs the peer's best configuration: ≥ 3.5× at B ≥ 64, ≥ 2.5× at B = 1.
-  for (const [label, pick, goal] of [["B ≥ 64", (b) => b >= 64, 3.5], ["B = 1", (b) => b === 1, 2.5]]) {
+  for (const [label, pick, goal] of [
+    ["B ≥ 64", (b) => b >= 64, 3.5],
+    ["B = 1", (b) => b === 1, 2.5],
+  ]) {
     const withPeer = rows.filter((r) => r.peer && r.best && pick(r.batch));
     const missed = withPeer.filter((r) => r.peer.ms / r.best.ms < goal);
     const ratios = withPeer.map((r) => r.peer.ms / r.best.ms);
     out.push({
       target: `best build vs the peer's best, ${label}: ≥ ${goal}×`,
-      figure: withPeer.length ? `${withPeer.length - missed.length}/${withPeer.length} met; ${times(Math.min(...ratios))} – ${times(Math.max(...ratios))}` : "peer not measured",
+      figure: withPeer.length
+        ? `${withPeer.length - missed.length}/${withPeer.length} met; ${times(Math.min(...ratios))} – ${times(Math.max(...ratios))}`
+        : "peer not measured",
       met: withPeer.length > 0 && missed.length === 0,
       why: missed.length ? whyPeer(missed, goal) : "",
-      misses: missed.map((r) => `${r.runtime} ${r.case} B=${r.batch}: ${times(r.peer.ms / r.best.ms)} (${r.best.name} ${fmt(r.best.ms)} ms vs ${r.peer.name} ${fmt(r.peer.ms)} ms; the roofline allows ${times(r.peer.ms / r.floors[r.best.name])})`),
+      misses: missed.map(
+        (r) =>
+          `${r.runtime} ${r.case} B=${r.batch}: ${times(r.peer.ms / r.best.ms)} (${r.best.name} ${fmt(r.best.ms)} ms vs ${r.peer.name} ${fmt(r.peer.ms)} ms; the roofline allows ${times(r.peer.ms / r.floors[r.best.name])})`,
+      ),
     });
   }
 
@@ -154,10 +178,14 @@ export function targets(results) {
   const scaleMissed = scale.filter((r) => r.simd1 / r.best.ms < 1.8);
   out.push({
     target: "best build ≥ 1.8× the SIMD 1T build, B ≥ 64",
-    figure: scale.length ? `${scale.length - scaleMissed.length}/${scale.length} met; ${times(Math.min(...scale.map((r) => r.simd1 / r.best.ms)))} – ${times(Math.max(...scale.map((r) => r.simd1 / r.best.ms)))} (${primary})` : "not measured",
+    figure: scale.length
+      ? `${scale.length - scaleMissed.length}/${scale.length} met; ${times(Math.min(...scale.map((r) => r.simd1 / r.best.ms)))} – ${times(Math.max(...scale.map((r) => r.simd1 / r.best.ms)))} (${primary})`
+      : "not measured",
     met: scale.length > 0 && scaleMissed.length === 0,
     why: scaleMissed.length ? whyScale(scaleMissed, results.runtimes[primary].machine) : "",
-    misses: scaleMissed.map((r) => `${r.case} B=${r.batch}: ${times(r.simd1 / r.best.ms)} (${r.best.name}; at their rooflines the two would be ${times(floorRatio(r))} apart)`),
+    misses: scaleMissed.map(
+      (r) => `${r.case} B=${r.batch}: ${times(r.simd1 / r.best.ms)} (${r.best.name}; at their rooflines the two would be ${times(floorRatio(r))} apart)`,
+    ),
   });
 
   // 4. gating ≤ 10% of the forward at B = 64.
@@ -165,9 +193,13 @@ export function targets(results) {
   const gatingMissed = gating.filter((r) => r.gating / r.simd1 > 0.1);
   out.push({
     target: "gating ≤ 10% of the forward, B = 64",
-    figure: gating.length ? `${gating.length - gatingMissed.length}/${gating.length} met; ${pct(Math.max(...gating.map((r) => r.gating / r.simd1)))} at most (SIMD 1T, ${primary})` : "not measured",
+    figure: gating.length
+      ? `${gating.length - gatingMissed.length}/${gating.length} met; ${pct(Math.max(...gating.map((r) => r.gating / r.simd1)))} at most (SIMD 1T, ${primary})`
+      : "not measured",
     met: gating.length > 0 && gatingMissed.length === 0,
-    why: gatingMissed.length ? "gating is a d×n GEMM over all B rows plus per-row top-k: when the experts are small (h·k ≲ 10·n) it is a large share of the work itself" : "",
+    why: gatingMissed.length
+      ? "gating is a d×n GEMM over all B rows plus per-row top-k: when the experts are small (h·k ≲ 10·n) it is a large share of the work itself"
+      : "",
     misses: gatingMissed.map((r) => `${r.case}: ${pct(r.gating / r.simd1)}`),
   });
 
@@ -202,9 +234,7 @@ function ortTargets(rows) {
     const worst = got.sort((a, b) => b.ort[key].median - a.ort[key].median)[0];
     out.push({
       target,
-      figure: got.length
-        ? `${got.length - missed.length}/${got.length} met; worst ${worst.ort[key].median.toFixed(2)} (${where(worst)})`
-        : "not measured",
+      figure: got.length ? `${got.length - missed.length}/${got.length} met; worst ${worst.ort[key].median.toFixed(2)} (${where(worst)})` : "not measured",
       met: got.length ? missed.length === 0 : null,
       why: "",
       misses: missed.map((r) => `${where(r)}: ${ratioText(r.ort[key])}`),
@@ -217,7 +247,9 @@ function ortTargets(rows) {
   const worst = beat.sort((a, b) => b.ort.bestVsWebBest.median - a.ort.bestVsWebBest.median)[0];
   out.push({
     target: "every runtime: best build < onnxruntime-web's best there, every case",
-    figure: beat.length ? `${beat.length - lost.length}/${beat.length} met in ${runtimes.join(", ")}; worst ${worst.ort.bestVsWebBest.median.toFixed(2)} (${where(worst)})` : "not measured",
+    figure: beat.length
+      ? `${beat.length - lost.length}/${beat.length} met in ${runtimes.join(", ")}; worst ${worst.ort.bestVsWebBest.median.toFixed(2)} (${where(worst)})`
+      : "not measured",
     met: beat.length ? lost.length === 0 : null,
     why: "",
     misses: lost.map((r) => `${where(r)}: ${ratioText(r.ort.bestVsWebBest)}`),
@@ -260,7 +292,9 @@ function whyBelowRoofline(missed, report) {
   const peak = report.speed?.peak;
   if (peak) {
     const now = missed.filter((r) => r.simd1EfficiencyNow !== undefined && r.simd1EfficiencyNow >= 0.8).length;
-    parts.push(`the host's register-only peak ranged ${peak.worst.toFixed(1)}–${peak.best.toFixed(1)} GFLOP/s during the run and the roofline takes its best; at the speed of the moment ${now} of these ${missed.length} rows reach 80%`);
+    parts.push(
+      `the host's register-only peak ranged ${peak.worst.toFixed(1)}–${peak.best.toFixed(1)} GFLOP/s during the run and the roofline takes its best; at the speed of the moment ${now} of these ${missed.length} rows reach 80%`,
+    );
   }
   const regimes = ["memory-bound", "balanced", "compute-bound"]
     .map((regime) => [regime, missed.filter((r) => r.regime === regime).length])
@@ -272,7 +306,10 @@ function whyBelowRoofline(missed, report) {
 function whyPeer(missed, goal) {
   const capped = missed.filter((r) => r.peer.ms / r.floors[r.best.name] < goal);
   const parts = [];
-  if (capped.length) parts.push(`in ${capped.length} of ${missed.length} the peer itself is within ${goal}× of the best build's roofline, so no build can be ${goal}× faster on this machine`);
+  if (capped.length)
+    parts.push(
+      `in ${capped.length} of ${missed.length} the peer itself is within ${goal}× of the best build's roofline, so no build can be ${goal}× faster on this machine`,
+    );
   if (capped.length < missed.length) parts.push("elsewhere the best build is short of its own roofline (see the first target)");
   return parts.join("; ");
 }
@@ -290,8 +327,14 @@ function whyScale(missed, machine) {
   // with SIMD 1T at ≥ 80% of its floor (the first target), the ratio is at most floorRatio / 0.8
   const capped = missed.filter((r) => floorRatio(r) / 0.8 < 1.8);
   const tight = missed.filter((r) => floorRatio(r) < 1.8 && floorRatio(r) / 0.8 >= 1.8);
-  if (capped.length) parts.push(`in ${capped.length} of ${missed.length} the two rooflines are so close (${capped.map((r) => times(floorRatio(r))).join(", ")}) that 1.8× needs SIMD 1T below 80% of its own, against the first target`);
-  if (tight.length) parts.push(`in ${tight.length} of ${missed.length} the two rooflines are less than 1.8× apart (${tight.map((r) => times(floorRatio(r))).join(", ")}): this target and the first hold together only with the best build at ≥ ${pct(Math.max(...tight.map((r) => 1.8 * 0.8 / floorRatio(r))))} of its own roofline`);
+  if (capped.length)
+    parts.push(
+      `in ${capped.length} of ${missed.length} the two rooflines are so close (${capped.map((r) => times(floorRatio(r))).join(", ")}) that 1.8× needs SIMD 1T below 80% of its own, against the first target`,
+    );
+  if (tight.length)
+    parts.push(
+      `in ${tight.length} of ${missed.length} the two rooflines are less than 1.8× apart (${tight.map((r) => times(floorRatio(r))).join(", ")}): this target and the first hold together only with the best build at ≥ ${pct(Math.max(...tight.map((r) => (1.8 * 0.8) / floorRatio(r))))} of its own roofline`,
+    );
   parts.push("the gating's noise, top-k, losses and plan and the JavaScript around the call run on one thread");
   return parts.join("; ");
 }
@@ -301,8 +344,10 @@ function whyScale(missed, machine) {
 function machineLine(report) {
   const m = report.machine;
   if (!m) return "machine not measured";
-  return `SIMD mul+add ${m.simdPeak.toFixed(1)} GFLOP/s, relaxed madd ${m.relaxedPeak ? `${m.relaxedPeak.toFixed(1)} GFLOP/s` : "n/a"}, ` +
-    `read ${m.bandwidth1.toFixed(1)} GB/s (1 thread), ${m.bandwidth2 ? `${m.bandwidth2.toFixed(1)} GB/s` : "n/a"} (2 threads)`;
+  return (
+    `SIMD mul+add ${m.simdPeak.toFixed(1)} GFLOP/s, relaxed madd ${m.relaxedPeak ? `${m.relaxedPeak.toFixed(1)} GFLOP/s` : "n/a"}, ` +
+    `read ${m.bandwidth1.toFixed(1)} GB/s (1 thread), ${m.bandwidth2 ? `${m.bandwidth2.toFixed(1)} GB/s` : "n/a"} (2 threads)`
+  );
 }
 
 /** Every probe's figure at the start (the peaks above are the best of these, the end's and the speed probes'; the bandwidths of the start's and the end's). */
@@ -310,18 +355,27 @@ function probeLine(report) {
   const p = report.machine?.probes;
   if (!p) return "";
   const f = (v, unit) => (v === undefined ? "n/a" : `${v.toFixed(1)} ${unit}`);
-  return `probes (start of run): register-only SIMD ${f(p.simdRegister, "GFLOP/s")}, 4×8 tile on L1 data ${f(p.simdTile, "GFLOP/s")}; ` +
+  return (
+    `probes (start of run): register-only SIMD ${f(p.simdRegister, "GFLOP/s")}, 4×8 tile on L1 data ${f(p.simdTile, "GFLOP/s")}; ` +
     `relaxed register ${f(p.relaxedRegister, "GFLOP/s")}, tile ${f(p.relaxedTile, "GFLOP/s")}; ` +
-    `read one stream ${f(p.read1, "GB/s")}, four streams ${f(p.read1Streams, "GB/s")}, two threads ${f(p.read2, "GB/s")}`;
+    `read one stream ${f(p.read1, "GB/s")}, four streams ${f(p.read1Streams, "GB/s")}, two threads ${f(p.read2, "GB/s")}`
+  );
 }
 
 export function renderMarkdown(results) {
-  const lines = [`# edge-moe benchmark results`, "", `Machine: ${results.machine}. Run: ${results.date}${results.quick ? " (quick mode: fewer samples)" : ""}.`, ""];
+  const lines = [
+    `# edge-moe benchmark results`,
+    "",
+    `Machine: ${results.machine}. Run: ${results.date}${results.quick ? " (quick mode: fewer samples)" : ""}.`,
+    "",
+  ];
   lines.push(
     "Times are medians of all samples (ms per forward, inference); `(x%)` is the engine's roofline",
     "floor over its time (SIMD or relaxed peak × threads, 1- or 2-thread bandwidth, both measured in the same run);",
     "`(x% · y%)`: y is the same floor with its arithmetic at the machine's speed while that engine ran (the",
-    "register-only probe around its samples, relative to the run's best of that probe).", "");
+    "register-only probe around its samples, relative to the run's best of that probe).",
+    "",
+  );
   for (const [runtime, report] of Object.entries(results.runtimes)) {
     lines.push(`## ${runtime} ${report.version ?? ""}`, "");
     if (report.error) {
@@ -333,7 +387,9 @@ export function renderMarkdown(results) {
     for (const c of report.cases) {
       const names = [...new Set(c.batches.flatMap((b) => Object.keys(b.engines)))];
       lines.push("", `### ${c.name}`, "");
-      const unavailable = Object.entries(c.engines).filter(([, e]) => e.unavailable).map(([n, e]) => `${n}: ${e.unavailable}`);
+      const unavailable = Object.entries(c.engines)
+        .filter(([, e]) => e.unavailable)
+        .map(([n, e]) => `${n}: ${e.unavailable}`);
       if (c.engines.gpu?.adapter) lines.push(`GPU: ${c.engines.gpu.adapter}${c.engines.gpu.software ? " (software driver: correctness only)" : ""}`, "");
       if (unavailable.length) lines.push(...unavailable.map((u) => `- unavailable: ${u}`), "");
       lines.push(`| B | experts | roofline 1T | ${names.join(" | ")} |`, `|---:|---:|---:|${names.map(() => "---:").join("|")}|`);
@@ -355,14 +411,29 @@ export function renderMarkdown(results) {
       if (ortRows.length) {
         lines.push("", "edge-moe ÷ ONNX Runtime (median of the per-round ratios; below 1: edge-moe faster):", "");
         lines.push("| B | SIMD 1T ÷ ort-web 1T | best 2T ÷ ort-node 2T | best ÷ ort-web's best |", "|---:|---:|---:|---:|");
-        for (const { row, q } of ortRows) lines.push(`| ${row.batch} | ${q.simd1VsWeb1 ? ratioText(q.simd1VsWeb1) : "—"} | ${q.best2VsNode2 ? ratioText(q.best2VsNode2) : "—"} | ${q.bestVsWebBest ? ratioText(q.bestVsWebBest) : "—"} |`);
+        for (const { row, q } of ortRows)
+          lines.push(
+            `| ${row.batch} | ${q.simd1VsWeb1 ? ratioText(q.simd1VsWeb1) : "—"} | ${q.best2VsNode2 ? ratioText(q.best2VsNode2) : "—"} | ${q.bestVsWebBest ? ratioText(q.bestVsWebBest) : "—"} |`,
+          );
       }
-      const checks = c.batches.flatMap((b) => Object.entries(b.engines).filter(([n, e]) => n.startsWith("ort-") && e.relErr !== undefined).map(([n, e]) => `${n} B=${b.batch} ${e.relErr.toExponential(1)}${e.relErr <= ORT_TOLERANCE ? "" : " ✗ (not timed)"}`));
+      const checks = c.batches.flatMap((b) =>
+        Object.entries(b.engines)
+          .filter(([n, e]) => n.startsWith("ort-") && e.relErr !== undefined)
+          .map(([n, e]) => `${n} B=${b.batch} ${e.relErr.toExponential(1)}${e.relErr <= ORT_TOLERANCE ? "" : " ✗ (not timed)"}`),
+      );
       if (checks.length) lines.push("", `ONNX Runtime's y vs edge-moe's (max |Δy| / max |y|, ≤ 1e-4 to be timed): ${checks.join("; ")}.`);
       if (c.gating) lines.push("", `Gating alone at B=64 (${c.gating.build}, train mode, h=8 layer): ${fmt(c.gating.ms)} ms.`);
-      const skipped = c.batches.flatMap((b) => Object.entries(b.engines).filter(([, e]) => e.skipped).map(([n, e]) => `${n} at B=${b.batch}: ${e.skipped}`));
+      const skipped = c.batches.flatMap((b) =>
+        Object.entries(b.engines)
+          .filter(([, e]) => e.skipped)
+          .map(([n, e]) => `${n} at B=${b.batch}: ${e.skipped}`),
+      );
       if (skipped.length) lines.push("", ...skipped.map((s) => `- skipped ${s}`));
-      const diffs = c.batches.flatMap((b) => Object.entries(b.engines).filter(([, e]) => e.maxAbsDiff > 1e-3).map(([n, e]) => `${n} at B=${b.batch}: max |Δy| ${e.maxAbsDiff.toExponential(1)}`));
+      const diffs = c.batches.flatMap((b) =>
+        Object.entries(b.engines)
+          .filter(([, e]) => e.maxAbsDiff > 1e-3)
+          .map(([n, e]) => `${n} at B=${b.batch}: max |Δy| ${e.maxAbsDiff.toExponential(1)}`),
+      );
       if (diffs.length) lines.push("", ...diffs.map((s) => `- ⚠ y differs from edge-moe's: ${s}`));
     }
     lines.push("");
@@ -386,11 +457,16 @@ const primaryOf = (results) => PRIMARY.find((r) => results.runtimes[r]?.cases) ?
 
 /** The peer's best configuration in any runtime, for this row's case and batch. */
 function peerBestOf(rows, r) {
-  return rows.filter((o) => o.case === r.case && o.batch === r.batch && o.peer).map((o) => o.peer).sort((a, b) => a.ms - b.ms)[0];
+  return rows
+    .filter((o) => o.case === r.case && o.batch === r.batch && o.peer)
+    .map((o) => o.peer)
+    .sort((a, b) => a.ms - b.ms)[0];
 }
 
 function runLine(results) {
-  const runtimes = Object.entries(results.runtimes).filter(([, r]) => r.cases).map(([n, r]) => `${n} ${r.version}`);
+  const runtimes = Object.entries(results.runtimes)
+    .filter(([, r]) => r.cases)
+    .map(([n, r]) => `${n} ${r.version}`);
   return `Measured ${results.date.slice(0, 10)} on ${results.machine}; ${runtimes.join(", ")}${results.quick ? " (quick mode)" : ""}.`;
 }
 
@@ -448,7 +524,12 @@ export function renderFullTable(results) {
   const q = (v) => (v ? v.median.toFixed(2) : "—");
   for (const r of rows.filter((x) => x.runtime === primary)) {
     const e = r.row.engines;
-    const cell = (n) => (e[n]?.ms === undefined ? (e[n]?.skipped ? "skipped" : "—") : `${fmt(e[n].ms)}${r.floors[n] && !n.startsWith("ort-") ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`);
+    const cell = (n) =>
+      e[n]?.ms === undefined
+        ? e[n]?.skipped
+          ? "skipped"
+          : "—"
+        : `${fmt(e[n].ms)}${r.floors[n] && !n.startsWith("ort-") ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`;
     const peer = peerBestOf(rows, r);
     const plain = e["plain JS"]?.ms !== undefined ? fmt(e["plain JS"].ms) : e["plain JS"]?.skipped ? "skipped" : "—";
     lines.push(
@@ -474,7 +555,14 @@ export function renderFullTable(results) {
       lines.push(`| ${r.case} | ${r.batch} | ${cells.join(" | ")} |`);
     }
   }
-  lines.push("", ...targetTable(results), "", "![time per token vs batch](../bench/results/chart.svg)", "", "Every figure, per runtime and engine: [bench/results/results.md](../bench/results/results.md) (raw: results.json).");
+  lines.push(
+    "",
+    ...targetTable(results),
+    "",
+    "![time per token vs batch](../bench/results/chart.svg)",
+    "",
+    "Every figure, per runtime and engine: [bench/results/results.md](../bench/results/results.md) (raw: results.json).",
+  );
   return lines.join("\n");
 }
 
@@ -506,8 +594,17 @@ export function renderDocsSection(doc, results) {
 // ---- SVG chart -----------------------------------------------------------------------------------
 
 const COLORS = {
-  "simd 1T": "#4e79a7", "relaxed 1T": "#59a14f", "simd 2T": "#9c755f", "relaxed 2T": "#e15759",
-  peer: "#f28e2b", "ort-web": "#edc948", "ort-node": "#76b7b2", gpu: "#b07aa1", "plain JS": "#bab0ac", roofline: "#333333", "roofline 2T": "#999999",
+  "simd 1T": "#4e79a7",
+  "relaxed 1T": "#59a14f",
+  "simd 2T": "#9c755f",
+  "relaxed 2T": "#e15759",
+  peer: "#f28e2b",
+  "ort-web": "#edc948",
+  "ort-node": "#76b7b2",
+  gpu: "#b07aa1",
+  "plain JS": "#bab0ac",
+  roofline: "#333333",
+  "roofline 2T": "#999999",
 };
 
 export function renderChart(results) {
@@ -516,7 +613,9 @@ export function renderChart(results) {
   const report = results.runtimes[primary];
   const cases = report?.cases ?? [];
   const cols = 2;
-  const pw = 420, ph = 260, margin = { l: 62, r: 12, t: 30, b: 36 };
+  const pw = 420,
+    ph = 260,
+    margin = { l: 62, r: 12, t: 30, b: 36 };
   const width = cols * pw + 20;
   const height = Math.ceil(cases.length / cols) * ph + 106;
   const parts = [
@@ -530,7 +629,9 @@ export function renderChart(results) {
     const oy = Math.floor(i / cols) * ph + 50;
     const caseRows = rows.filter((r) => r.runtime === primary && r.case === c.name);
     const series = {};
-    const add = (name, batch, ms) => { if (ms !== undefined) (series[name] ??= []).push([batch, ms / batch]); };
+    const add = (name, batch, ms) => {
+      if (ms !== undefined) (series[name] ??= []).push([batch, ms / batch]);
+    };
     for (const r of caseRows) {
       for (const n of ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "plain JS"]) add(n, r.batch, r.row.engines[n]?.ms);
       add("roofline", r.batch, r.floors["simd 1T"] ?? floorFor("simd 1T", r.row, report.machine));
@@ -550,24 +651,36 @@ export function renderChart(results) {
     if (all.length === 0) return;
     // x: log2 of the batches this case ran, from the smallest to the largest
     const xs = [...new Set(all.map((p) => p[0]))].sort((a, b) => a - b);
-    const lx0 = Math.log2(xs[0]), lx1 = Math.max(lx0 + 1, Math.log2(xs[xs.length - 1]));
-    const ymin = Math.min(...all.map((p) => p[1])), ymax = Math.max(...all.map((p) => p[1]));
-    const ly0 = Math.floor(Math.log10(ymin)), ly1 = Math.ceil(Math.log10(ymax));
+    const lx0 = Math.log2(xs[0]),
+      lx1 = Math.max(lx0 + 1, Math.log2(xs[xs.length - 1]));
+    const ymin = Math.min(...all.map((p) => p[1])),
+      ymax = Math.max(...all.map((p) => p[1]));
+    const ly0 = Math.floor(Math.log10(ymin)),
+      ly1 = Math.ceil(Math.log10(ymax));
     const X = (b) => ox + margin.l + ((Math.log2(b) - lx0) / (lx1 - lx0)) * (pw - margin.l - margin.r);
     const Y = (v) => oy + margin.t + (1 - (Math.log10(v) - ly0) / Math.max(1, ly1 - ly0)) * (ph - margin.t - margin.b);
     parts.push(`<text x="${ox + margin.l}" y="${oy + 18}" font-weight="bold">${escapeXml(c.name)}</text>`);
-    parts.push(`<rect x="${ox + margin.l}" y="${oy + margin.t}" width="${pw - margin.l - margin.r}" height="${ph - margin.t - margin.b}" fill="none" stroke="#ccc"/>`);
+    parts.push(
+      `<rect x="${ox + margin.l}" y="${oy + margin.t}" width="${pw - margin.l - margin.r}" height="${ph - margin.t - margin.b}" fill="none" stroke="#ccc"/>`,
+    );
     for (let e = ly0; e <= ly1; e++) {
       const y = Y(10 ** e);
-      parts.push(`<line x1="${ox + margin.l}" x2="${ox + pw - margin.r}" y1="${y}" y2="${y}" stroke="#eee"/>`, `<text x="${ox + margin.l - 4}" y="${y + 4}" text-anchor="end" fill="#555">${fmtPow(e)}</text>`);
+      parts.push(
+        `<line x1="${ox + margin.l}" x2="${ox + pw - margin.r}" y1="${y}" y2="${y}" stroke="#eee"/>`,
+        `<text x="${ox + margin.l - 4}" y="${y + 4}" text-anchor="end" fill="#555">${fmtPow(e)}</text>`,
+      );
     }
     for (const b of xs) parts.push(`<text x="${X(b)}" y="${oy + ph - margin.b + 14}" text-anchor="middle" fill="#555">${b}</text>`);
     parts.push(`<text x="${ox + (pw + margin.l) / 2}" y="${oy + ph - 6}" text-anchor="middle" fill="#555">batch B</text>`);
-    parts.push(`<text x="${ox + 12}" y="${oy + ph / 2}" transform="rotate(-90 ${ox + 12} ${oy + ph / 2})" text-anchor="middle" fill="#555">ms per token</text>`);
+    parts.push(
+      `<text x="${ox + 12}" y="${oy + ph / 2}" transform="rotate(-90 ${ox + 12} ${oy + ph / 2})" text-anchor="middle" fill="#555">ms per token</text>`,
+    );
     for (const [name, points] of Object.entries(series)) {
       points.sort((a, b) => a[0] - b[0]);
       const dash = name.startsWith("roofline") ? ' stroke-dasharray="5,4"' : name === "gpu" ? ' stroke-dasharray="2,3"' : "";
-      parts.push(`<polyline fill="none" stroke="${COLORS[name]}" stroke-width="${name.startsWith("roofline") ? 1.5 : 2}"${dash} points="${points.map(([b, v]) => `${X(b).toFixed(1)},${Y(v).toFixed(1)}`).join(" ")}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${COLORS[name]}" stroke-width="${name.startsWith("roofline") ? 1.5 : 2}"${dash} points="${points.map(([b, v]) => `${X(b).toFixed(1)},${Y(v).toFixed(1)}`).join(" ")}"/>`,
+      );
       for (const [b, v] of points) parts.push(`<circle cx="${X(b).toFixed(1)}" cy="${Y(v).toFixed(1)}" r="2.5" fill="${COLORS[name]}"/>`);
     }
     // CPU/GPU crossover: the first batch where the GPU's time per token is at most the best CPU build's
@@ -575,13 +688,25 @@ export function renderChart(results) {
     const cross = (series.gpu ?? []).find(([b, v]) => v <= cpuBest(b));
     const label = cross
       ? `CPU/GPU crossover at B≈${cross[0]}`
-      : gpuInfo ? `no CPU/GPU crossover${gpuInfo.software ? " (software GPU driver)" : ""}` : "no GPU measured";
-    if (cross) parts.push(`<line x1="${X(cross[0])}" x2="${X(cross[0])}" y1="${oy + margin.t}" y2="${oy + ph - margin.b}" stroke="${COLORS.gpu}" stroke-dasharray="6,3"/>`);
+      : gpuInfo
+        ? `no CPU/GPU crossover${gpuInfo.software ? " (software GPU driver)" : ""}`
+        : "no GPU measured";
+    if (cross)
+      parts.push(
+        `<line x1="${X(cross[0])}" x2="${X(cross[0])}" y1="${oy + margin.t}" y2="${oy + ph - margin.b}" stroke="${COLORS.gpu}" stroke-dasharray="6,3"/>`,
+      );
     parts.push(`<text x="${ox + pw - margin.r - 4}" y="${oy + margin.t + 14}" text-anchor="end" fill="${COLORS.gpu}">${escapeXml(label)}</text>`);
   });
   // legend
   const names = ["simd 1T", "relaxed 1T", "simd 2T", "relaxed 2T", "peer", "ort-web", "ort-node", "gpu", "plain JS", "roofline", "roofline 2T"];
-  const labels = { peer: "TF.js peer", "ort-web": "ORT web", "ort-node": "ORT native", gpu: "GPU path", roofline: "roofline SIMD 1T", "roofline 2T": "roofline relaxed 2T" };
+  const labels = {
+    peer: "TF.js peer",
+    "ort-web": "ORT web",
+    "ort-node": "ORT native",
+    gpu: "GPU path",
+    roofline: "roofline SIMD 1T",
+    "roofline 2T": "roofline relaxed 2T",
+  };
   let x = 10;
   let y = height - 30;
   names.forEach((n) => {
@@ -590,7 +715,10 @@ export function renderChart(results) {
       x = 10;
       y += 16;
     }
-    parts.push(`<line x1="${x}" x2="${x + 16}" y1="${y - 4}" y2="${y - 4}" stroke="${COLORS[n]}" stroke-width="2"${n.startsWith("roofline") ? ' stroke-dasharray="5,4"' : ""}/>`, `<text x="${x + 19}" y="${y}">${label}</text>`);
+    parts.push(
+      `<line x1="${x}" x2="${x + 16}" y1="${y - 4}" y2="${y - 4}" stroke="${COLORS[n]}" stroke-width="2"${n.startsWith("roofline") ? ' stroke-dasharray="5,4"' : ""}/>`,
+      `<text x="${x + 19}" y="${y}">${label}</text>`,
+    );
     x += 28 + label.length * 6;
   });
   parts.push("</svg>");

@@ -24,10 +24,12 @@ import { BATCHES, EXPERTS, SHAPES } from "./cases.mjs";
 import { renderChart, renderDocsSection, renderMarkdown, renderReadmeSection } from "./report.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, v] = a.replace(/^--/, "").split("=");
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? true];
+  }),
+);
 const quick = Boolean(args.quick);
 const runtimes = String(args.runtimes ?? "node,deno,bun,chromium").split(",");
 const outDir = args.out ? String(args.out) : join(root, "bench/results");
@@ -47,7 +49,9 @@ let experts = EXPERTS;
 let batches = BATCHES;
 if (args.cases) {
   // e.g. --cases=relu-512,swiglu-256: expert and d of the shapes to keep
-  const keep = String(args.cases).split(",").map((c) => c.split("-"));
+  const keep = String(args.cases)
+    .split(",")
+    .map((c) => c.split("-"));
   shapes = SHAPES.filter((s) => keep.some(([, d]) => Number(d) === s.d));
   experts = EXPERTS.filter((e) => keep.some(([ex]) => ex === e));
 }
@@ -204,5 +208,7 @@ function writeReports(results) {
       if (updatedDoc !== doc) writeFileSync(docPath, updatedDoc);
     }
   }
-  console.log(`\nwrote ${outDir}/results.md, chart.svg${args["report-only"] ? " (from its results.json)" : " and results.json"}${args["no-readme"] ? "" : ", the README table and docs/benchmarks.md"}`);
+  console.log(
+    `\nwrote ${outDir}/results.md, chart.svg${args["report-only"] ? " (from its results.json)" : " and results.json"}${args["no-readme"] ? "" : ", the README table and docs/benchmarks.md"}`,
+  );
 }

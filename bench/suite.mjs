@@ -38,18 +38,40 @@ import { makeSpeedProbe, measureMachine } from "./machine.mjs";
  */
 export async function runSuite(options) {
   const {
-    runtime, version, createMoE, Bench, probes, builds, tf, tfThreads = 1, plainJs = false, gpu = false, peers = [], load,
-    shapes = SHAPES, experts = EXPERTS, batches = BATCHES, roundMs = 250, rounds = 3, maxCallMs = 20000, log = () => {},
+    runtime,
+    version,
+    createMoE,
+    Bench,
+    probes,
+    builds,
+    tf,
+    tfThreads = 1,
+    plainJs = false,
+    gpu = false,
+    peers = [],
+    load,
+    shapes = SHAPES,
+    experts = EXPERTS,
+    batches = BATCHES,
+    roundMs = 250,
+    rounds = 3,
+    maxCallMs = 20000,
+    log = () => {},
   } = options;
   const started = Date.now();
   const report = { runtime, version, started: new Date(started).toISOString(), machine: undefined, cases: [], notes: [] };
   const evict = options.evict !== false && probes ? await makeEvictor(probes.simd) : undefined;
   const speed = options.speed !== false && probes ? { probe: await makeSpeedProbe(probes), peaks: [], relaxedPeaks: [], reads: [] } : undefined;
   const loadState = { retaken: 0, keptBusy: 0, rounds: 0, readable: Boolean(load?.()) };
-  report.notes.push(loadState.readable
-    ? `a round that started while other processes were runnable (${BUSY_RULE}) was retaken, up to ${MAX_RETAKES} times, after waiting up to ${QUIET_WAIT_MS} ms for a quiet moment`
-    : "the OS's load is not readable in this runtime: rounds were not retaken when other processes used the machine");
-  if (evict) report.notes.push(`caches flushed before every timed call (a ${EVICT_BYTES / 2 ** 20} MiB read, untimed): weights come from memory, as in a model whose other layers run between two calls of this one`);
+  report.notes.push(
+    loadState.readable
+      ? `a round that started while other processes were runnable (${BUSY_RULE}) was retaken, up to ${MAX_RETAKES} times, after waiting up to ${QUIET_WAIT_MS} ms for a quiet moment`
+      : "the OS's load is not readable in this runtime: rounds were not retaken when other processes used the machine",
+  );
+  if (evict)
+    report.notes.push(
+      `caches flushed before every timed call (a ${EVICT_BYTES / 2 ** 20} MiB read, untimed): weights come from memory, as in a model whose other layers run between two calls of this one`,
+    );
   if (options.machine !== false && probes) {
     log(`${runtime}: measuring the machine`);
     report.machine = await measureMachine(Bench, probes);
@@ -59,7 +81,31 @@ export async function runSuite(options) {
     for (const expert of experts) {
       const name = caseName(shape, expert);
       log(`${runtime}: ${name}`);
-      report.cases.push(await runCase({ shape, expert, name, createMoE, Bench, builds, tf, tfThreads, peers, plainJs, gpu, batches, roundMs, rounds, maxCallMs, log, runtime, evict, speed, load, loadState }));
+      report.cases.push(
+        await runCase({
+          shape,
+          expert,
+          name,
+          createMoE,
+          Bench,
+          builds,
+          tf,
+          tfThreads,
+          peers,
+          plainJs,
+          gpu,
+          batches,
+          roundMs,
+          rounds,
+          maxCallMs,
+          log,
+          runtime,
+          evict,
+          speed,
+          load,
+          loadState,
+        }),
+      );
     }
   }
   if (options.machine !== false && probes) {
@@ -77,9 +123,11 @@ export async function runSuite(options) {
       relaxedPeak: speed.relaxedPeaks.length ? summary(speed.relaxedPeaks) : undefined,
       read: speed.reads.length ? summary(speed.reads) : undefined,
     };
-    report.notes.push(`the machine's speed, probed around every engine's samples: register-only SIMD peak ${range(report.speed.peak, "GFLOP/s")}` +
-      (report.speed.relaxedPeak ? `; relaxed madd peak ${range(report.speed.relaxedPeak, "GFLOP/s")}` : "") +
-      (report.speed.read ? `; the cache flush's one-stream read ${range(report.speed.read, "GB/s")}` : ""));
+    report.notes.push(
+      `the machine's speed, probed around every engine's samples: register-only SIMD peak ${range(report.speed.peak, "GFLOP/s")}` +
+        (report.speed.relaxedPeak ? `; relaxed madd peak ${range(report.speed.relaxedPeak, "GFLOP/s")}` : "") +
+        (report.speed.read ? `; the cache flush's one-stream read ${range(report.speed.read, "GB/s")}` : ""),
+    );
     // the roofline's peaks are the run's best moments: these probes count as much as the start's and the end's
     if (report.machine) {
       report.machine.simdPeak = Math.max(report.machine.simdPeak, report.speed.peak.best);
@@ -90,7 +138,9 @@ export async function runSuite(options) {
   }
   if (loadState.readable) {
     report.load = { rounds: loadState.rounds, retaken: loadState.retaken, keptBusy: loadState.keptBusy };
-    report.notes.push(`load: ${loadState.rounds} rounds kept, ${loadState.retaken} retaken, ${loadState.keptBusy} kept although busy after ${MAX_RETAKES} retakes`);
+    report.notes.push(
+      `load: ${loadState.rounds} rounds kept, ${loadState.retaken} retaken, ${loadState.keptBusy} kept although busy after ${MAX_RETAKES} retakes`,
+    );
   }
   report.seconds = (Date.now() - started) / 1000;
   return report;
@@ -130,7 +180,13 @@ async function runCase(c) {
       const layer = await createMoE({ ...base, backend: "gpu", threads: "auto" });
       const status = layer.gpuStatus;
       result.engines.gpu = { adapter: status.adapter, software: status.software, threads: "auto" };
-      engines.set("gpu", { kind: "gpu", async: true, software: status.software, forward: async (x) => (await layer.forward(x)).y, dispose: () => layer.dispose() });
+      engines.set("gpu", {
+        kind: "gpu",
+        async: true,
+        software: status.software,
+        forward: async (x) => (await layer.forward(x)).y,
+        dispose: () => layer.dispose(),
+      });
     } catch (error) {
       result.engines.gpu = { unavailable: String(error?.message ?? error) };
     }
@@ -174,7 +230,13 @@ async function runCase(c) {
   // training mode (fused gating GEMM + seeded noise + top-k + losses + plan); the experts' share
   // left in it is an upper bound of ~1/h of theirs.
   if (reference && batches.includes(64)) {
-    const tiny = await createMoE({ ...base, dHidden: 8, weights: { wGate: weights.wGate, wNoise: weights.wNoise }, init: { seed: 1 }, wasmBuild: builds[0].wasmBuild });
+    const tiny = await createMoE({
+      ...base,
+      dHidden: 8,
+      weights: { wGate: weights.wGate, wNoise: weights.wNoise },
+      init: { seed: 1 },
+      wasmBuild: builds[0].wasmBuild,
+    });
     const x = makeInput(64, shape.d);
     const bench = new c.Bench({ time: 0, iterations: 50, warmupIterations: 10, warmupTime: 0 });
     bench.add("gating", () => tiny.forwardSync(x, { train: true, seed: 1 }));
@@ -194,7 +256,8 @@ export const PEER_TOLERANCE = 1e-4;
 // that a blip does not count), not the 1-minute average, which lags by a minute and counts this
 // suite's own threads. Where only averages are readable (os.loadavg() without /proc), the 1-minute
 // average less this suite's one must stay under half the cores.
-const BUSY_RULE = "/proc/loadavg: more than 1 runnable task, best of 3 reads 1 ms apart; where only averages are readable, the 1-minute average minus 1 (this suite) ≥ half the cores";
+const BUSY_RULE =
+  "/proc/loadavg: more than 1 runnable task, best of 3 reads 1 ms apart; where only averages are readable, the 1-minute average minus 1 (this suite) ≥ half the cores";
 const MAX_RETAKES = 3;
 const QUIET_WAIT_MS = 1000;
 
@@ -229,12 +292,17 @@ async function makeEvictor(module) {
 }
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-const median = (xs) => quantile([...xs].sort((a, b) => a - b), 0.5);
+const median = (xs) =>
+  quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );
 function summary(xs) {
   const s = [...xs].sort((a, b) => a - b);
   return { best: s[s.length - 1], p90: quantile(s, 0.9), median: quantile(s, 0.5), p10: quantile(s, 0.1), worst: s[0], samples: s.length };
 }
-const range = (r, unit) => `${r.worst.toFixed(1)}–${r.best.toFixed(1)} ${unit} (10th–90th percentile ${r.p10.toFixed(1)}–${r.p90.toFixed(1)}, median ${r.median.toFixed(1)}, ${r.samples} samples)`;
+const range = (r, unit) =>
+  `${r.worst.toFixed(1)}–${r.best.toFixed(1)} ${unit} (10th–90th percentile ${r.p10.toFixed(1)}–${r.p90.toFixed(1)}, median ${r.median.toFixed(1)}, ${r.samples} samples)`;
 
 function maxAbsDiff(a, b) {
   let m = 0;
@@ -250,7 +318,9 @@ async function timeEngines(c, engines, x, batch, row) {
     if (engine.last) {
       const estimate = engine.last.ms * (batch / engine.last.batch);
       if (estimate > c.maxCallMs) {
-        row.engines[name] = { skipped: `estimated ${(estimate / 1000).toFixed(1)} s per call (from B=${engine.last.batch}), over the suite's ${c.maxCallMs / 1000} s limit` };
+        row.engines[name] = {
+          skipped: `estimated ${(estimate / 1000).toFixed(1)} s per call (from B=${engine.last.batch}), over the suite's ${c.maxCallMs / 1000} s limit`,
+        };
         continue;
       }
     }
@@ -340,15 +410,25 @@ async function runRound(c, plan, round, x, batch, row, speeds, probeSpeed) {
     const speed = speeds.get(p.name);
     probeSpeed(speed);
     const bench = new Bench({
-      time: 0, iterations: p.iterations, warmupTime: 0, warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1, retainSamples: true,
+      time: 0,
+      iterations: p.iterations,
+      warmupTime: 0,
+      warmupIterations: p.slow ? 0 : round === 0 ? Math.min(5, p.iterations) : 1,
+      retainSamples: true,
     });
-    const fn = p.engine.async ? async () => { await p.engine.forward(x, batch); } : () => p.engine.forward(x, batch);
-    const flush = c.evict && (() => {
-      const t0 = performance.now();
-      c.evict();
-      const ms = performance.now() - t0;
-      if (ms > 0 && c.speed) c.speed.reads.push(EVICT_BYTES / ms / 1e6);
-    });
+    const fn = p.engine.async
+      ? async () => {
+          await p.engine.forward(x, batch);
+        }
+      : () => p.engine.forward(x, batch);
+    const flush =
+      c.evict &&
+      (() => {
+        const t0 = performance.now();
+        c.evict();
+        const ms = performance.now() - t0;
+        if (ms > 0 && c.speed) c.speed.reads.push(EVICT_BYTES / ms / 1e6);
+      });
     bench.add(p.name, fn, flush ? { beforeEach: flush } : {});
     await bench.run();
     probeSpeed(speed);

@@ -20,7 +20,9 @@ const option = (name, fallback) => {
 };
 const batch = Number(option("--batch", 64));
 const rounds = Number(option("--rounds", 7));
-const only = option("--cases", undefined)?.split(",").map((s) => s.trim());
+const only = option("--cases", undefined)
+  ?.split(",")
+  .map((s) => s.trim());
 const useTf = !flag("--no-tfjs");
 const build = `${bestWasmBuild()}-threads`;
 const W_IMPORTANCE = 0.1;
@@ -73,12 +75,20 @@ function createTfjsTrainer({ d, h, n, k }, expert, w, batchRows) {
   const slice = (a, e, size) => a.subarray(e * size, (e + 1) * size);
   const experts = [];
   for (let e = 0; e < n; e++) {
-    experts.push(swiglu
-      ? { wg: v(slice(w.wGateProj, e, d * h), [d, h], `wg${e}`), wu: v(slice(w.wUp, e, d * h), [d, h], `wu${e}`), wd: v(slice(w.wDown, e, h * d), [h, d], `wd${e}`) }
-      : {
-        w1: v(slice(w.w1, e, d * h), [d, h], `w1_${e}`), b1: v(slice(w.b1, e, h), [h], `b1_${e}`),
-        w2: v(slice(w.w2, e, h * d), [h, d], `w2_${e}`), b2: v(slice(w.b2, e, d), [d], `b2_${e}`),
-      });
+    experts.push(
+      swiglu
+        ? {
+            wg: v(slice(w.wGateProj, e, d * h), [d, h], `wg${e}`),
+            wu: v(slice(w.wUp, e, d * h), [d, h], `wu${e}`),
+            wd: v(slice(w.wDown, e, h * d), [h, d], `wd${e}`),
+          }
+        : {
+            w1: v(slice(w.w1, e, d * h), [d, h], `w1_${e}`),
+            b1: v(slice(w.b1, e, h), [h], `b1_${e}`),
+            w2: v(slice(w.w2, e, h * d), [h, d], `w2_${e}`),
+            b2: v(slice(w.b2, e, d), [d], `b2_${e}`),
+          },
+    );
   }
   const optimizer = tf.train.adam(ADAM.lr);
   const cv2 = (t) => {
@@ -125,7 +135,9 @@ function createTfjsTrainer({ d, h, n, k }, expert, w, batchRows) {
       const m = rowsOf[e].length;
       if (m === 0) continue;
       const select = new Float32Array(m * B);
-      rowsOf[e].forEach((r, i) => { select[i * B + r] = 1; });
+      rowsOf[e].forEach((r, i) => {
+        select[i * B + r] = 1;
+      });
       const S = tf.tensor2d(select, [m, B]);
       const xe = tf.matMul(S, x);
       const W = experts[e];
@@ -163,7 +175,9 @@ function createTfjsTrainer({ d, h, n, k }, expert, w, batchRows) {
   }
 
   function dispose() {
-    x.dispose(); wGate.dispose(); wNoise.dispose();
+    x.dispose();
+    wGate.dispose();
+    wNoise.dispose();
     for (const W of experts) for (const t of Object.values(W)) t.dispose();
     optimizer.dispose();
   }
@@ -171,13 +185,27 @@ function createTfjsTrainer({ d, h, n, k }, expert, w, batchRows) {
 }
 
 const configOf = (shape, expert, weights) => ({
-  dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert, weights,
-  noisyGating: true, noiseEpsilon: NOISE_EPSILON, wImportance: W_IMPORTANCE, wLoad: W_LOAD, backend: "cpu", wasmBuild: build,
+  dModel: shape.d,
+  dHidden: shape.h,
+  numExperts: shape.n,
+  k: shape.k,
+  expert,
+  weights,
+  noisyGating: true,
+  noiseEpsilon: NOISE_EPSILON,
+  wImportance: W_IMPORTANCE,
+  wLoad: W_LOAD,
+  backend: "cpu",
+  wasmBuild: build,
 });
 
 const relErr = (a, b) => {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
   return Math.sqrt(num / Math.max(den, 1e-30));
 };
 
@@ -198,8 +226,17 @@ async function check() {
     const theirs = peer.step(x, dy, noise, { apply: false, keep: true });
     peer.dispose();
     const first = expert === "swiglu" ? ours.wGateProj.subarray(0, shape.d * shape.h) : ours.w1.subarray(0, shape.d * shape.h);
-    const errs = { x: relErr(ours.x, theirs.x), wGate: relErr(ours.wGate, theirs.wGate), wNoise: relErr(ours.wNoise, theirs.wNoise), expert0: relErr(first, theirs.first) };
-    console.log(`check ${expert}: relative error of the TF.js gradients against edge-moe's: ${Object.entries(errs).map(([k, e]) => `${k} ${e.toExponential(1)}`).join(", ")}`);
+    const errs = {
+      x: relErr(ours.x, theirs.x),
+      wGate: relErr(ours.wGate, theirs.wGate),
+      wNoise: relErr(ours.wNoise, theirs.wNoise),
+      expert0: relErr(first, theirs.first),
+    };
+    console.log(
+      `check ${expert}: relative error of the TF.js gradients against edge-moe's: ${Object.entries(errs)
+        .map(([k, e]) => `${k} ${e.toExponential(1)}`)
+        .join(", ")}`,
+    );
     if (Object.values(errs).some((e) => !(e < 1e-3))) throw new Error(`the TF.js peer's gradients differ from edge-moe's (${expert})`);
   }
 }
@@ -226,7 +263,9 @@ async function timeCase(shape, expert) {
         await layer.backward(dy, { weights: false });
         const t2 = performance.now();
         await layer.step(ADAM);
-        parts.forward.push(t1 - t0); parts.backward.push(t2 - t1); parts.step.push(performance.now() - t2);
+        parts.forward.push(t1 - t0);
+        parts.backward.push(t2 - t1);
+        parts.step.push(performance.now() - t2);
       },
     });
   }
@@ -261,7 +300,9 @@ async function timeCase(shape, expert) {
   for (const layer of layers) layer.dispose();
   peer?.dispose();
   const ms = Object.fromEntries([...times].map(([name, t]) => [name, median(t)]));
-  const parts = Object.fromEntries(engines.filter((e) => e.parts).map((e) => [e.name, Object.fromEntries(Object.entries(e.parts).map(([k, v]) => [k, median(v)]))]));
+  const parts = Object.fromEntries(
+    engines.filter((e) => e.parts).map((e) => [e.name, Object.fromEntries(Object.entries(e.parts).map(([k, v]) => [k, median(v)]))]),
+  );
   return { case: caseName(shape, expert), batch, rounds, ms, parts, tfjsError, raw: Object.fromEntries(times) };
 }
 
@@ -270,7 +311,9 @@ const results = [];
 const splits = [];
 let tfjsBroken = false;
 console.log(`edge-moe ${build}, B = ${batch}, ${rounds} interleaved rounds, medians (ms)${useTf ? "; TF.js wasm backend, one thread" : ""}`);
-console.log("| case | forward 1T | forward 2T | train 1T | train 2T | train/forward 1T | train/forward 2T | train 1T/2T | tfjs train | tfjs/edge-moe 1T | tfjs/edge-moe 2T |");
+console.log(
+  "| case | forward 1T | forward 2T | train 1T | train 2T | train/forward 1T | train/forward 2T | train 1T/2T | tfjs train | tfjs/edge-moe 1T | tfjs/edge-moe 2T |",
+);
 console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const shape of SHAPES) {
   for (const expert of EXPERTS) {
@@ -281,12 +324,17 @@ for (const shape of SHAPES) {
     const f = (v) => (v === undefined ? "–" : v.toFixed(v < 10 ? 2 : 1));
     const ratio = (a, b) => (a === undefined || b === undefined ? "–" : `${(a / b).toFixed(2)}×`);
     r.ratios = {
-      trainOverForward1T: m["train 1T"] / m["forward 1T"], trainOverForward2T: m["train 2T"] / m["forward 2T"],
-      speedup2T: m["train 1T"] / m["train 2T"], tfjsOver1T: m["train tfjs"] / m["train 1T"], tfjsOver2T: m["train tfjs"] / m["train 2T"],
+      trainOverForward1T: m["train 1T"] / m["forward 1T"],
+      trainOverForward2T: m["train 2T"] / m["forward 2T"],
+      speedup2T: m["train 1T"] / m["train 2T"],
+      tfjsOver1T: m["train tfjs"] / m["train 1T"],
+      tfjsOver2T: m["train tfjs"] / m["train 2T"],
     };
     const split = Object.entries(r.parts).map(([name, p]) => `${name}: forward ${f(p.forward)} + backward ${f(p.backward)} + Adam ${f(p.step)}`);
     splits.push(`${r.case}: ${split.join("; ")}${r.tfjsError ? `; TF.js failed: ${r.tfjsError}` : ""}`);
-    console.log(`| ${r.case} | ${f(m["forward 1T"])} | ${f(m["forward 2T"])} | ${f(m["train 1T"])} | ${f(m["train 2T"])} | ${ratio(m["train 1T"], m["forward 1T"])} | ${ratio(m["train 2T"], m["forward 2T"])} | ${ratio(m["train 1T"], m["train 2T"])} | ${f(m["train tfjs"])} | ${ratio(m["train tfjs"], m["train 1T"])} | ${ratio(m["train tfjs"], m["train 2T"])} |`);
+    console.log(
+      `| ${r.case} | ${f(m["forward 1T"])} | ${f(m["forward 2T"])} | ${f(m["train 1T"])} | ${f(m["train 2T"])} | ${ratio(m["train 1T"], m["forward 1T"])} | ${ratio(m["train 2T"], m["forward 2T"])} | ${ratio(m["train 1T"], m["train 2T"])} | ${f(m["train tfjs"])} | ${ratio(m["train tfjs"], m["train 1T"])} | ${ratio(m["train tfjs"], m["train 2T"])} |`,
+    );
   }
 }
 console.log("\nmedians of the parts (ms):");

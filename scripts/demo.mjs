@@ -4,7 +4,10 @@
 import { createMoE, loadMoE, saveMoE, writeSafetensors } from "../dist/index.js";
 import { normalStream } from "./normals.mjs";
 
-const d = 512, h = 1024, n = 16, k = 2;
+const d = 512,
+  h = 1024,
+  n = 16,
+  k = 2;
 
 const stream = normalStream(2017);
 const draw = (length, scale) => stream.array(length, scale);
@@ -31,7 +34,16 @@ async function time(layer, x, options, calls) {
 }
 
 // backend "auto": experts on the GPU when there is a WebGPU adapter and the batch is large enough.
-const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k, expert: "relu", weights, backend: "auto", onWarning: (w) => console.log(`warning: ${w.code}: ${w.message}`) });
+const layer = await createMoE({
+  dModel: d,
+  dHidden: h,
+  numExperts: n,
+  k,
+  expert: "relu",
+  weights,
+  backend: "auto",
+  onWarning: (w) => console.log(`warning: ${w.code}: ${w.message}`),
+});
 console.log(`edge-moe demo: d=${d} h=${h} n=${n} k=${k} relu, noisy top-${k} gating, seeded random weights`);
 
 const batch = 8;
@@ -60,7 +72,9 @@ if (gpu.available) {
   for (let i = 0; i < onGpu.y.length; i++) diff = Math.max(diff, Math.abs(onGpu.y[i] - evalOut.y[i]));
   const ms = await time(layer, x, { backend: "gpu" }, 3);
   console.log(`\nGPU: ${gpu.adapter}${gpu.software ? " (a software driver: correct, not fast)" : ""}`);
-  console.log(`  the same B=${batch} batch on the GPU (backend: ${onGpu.backend}): max |y_gpu − y_cpu| = ${diff.toExponential(2)}, ${ms.toFixed(2)} ms per call`);
+  console.log(
+    `  the same B=${batch} batch on the GPU (backend: ${onGpu.backend}): max |y_gpu − y_cpu| = ${diff.toExponential(2)}, ${ms.toFixed(2)} ms per call`,
+  );
 } else {
   console.log(`\nGPU: none here (${gpu.reason ?? "no WebGPU adapter"}); the experts ran on the CPU`);
 }
@@ -81,9 +95,19 @@ layer.dispose();
 // renormalised and scaled, and a shared expert.
 {
   const config = {
-    model_type: "deepseek_v3", hidden_size: 128, moe_intermediate_size: 64, n_routed_experts: 16, num_experts_per_tok: 4,
-    n_group: 4, topk_group: 2, n_shared_experts: 1, first_k_dense_replace: 1, routed_scaling_factor: 2.5, norm_topk_prob: true,
-    hidden_act: "silu", num_hidden_layers: 2,
+    model_type: "deepseek_v3",
+    hidden_size: 128,
+    moe_intermediate_size: 64,
+    n_routed_experts: 16,
+    num_experts_per_tok: 4,
+    n_group: 4,
+    topk_group: 2,
+    n_shared_experts: 1,
+    first_k_dense_replace: 1,
+    routed_scaling_factor: 2.5,
+    norm_topk_prob: true,
+    hidden_act: "silu",
+    num_hidden_layers: 2,
   };
   const { hidden_size: dm, moe_intermediate_size: hm, n_routed_experts: nm } = config;
   const p = "model.layers.1.mlp";
@@ -103,8 +127,10 @@ layer.dispose();
   const loaded = await loadMoE({ config, files: { "model.safetensors": checkpoint }, layer: 1 });
   const { description } = loaded;
   console.log(`\nloaded: ${description.family} ${description.prefix} from a ${(checkpoint.length / 1024).toFixed(0)} KiB checkpoint (bf16 weights)`);
-  console.log(`  d=${description.dModel} h=${description.dHidden} n=${description.numExperts} k=${description.k}, ${description.routing.score} router, ` +
-    `groups ${description.routing.groups.topkGroup} of ${description.routing.groups.nGroup}, scale ${description.routing.scale}, shared expert of width ${description.shared.dHidden}`);
+  console.log(
+    `  d=${description.dModel} h=${description.dHidden} n=${description.numExperts} k=${description.k}, ${description.routing.score} router, ` +
+      `groups ${description.routing.groups.topkGroup} of ${description.routing.groups.nGroup}, scale ${description.routing.scale}, shared expert of width ${description.shared.dHidden}`,
+  );
   const xs = draw(4 * dm, 1);
   const out = await loaded.forward(xs);
   for (let r = 0; r < 4; r++) {
@@ -120,7 +146,9 @@ layer.dispose();
   const reloaded = await loadMoE({ config: saved.config, files: saved.files, layer: 1 });
   const [a, b] = [loaded.forwardSync(xs).y, reloaded.forwardSync(xs).y];
   const same = a.every((v, i) => Object.is(v, b[i]));
-  console.log(`  after one Adam step, saved (saveMoE: ${(saved.files["model.safetensors"].length / 1024).toFixed(0)} KiB, f32) and loaded back: ${same ? "the same outputs, bit for bit" : "DIFFERENT outputs"}`);
+  console.log(
+    `  after one Adam step, saved (saveMoE: ${(saved.files["model.safetensors"].length / 1024).toFixed(0)} KiB, f32) and loaded back: ${same ? "the same outputs, bit for bit" : "DIFFERENT outputs"}`,
+  );
   reloaded.dispose();
   loaded.dispose();
   if (!same) process.exitCode = 1;

@@ -50,7 +50,17 @@ const glu = (t, normals, p, names, d, h, dtype) => {
 
 // mixtral: two sparse layers, F32, plus an F64 tensor elsewhere in the file (must not get in the way)
 families.push(() => {
-  const config = { model_type: "mixtral", architectures: ["MixtralForCausalLM"], hidden_size: 16, intermediate_size: 12, num_local_experts: 4, num_experts_per_tok: 2, num_hidden_layers: 2, hidden_act: "silu", torch_dtype: "float32" };
+  const config = {
+    model_type: "mixtral",
+    architectures: ["MixtralForCausalLM"],
+    hidden_size: 16,
+    intermediate_size: 12,
+    num_local_experts: 4,
+    num_experts_per_tok: 2,
+    num_hidden_layers: 2,
+    hidden_act: "silu",
+    torch_dtype: "float32",
+  };
   const normals = rng(101);
   const t = new Map();
   t.set("model.layers.0.self_attn.rotary_emb.inv_freq", { dtype: "F64", shape: [2], data: new Uint8Array(new Float64Array([1, 0.5]).buffer) });
@@ -65,21 +75,55 @@ families.push(() => {
 // qwen2_moe: layer 0 dense (mlp_only_layers), layer 1 sparse with the gated shared expert; two
 // shards + index; the experts of layer 1 in BF16
 families.push(() => {
-  const config = { model_type: "qwen2_moe", hidden_size: 16, moe_intermediate_size: 8, shared_expert_intermediate_size: 24, intermediate_size: 32, num_experts: 6, num_experts_per_tok: 2, norm_topk_prob: false, decoder_sparse_step: 1, mlp_only_layers: [0], num_hidden_layers: 2, hidden_act: "silu" };
+  const config = {
+    model_type: "qwen2_moe",
+    hidden_size: 16,
+    moe_intermediate_size: 8,
+    shared_expert_intermediate_size: 24,
+    intermediate_size: 32,
+    num_experts: 6,
+    num_experts_per_tok: 2,
+    norm_topk_prob: false,
+    decoder_sparse_step: 1,
+    mlp_only_layers: [0],
+    num_hidden_layers: 2,
+    hidden_act: "silu",
+  };
   const normals = rng(202);
-  const a = new Map(), b = new Map();
+  const a = new Map(),
+    b = new Map();
   glu(a, normals, "model.layers.0.mlp", ["gate_proj", "up_proj", "down_proj"], 16, 32, "F32");
   const p = "model.layers.1.mlp";
   a.set(`${p}.gate.weight`, linear(normals, 6, 16, "F32", 0.6));
   for (let j = 0; j < 6; j++) glu(j < 3 ? a : b, normals, `${p}.experts.${j}`, ["gate_proj", "up_proj", "down_proj"], 16, 8, "BF16");
   glu(b, normals, `${p}.shared_expert`, ["gate_proj", "up_proj", "down_proj"], 16, 24, "F32");
   b.set(`${p}.shared_expert_gate.weight`, linear(normals, 1, 16, "F32"));
-  return { config, shards: [["model-00001-of-00002.safetensors", a], ["model-00002-of-00002.safetensors", b]], layer: 1, seed: 2 };
+  return {
+    config,
+    shards: [
+      ["model-00001-of-00002.safetensors", a],
+      ["model-00002-of-00002.safetensors", b],
+    ],
+    layer: 1,
+    seed: 2,
+  };
 });
 
 // qwen3_moe: decoder_sparse_step 2 (layer 0 dense, layer 1 sparse), norm_topk_prob, F16 experts
 families.push(() => {
-  const config = { model_type: "qwen3_moe", hidden_size: 16, moe_intermediate_size: 8, intermediate_size: 32, num_experts: 8, num_experts_per_tok: 3, norm_topk_prob: true, decoder_sparse_step: 2, mlp_only_layers: [], num_hidden_layers: 2, hidden_act: "silu" };
+  const config = {
+    model_type: "qwen3_moe",
+    hidden_size: 16,
+    moe_intermediate_size: 8,
+    intermediate_size: 32,
+    num_experts: 8,
+    num_experts_per_tok: 3,
+    norm_topk_prob: true,
+    decoder_sparse_step: 2,
+    mlp_only_layers: [],
+    num_hidden_layers: 2,
+    hidden_act: "silu",
+  };
   const normals = rng(303);
   const t = new Map();
   glu(t, normals, "model.layers.0.mlp", ["gate_proj", "up_proj", "down_proj"], 16, 32, "F32");
@@ -91,7 +135,15 @@ families.push(() => {
 
 // olmoe: every layer sparse, norm_topk_prob false (its default: left out of the config)
 families.push(() => {
-  const config = { model_type: "olmoe", hidden_size: 16, intermediate_size: 8, num_experts: 8, num_experts_per_tok: 2, num_hidden_layers: 1, hidden_act: "silu" };
+  const config = {
+    model_type: "olmoe",
+    hidden_size: 16,
+    intermediate_size: 8,
+    num_experts: 8,
+    num_experts_per_tok: 2,
+    num_hidden_layers: 1,
+    hidden_act: "silu",
+  };
   const normals = rng(404);
   const t = new Map();
   const p = "model.layers.0.mlp";
@@ -104,7 +156,24 @@ families.push(() => {
 // kept, top-3, two shared experts; a correction bias with negative entries, so that the experts
 // of dropped groups (masked to 0.0, not −∞) can outrank kept ones, as in the modeling code
 families.push(() => {
-  const config = { model_type: "deepseek_v3", hidden_size: 16, intermediate_size: 32, moe_intermediate_size: 6, n_routed_experts: 8, num_experts_per_tok: 3, n_group: 4, topk_group: 2, n_shared_experts: 2, first_k_dense_replace: 1, routed_scaling_factor: 2.5, norm_topk_prob: true, num_hidden_layers: 2, hidden_act: "silu", scoring_func: "sigmoid", topk_method: "noaux_tc" };
+  const config = {
+    model_type: "deepseek_v3",
+    hidden_size: 16,
+    intermediate_size: 32,
+    moe_intermediate_size: 6,
+    n_routed_experts: 8,
+    num_experts_per_tok: 3,
+    n_group: 4,
+    topk_group: 2,
+    n_shared_experts: 2,
+    first_k_dense_replace: 1,
+    routed_scaling_factor: 2.5,
+    norm_topk_prob: true,
+    num_hidden_layers: 2,
+    hidden_act: "silu",
+    scoring_func: "sigmoid",
+    topk_method: "noaux_tc",
+  };
   const normals = rng(505);
   const t = new Map();
   glu(t, normals, "model.layers.0.mlp", ["gate_proj", "up_proj", "down_proj"], 16, 32, "BF16");
@@ -118,7 +187,19 @@ families.push(() => {
 
 // switch_transformers: encoder_sparse_step 2 (block 0 dense, block 1 sparse), relu experts
 families.push(() => {
-  const config = { model_type: "switch_transformers", d_model: 16, d_ff: 12, num_experts: 4, expert_capacity: 64, encoder_sparse_step: 2, decoder_sparse_step: 2, num_layers: 2, num_decoder_layers: 2, dense_act_fn: "relu", router_dtype: "float32" };
+  const config = {
+    model_type: "switch_transformers",
+    d_model: 16,
+    d_ff: 12,
+    num_experts: 4,
+    expert_capacity: 64,
+    encoder_sparse_step: 2,
+    decoder_sparse_step: 2,
+    num_layers: 2,
+    num_decoder_layers: 2,
+    dense_act_fn: "relu",
+    router_dtype: "float32",
+  };
   const normals = rng(606);
   const t = new Map();
   t.set("encoder.block.0.layer.1.DenseReluDense.wi.weight", linear(normals, 12, 16));

@@ -32,7 +32,7 @@ const MiB = 2 ** 20;
 const config = { dModel: 32, dHidden: 48, numExperts: 8, k: 2, expert: "gelu", init: { seed: 3 }, seed: 9 };
 const { dModel: d, numExperts: n } = config;
 let state = 12345;
-const random = () => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32) - 0.5;
+const random = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5;
 const inputs = Array.from({ length: 16 }, (_, i) => Float32Array.from({ length: (i + 1) * d }, random));
 const noises = Array.from({ length: 16 }, (_, i) => Float32Array.from({ length: (i + 1) * n }, () => 2 * random()));
 
@@ -49,16 +49,37 @@ function phase(name) {
     report(extra) {
       const m = measure();
       reports.push(m);
-      console.log(JSON.stringify({ phase: name, ...extra, rssMiB: +(m.rss / MiB).toFixed(1), heapPlusExternalMiB: +(m.heap / MiB).toFixed(1), heapUsedMiB: +(m.heapUsed / MiB).toFixed(1), externalMiB: +(m.external / MiB).toFixed(1), arrayBuffersMiB: +(m.arrayBuffers / MiB).toFixed(1) }));
+      console.log(
+        JSON.stringify({
+          phase: name,
+          ...extra,
+          rssMiB: +(m.rss / MiB).toFixed(1),
+          heapPlusExternalMiB: +(m.heap / MiB).toFixed(1),
+          heapUsedMiB: +(m.heapUsed / MiB).toFixed(1),
+          externalMiB: +(m.external / MiB).toFixed(1),
+          arrayBuffersMiB: +(m.arrayBuffers / MiB).toFixed(1),
+        }),
+      );
     },
     check() {
       if (reports.length < 2) return;
       // From the middle report to the last: the first half is the warm-up (V8 releases the
       // backing stores of collected wasm memories in steps, then holds steady); a leak goes on.
-      const first = reports[(reports.length - 1) >> 1], last = reports[reports.length - 1];
-      const heapGrowth = (last.heap - first.heap) / MiB, rssGrowth = (last.rss - first.rss) / MiB;
+      const first = reports[(reports.length - 1) >> 1],
+        last = reports[reports.length - 1];
+      const heapGrowth = (last.heap - first.heap) / MiB,
+        rssGrowth = (last.rss - first.rss) / MiB;
       const ok = heapGrowth <= HEAP_MB && rssGrowth <= RSS_MB;
-      console.log(JSON.stringify({ phase: name, heapGrowthMiB: +heapGrowth.toFixed(2), rssGrowthMiB: +rssGrowth.toFixed(2), boundHeapMiB: HEAP_MB, boundRssMiB: RSS_MB, ok }));
+      console.log(
+        JSON.stringify({
+          phase: name,
+          heapGrowthMiB: +heapGrowth.toFixed(2),
+          rssGrowthMiB: +rssGrowth.toFixed(2),
+          boundHeapMiB: HEAP_MB,
+          boundRssMiB: RSS_MB,
+          ok,
+        }),
+      );
       if (!ok) failures.push(`${name}: heap+external grew ${heapGrowth.toFixed(2)} MiB, rss ${rssGrowth.toFixed(2)} MiB`);
     },
   };
@@ -69,9 +90,12 @@ async function oneCall(layer, i) {
   const b = (i * 7) % 16;
   const x = inputs[b];
   switch (i % 6) {
-    case 0: return (await layer.forward(x)).y[0];
-    case 1: return (await layer.forward(x, { train: true, seed: i })).lossLoad;
-    case 2: return (await layer.forward(x, { train: true, noise: noises[b] })).y[0];
+    case 0:
+      return (await layer.forward(x)).y[0];
+    case 1:
+      return (await layer.forward(x, { train: true, seed: i })).lossLoad;
+    case 2:
+      return (await layer.forward(x, { train: true, noise: noises[b] })).y[0];
     case 3: {
       const { y } = await layer.forward(x, { train: true });
       const dy = y.map((v) => v * 1e-3);
@@ -79,8 +103,10 @@ async function oneCall(layer, i) {
       await layer.step({ lr: 1e-3, optimizer: i % 4 === 3 ? "adam" : "sgd" });
       return grads.x[0];
     }
-    case 4: return (await layer.forward(x, { out: { y: new Float32Array(x.length) } })).y[0];
-    default: return layer.forwardSync(x, { train: true, seed: 7 }).topkIndices[0];
+    case 4:
+      return (await layer.forward(x, { out: { y: new Float32Array(x.length) } })).y[0];
+    default:
+      return layer.forwardSync(x, { train: true, seed: 7 }).topkIndices[0];
   }
 }
 

@@ -13,8 +13,17 @@ import { createMoE } from "../dist/index.js";
 import { normalStream } from "./normals.mjs";
 
 export const DEMO = {
-  dModel: 16, dHidden: 32, numExperts: 32, k: 2, expert: "relu",
-  clusters: 8, batch: 64, heldOut: 2048, steps: 3000, lr: 3e-3, seed: 7,
+  dModel: 16,
+  dHidden: 32,
+  numExperts: 32,
+  k: 2,
+  expert: "relu",
+  clusters: 8,
+  batch: 64,
+  heldOut: 2048,
+  steps: 3000,
+  lr: 3e-3,
+  seed: 7,
 };
 
 /** The task: cluster centres ~ N(0, 3²), spread N(0, 0.5²) around them, target = A_c · x. */
@@ -62,8 +71,15 @@ export async function trainOnce({ wImportance, wLoad, steps = DEMO.steps, ...ove
   const o = { ...DEMO, ...overrides };
   const task = makeTask(o.dModel, o.clusters, o.seed);
   const layer = await createMoE({
-    dModel: o.dModel, dHidden: o.dHidden, numExperts: o.numExperts, k: o.k, expert: o.expert,
-    wImportance, wLoad, init: { seed: o.seed }, seed: o.seed,
+    dModel: o.dModel,
+    dHidden: o.dHidden,
+    numExperts: o.numExperts,
+    k: o.k,
+    expert: o.expert,
+    wImportance,
+    wLoad,
+    init: { seed: o.seed },
+    seed: o.seed,
   });
   const data = normalStream(o.seed + 1);
   const started = performance.now();
@@ -86,7 +102,10 @@ export async function trainOnce({ wImportance, wLoad, steps = DEMO.steps, ...ove
   const importance = balance(Array.from(measured.importance));
   const load = balance(Array.from(measured.load));
   return {
-    wImportance, wLoad, steps, seconds,
+    wImportance,
+    wLoad,
+    steps,
+    seconds,
     taskLoss: meanSquaredError(y, heldOut.target),
     expertsUsed: rowsPerExpert.filter((rows) => rows >= 0.01 * o.heldOut).length,
     cvImportance: importance.cv,
@@ -101,12 +120,18 @@ export async function trainDemo(options = {}) {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const o = DEMO;
-  console.log(`MoE layer d=${o.dModel} h=${o.dHidden} n=${o.numExperts} k=${o.k} ${o.expert}; ${o.clusters} clusters, ` +
-    `each with its own linear map; Adam lr ${o.lr}, batch ${o.batch}, ${o.steps} steps; held-out batch of ${o.heldOut}`);
+  console.log(
+    `MoE layer d=${o.dModel} h=${o.dHidden} n=${o.numExperts} k=${o.k} ${o.expert}; ${o.clusters} clusters, ` +
+      `each with its own linear map; Adam lr ${o.lr}, batch ${o.batch}, ${o.steps} steps; held-out batch of ${o.heldOut}`,
+  );
   const fmt = (v, digits = 2) => v.toFixed(digits).padStart(8);
-  console.log(`${"w_imp / w_load".padEnd(16)}${"loss".padStart(8)}${"CV(Imp)".padStart(9)}${"CV(Load)".padStart(9)}${"max/mean".padStart(9)}${"used".padStart(9)}${"seconds".padStart(9)}`);
+  console.log(
+    `${"w_imp / w_load".padEnd(16)}${"loss".padStart(8)}${"CV(Imp)".padStart(9)}${"CV(Load)".padStart(9)}${"max/mean".padStart(9)}${"used".padStart(9)}${"seconds".padStart(9)}`,
+  );
   for (const r of await trainDemo()) {
-    console.log(`${`${r.wImportance} / ${r.wLoad}`.padEnd(16)}${fmt(r.taskLoss, 4)} ${fmt(r.cvImportance)} ${fmt(r.cvLoad)} ${fmt(r.maxOverMeanLoad)} ${`${r.expertsUsed}/${o.numExperts}`.padStart(8)} ${fmt(r.seconds, 1)}`);
+    console.log(
+      `${`${r.wImportance} / ${r.wLoad}`.padEnd(16)}${fmt(r.taskLoss, 4)} ${fmt(r.cvImportance)} ${fmt(r.cvLoad)} ${fmt(r.maxOverMeanLoad)} ${`${r.expertsUsed}/${o.numExperts}`.padStart(8)} ${fmt(r.seconds, 1)}`,
+    );
   }
   console.log("paper (256 experts, language modelling): 0 / 0 → 3.04 / 3.01 / 17.80;  0.1 / 0.1 → 0.06 / 0.05 / 1.14");
 }

@@ -37,7 +37,9 @@ export interface LayerSpec {
 }
 
 /** Name and expected length of every weight an expert kind needs, in the input layout. */
-export function weightShapes(spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating" | "shared">): Array<[keyof MoEWeights, number[]]> {
+export function weightShapes(
+  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "expert" | "noisyGating" | "shared">,
+): Array<[keyof MoEWeights, number[]]> {
   const { dModel: d, dHidden: h, numExperts: n } = spec;
   const shapes: Array<[keyof MoEWeights, number[]]> = [["wGate", [d, n]]];
   if (spec.noisyGating) shapes.push(["wNoise", [d, n]]);
@@ -107,7 +109,8 @@ export function validateConfig(config: MoEConfigInput): LayerSpec {
   const paperRouting = routing.score === "topk-softmax";
   const noisyGating = config.noisyGating ?? paperRouting;
   if (typeof noisyGating !== "boolean") fail("INVALID_CONFIG", "noisyGating must be a boolean");
-  if (noisyGating && !paperRouting) fail("INVALID_CONFIG", `noisy gating is the paper's top-k softmax; routing.score ${JSON.stringify(routing.score)} needs noisyGating: false`);
+  if (noisyGating && !paperRouting)
+    fail("INVALID_CONFIG", `noisy gating is the paper's top-k softmax; routing.score ${JSON.stringify(routing.score)} needs noisyGating: false`);
   const checkFinite = config.checkFinite ?? true;
   if (typeof checkFinite !== "boolean") fail("INVALID_CONFIG", "checkFinite must be a boolean");
   const threads = config.threads ?? 1;
@@ -116,7 +119,10 @@ export function validateConfig(config: MoEConfigInput): LayerSpec {
   }
   const dtype = config.dtype ?? "f32";
   if (!WEIGHT_DTYPES.includes(dtype)) {
-    fail("INVALID_CONFIG", `dtype must be one of ${WEIGHT_DTYPES.map((t) => `"${t}"`).join(", ")} (the storage of the expert weights), got ${JSON.stringify(dtype)}`);
+    fail(
+      "INVALID_CONFIG",
+      `dtype must be one of ${WEIGHT_DTYPES.map((t) => `"${t}"`).join(", ")} (the storage of the expert weights), got ${JSON.stringify(dtype)}`,
+    );
   }
   const activations = config.activations ?? "f32";
   if (activations !== "f32" && activations !== "int8") {
@@ -181,7 +187,10 @@ export class ExpertSliceSource extends Float32Array {
   expert(e: number): Float32Array {
     const value: unknown = this.slices(e);
     if (!(value instanceof Float32Array) || value.length !== this.sliceLength) {
-      fail("WEIGHT_SHAPE", `weights.${this.tensor}(${e}) must return a Float32Array of ${this.sliceLength} floats (expert ${e}'s slice), got ${value instanceof Float32Array ? `length ${value.length}` : Object.prototype.toString.call(value)}`);
+      fail(
+        "WEIGHT_SHAPE",
+        `weights.${this.tensor}(${e}) must return a Float32Array of ${this.sliceLength} floats (expert ${e}'s slice), got ${value instanceof Float32Array ? `length ${value.length}` : Object.prototype.toString.call(value)}`,
+      );
     }
     return value;
   }

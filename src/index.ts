@@ -43,4 +43,13 @@ export type { ConvertedLayer, FamilyDescription, Family, Routing, FileValue, Loa
 export { createMoEWorker } from "./worker-client.ts";
 export type { MoEWorkerLike, MoEWorkerLayer, MoEWorkerOptions, MoEWorkerCallOptions } from "./worker-client.ts";
 export { bestWasmBuild } from "./cpu/wasm.ts";
-export type { SafetensorsDType, SafetensorsFile, SafetensorsTensor, SafetensorsRawTensor, SafetensorsHeader, SafetensorsEntry, SafetensorsInput, SafetensorsIndex } from "./safetensors.ts";
+export type {
+  SafetensorsDType,
+  SafetensorsFile,
+  SafetensorsTensor,
+  SafetensorsRawTensor,
+  SafetensorsHeader,
+  SafetensorsEntry,
+  SafetensorsInput,
+  SafetensorsIndex,
+} from "./safetensors.ts";

@@ -15,7 +15,25 @@ import { openGpuExperts, packedExpertsOf, type GpuExperts } from "./gpu/experts.
 import type { Plan } from "./plan.ts";
 import { disposeResident, forwardResident, invalidateResidentGating } from "./gpu/resident.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./gpu/types.ts";
-import type { BackwardOptions, CalibrateOptions, Calibration, ForwardOptions, ForwardResult, GpuStatus, Gradients, MoEConfig, MoEConfigInput, MoELayer, MoELocalLayer, MoELocalLayerMethods, MoEWarning, MoEWeights, ResidentForwardOptions, ResidentForwardResult, StepOptions } from "./types.ts";
+import type {
+  BackwardOptions,
+  CalibrateOptions,
+  Calibration,
+  ForwardOptions,
+  ForwardResult,
+  GpuStatus,
+  Gradients,
+  MoEConfig,
+  MoEConfigInput,
+  MoELayer,
+  MoELocalLayer,
+  MoELocalLayerMethods,
+  MoEWarning,
+  MoEWeights,
+  ResidentForwardOptions,
+  ResidentForwardResult,
+  StepOptions,
+} from "./types.ts";
 
 /** Creates a layer: validates the configuration, loads the kernels, copies and packs the weights. */
 export async function createMoE(config: MoEConfigInput): Promise<MoELocalLayer> {
@@ -31,7 +49,8 @@ export async function createMoE(config: MoEConfigInput): Promise<MoELocalLayer> 
   engine.loadWeights(complete);
   // Quantized weights go to a GPU as the engine packed them (the shaders dequantize), f32 weights
   // given per expert as the engine holds them (the whole arrays never existed).
-  if (spec.dtype === "f32" && hasExpertSlices(given) && spec.backend !== "cpu") complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
+  if (spec.dtype === "f32" && hasExpertSlices(given) && spec.backend !== "cpu")
+    complete = expand(new Map(Object.entries(unpackTensors(engine, 0)) as Array<[keyof MoEWeights, Float32Array]>));
   // backend "gpu" / "auto": a device, and the weights uploaded to it
   let gpu: GpuExperts | undefined;
   let reason: string | undefined = 'the layer was created with backend "cpu"';
@@ -154,16 +173,23 @@ class Layer implements MoELocalLayerMethods {
     const engine = this.live();
     checkResidentOptions(options);
     if (engine.spec.routing.score !== "topk-softmax" || engine.spec.shared) {
-      fail("UNSUPPORTED", "a GPUBuffer x runs the paper's top-k softmax gating on the GPU; this layer's router or shared expert runs only with a Float32Array x");
+      fail(
+        "UNSUPPORTED",
+        "a GPUBuffer x runs the paper's top-k softmax gating on the GPU; this layer's router or shared expert runs only with a Float32Array x",
+      );
     }
-    return forwardResident({
-      spec: engine.spec,
-      experts: this.router.gpuExperts,
-      status: this.router.status,
-      gatingWeights: () => unpackTensors(engine, 0),
-      nextStream: () => ++this.streamCalls >>> 0,
-      dropState: () => this.dropState(),
-    }, x, options);
+    return forwardResident(
+      {
+        spec: engine.spec,
+        experts: this.router.gpuExperts,
+        status: this.router.status,
+        gatingWeights: () => unpackTensors(engine, 0),
+        nextStream: () => ++this.streamCalls >>> 0,
+        dropState: () => this.dropState(),
+      },
+      x,
+      options,
+    );
   }
 
   /** The CPU path, synchronously, whatever the backend. */
@@ -204,7 +230,10 @@ class Layer implements MoELocalLayerMethods {
     const givenNoise = options.noise;
     if (givenNoise !== undefined) {
       if (!isFloat32(givenNoise) || givenNoise.length !== batch * n) {
-        fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(givenNoise) ? `length ${givenNoise.length}` : Object.prototype.toString.call(givenNoise)}`);
+        fail(
+          "NOISE_SHAPE",
+          `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${isFloat32(givenNoise) ? `length ${givenNoise.length}` : Object.prototype.toString.call(givenNoise)}`,
+        );
       }
       for (let i = 0; i < givenNoise.length; i++) {
         if (!Number.isFinite(givenNoise[i])) fail("NOISE_SHAPE", `noise[${i}] is ${givenNoise[i]}; noise must be finite`);
@@ -254,14 +283,21 @@ class Layer implements MoELocalLayerMethods {
   private backwardNow(dy: Float32Array, options: BackwardOptions): Gradients {
     const engine = this.live();
     checkBackwardOptions(options);
-    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `backward needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
+    if (engine.spec.dtype !== "f32")
+      fail("UNSUPPORTED", `backward needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const state = this.state;
     if (!state) {
-      fail("NO_FORWARD_STATE", "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)");
+      fail(
+        "NO_FORWARD_STATE",
+        "backward needs a training-mode forward first: call forward(x, { train: true }) (an eval-mode forward or a step discards that state, and each backward uses it up)",
+      );
     }
     const d = this.config.dModel;
     if (!isFloat32(dy) || dy.length !== state.batch * d) {
-      fail("GRAD_SHAPE", `dy must be a Float32Array [B, dModel] = [${state.batch}, ${d}] (${state.batch * d} floats, the shape of the last forward's y), got ${isFloat32(dy) ? `length ${dy.length}` : Object.prototype.toString.call(dy)}`);
+      fail(
+        "GRAD_SHAPE",
+        `dy must be a Float32Array [B, dModel] = [${state.batch}, ${d}] (${state.batch * d} floats, the shape of the last forward's y), got ${isFloat32(dy) ? `length ${dy.length}` : Object.prototype.toString.call(dy)}`,
+      );
     }
     const weights = options.weights ?? true;
     if (typeof weights !== "boolean") fail("INVALID_CONFIG", "options.weights must be a boolean");
@@ -283,7 +319,8 @@ class Layer implements MoELocalLayerMethods {
   private stepNow(options: StepOptions): void {
     const engine = this.live();
     checkStepOptions(options);
-    if (engine.spec.dtype !== "f32") fail("UNSUPPORTED", `step needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
+    if (engine.spec.dtype !== "f32")
+      fail("UNSUPPORTED", `step needs f32 expert weights; this layer stores them as ${engine.spec.dtype} (create it with dtype "f32" to train)`);
     const checked = stepOptionsOf(options);
     if (!this.trainer?.hasGradients) fail("NO_GRADIENTS", "step needs gradients: call forward(x, { train: true }) and backward(dy) first");
     this.trainer.step(checked);

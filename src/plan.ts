@@ -58,7 +58,16 @@ export function planOf(x: Float32Array, topkIndices: Int32Array, topkGates: Floa
   }
   const dModel = x.length / batch;
   return Object.freeze({
-    batch, k, numExperts, dModel, x, topkIndices, topkGates, expertOffsets, pairOf, posOf,
+    batch,
+    k,
+    numExperts,
+    dModel,
+    x,
+    topkIndices,
+    topkGates,
+    expertOffsets,
+    pairOf,
+    posOf,
     slice: (first: number, rows: number) => sliceOf(x, topkIndices, topkGates, k, numExperts, first, rows),
   });
 }
@@ -73,6 +82,7 @@ export function sliceOf(x: Float32Array, topkIndices: Int32Array, topkGates: Flo
     x.subarray(first * d, (first + rows) * d),
     topkIndices.subarray(first * k, (first + rows) * k),
     topkGates.subarray(first * k, (first + rows) * k),
-    k, numExperts,
+    k,
+    numExperts,
   );
 }

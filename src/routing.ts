@@ -24,14 +24,21 @@ export interface SharedSpec {
 }
 
 export const PAPER_ROUTING: RoutingSpec = Object.freeze({
-  score: "topk-softmax", renormalize: false, renormEpsilon: 0, scale: 1, choiceBias: undefined, nGroup: 1, topkGroup: 1,
+  score: "topk-softmax",
+  renormalize: false,
+  renormEpsilon: 0,
+  scale: 1,
+  choiceBias: undefined,
+  nGroup: 1,
+  topkGroup: 1,
 });
 
 const SCORES = ["topk-softmax", "softmax", "sigmoid"] as const;
 
 export function validateRouting(options: RoutingOptions | undefined, numExperts: number, k: number): RoutingSpec {
   if (options === undefined) return PAPER_ROUTING;
-  if (typeof options !== "object" || options === null) fail("INVALID_CONFIG", "routing must be an object { score, renormalize, renormEpsilon, scale, choiceBias, groups }");
+  if (typeof options !== "object" || options === null)
+    fail("INVALID_CONFIG", "routing must be an object { score, renormalize, renormEpsilon, scale, choiceBias, groups }");
   checkKeys(options, ROUTING_KEYS, "routing", "routing.");
   const score = options.score ?? "topk-softmax";
   if (!SCORES.includes(score)) fail("INVALID_CONFIG", `routing.score must be "topk-softmax", "softmax" or "sigmoid", got ${JSON.stringify(score)}`);
@@ -39,7 +46,8 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
   if (typeof renormalize !== "boolean") fail("INVALID_CONFIG", "routing.renormalize must be a boolean");
   const number = (name: string, value: unknown, fallback: number, ok: (v: number) => boolean, range: string): number => {
     if (value === undefined) return fallback;
-    if (typeof value !== "number" || !Number.isFinite(value) || !ok(value)) fail("INVALID_CONFIG", `routing.${name} must be a finite number ${range}, got ${String(value)}`);
+    if (typeof value !== "number" || !Number.isFinite(value) || !ok(value))
+      fail("INVALID_CONFIG", `routing.${name} must be a finite number ${range}, got ${String(value)}`);
     return value;
   };
   const renormEpsilon = number("renormEpsilon", options.renormEpsilon, 0, (v) => v >= 0, "≥ 0");
@@ -52,11 +60,15 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
     fail("INVALID_CONFIG", 'routing.choiceBias and routing.groups need routing.score "sigmoid"');
   }
   if (score === "topk-softmax" && (renormalize || scale !== 1 || renormEpsilon !== 0)) {
-    fail("INVALID_CONFIG", 'routing.score "topk-softmax" gives weights that already sum to 1: renormalize, renormEpsilon and scale apply to "softmax" and "sigmoid"');
+    fail(
+      "INVALID_CONFIG",
+      'routing.score "topk-softmax" gives weights that already sum to 1: renormalize, renormEpsilon and scale apply to "softmax" and "sigmoid"',
+    );
   }
   if (options.choiceBias !== undefined) {
     const bias = options.choiceBias;
-    if (!(bias instanceof Float32Array) || bias.length !== numExperts) fail("INVALID_CONFIG", `routing.choiceBias must be a Float32Array of numExperts (${numExperts}) values`);
+    if (!(bias instanceof Float32Array) || bias.length !== numExperts)
+      fail("INVALID_CONFIG", `routing.choiceBias must be a Float32Array of numExperts (${numExperts}) values`);
     for (let i = 0; i < bias.length; i++) if (!Number.isFinite(bias[i])) fail("INVALID_CONFIG", `routing.choiceBias[${i}] is ${bias[i]}; it must be finite`);
     choiceBias = bias.slice();
   }
@@ -69,8 +81,10 @@ export function validateRouting(options: RoutingOptions | undefined, numExperts:
     if (!Number.isInteger(nGroup) || nGroup < 1 || numExperts % nGroup !== 0 || numExperts / nGroup < 2) {
       fail("INVALID_CONFIG", `routing.groups.nGroup must divide numExperts (${numExperts}) into groups of at least 2 experts, got ${String(nGroup)}`);
     }
-    if (!Number.isInteger(topkGroup) || topkGroup < 1 || topkGroup > nGroup) fail("INVALID_CONFIG", `routing.groups.topkGroup must be an integer in [1, nGroup = ${nGroup}], got ${String(topkGroup)}`);
-    if (k > topkGroup * (numExperts / nGroup)) fail("INVALID_CONFIG", `k (${k}) is more than the experts of topkGroup (${topkGroup}) groups of ${numExperts / nGroup}`);
+    if (!Number.isInteger(topkGroup) || topkGroup < 1 || topkGroup > nGroup)
+      fail("INVALID_CONFIG", `routing.groups.topkGroup must be an integer in [1, nGroup = ${nGroup}], got ${String(topkGroup)}`);
+    if (k > topkGroup * (numExperts / nGroup))
+      fail("INVALID_CONFIG", `k (${k}) is more than the experts of topkGroup (${topkGroup}) groups of ${numExperts / nGroup}`);
   }
   return Object.freeze({ score, renormalize, renormEpsilon, scale, choiceBias, nGroup, topkGroup });
 }
@@ -91,11 +105,20 @@ export function validateShared(shared: MoEConfig["shared"], expert: ExpertKind, 
  * The expert tensors of the routed experts followed by the shared expert's m slices (hidden units
  * [j·h, (j+1)·h) of it each, the last zero-padded: a zero unit adds silu(0)·0 = 0).
  */
-export function withSharedSlices(weights: Map<keyof MoEWeights, Float32Array>, shared: SharedSpec, d: number, h: number, n: number): Map<keyof MoEWeights, Float32Array> {
+export function withSharedSlices(
+  weights: Map<keyof MoEWeights, Float32Array>,
+  shared: SharedSpec,
+  d: number,
+  h: number,
+  n: number,
+): Map<keyof MoEWeights, Float32Array> {
   const m = shared.slices;
   const hs = shared.dHidden;
   const out = new Map(weights);
-  for (const [name, from] of [["wGateProj", "sharedGateProj"], ["wUp", "sharedUp"]] as const) {
+  for (const [name, from] of [
+    ["wGateProj", "sharedGateProj"],
+    ["wUp", "sharedUp"],
+  ] as const) {
     const all = new Float32Array((n + m) * d * h);
     all.set(weights.get(name)!);
     const src = weights.get(from)!; // [d, hs]
@@ -121,7 +144,10 @@ export function foldSharedSlices(weights: MoEWeights, shared: SharedSpec, d: num
   const m = shared.slices;
   const hs = shared.dHidden;
   const out: MoEWeights = { ...weights };
-  for (const [name, to] of [["wGateProj", "sharedGateProj"], ["wUp", "sharedUp"]] as const) {
+  for (const [name, to] of [
+    ["wGateProj", "sharedGateProj"],
+    ["wUp", "sharedUp"],
+  ] as const) {
     const all = weights[name]!;
     const dst = new Float32Array(d * hs);
     for (let j = 0; j < m; j++) {

@@ -72,11 +72,26 @@ export interface SafetensorsHeader {
 
 /** Bits per element of every dtype the format defines. */
 const DTYPE_BITS: ReadonlyMap<string, number> = new Map([
-  ["BOOL", 8], ["U8", 8], ["I8", 8], ["F8_E5M2", 8], ["F8_E4M3", 8], ["F8_E8M0", 8],
-  ["I16", 16], ["U16", 16], ["F16", 16], ["BF16", 16],
-  ["I32", 32], ["U32", 32], ["F32", 32],
-  ["I64", 64], ["U64", 64], ["F64", 64], ["C64", 64],
-  ["F4", 4], ["F6_E2M3", 6], ["F6_E3M2", 6],
+  ["BOOL", 8],
+  ["U8", 8],
+  ["I8", 8],
+  ["F8_E5M2", 8],
+  ["F8_E4M3", 8],
+  ["F8_E8M0", 8],
+  ["I16", 16],
+  ["U16", 16],
+  ["F16", 16],
+  ["BF16", 16],
+  ["I32", 32],
+  ["U32", 32],
+  ["F32", 32],
+  ["I64", 64],
+  ["U64", 64],
+  ["F64", 64],
+  ["C64", 64],
+  ["F4", 4],
+  ["F6_E2M3", 6],
+  ["F6_E3M2", 6],
 ]);
 const DECODED = new Set<string>(["F32", "F16", "BF16", "I32"]);
 /** Headers beyond this are refused (the reference implementation's limit is 100 MB). */
@@ -141,7 +156,9 @@ export function safetensorsHeaderLength(first8: Uint8Array, fileLength: number):
 export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLength: number): SafetensorsHeader {
   if (headerBytes.byteLength === 0 || headerBytes[0] !== 0x7b) {
     const first = headerBytes.byteLength ? `byte 0x${headerBytes[0].toString(16)}` : "nothing";
-    bad(`the header is not a JSON object: it starts with ${first}; it must start with "{"${headerBytes[0] === 0xef ? " (a UTF-8 byte-order mark is not allowed)" : ""}`);
+    bad(
+      `the header is not a JSON object: it starts with ${first}; it must start with "{"${headerBytes[0] === 0xef ? " (a UTF-8 byte-order mark is not allowed)" : ""}`,
+    );
   }
   let text: string;
   try {
@@ -364,7 +381,8 @@ export function writeSafetensors(
       if (!(t.data instanceof Int32Array) || t.data.length !== count) invalid(`tensor ${name}: I32 needs an Int32Array of ${count} values`);
       blob = new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength));
     } else {
-      if (!(t.data instanceof Uint8Array) || t.data.length * 8 !== count * bits) invalid(`tensor ${name}: ${t.dtype} needs ${(count * bits) / 8} raw bytes in a Uint8Array`);
+      if (!(t.data instanceof Uint8Array) || t.data.length * 8 !== count * bits)
+        invalid(`tensor ${name}: ${t.dtype} needs ${(count * bits) / 8} raw bytes in a Uint8Array`);
       blob = t.data as Uint8Array;
     }
     parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + blob.byteLength] })}`);

@@ -73,7 +73,8 @@ function timer(ms: number, fire: () => void): Timer | undefined {
 
 function checkTimeout(value: unknown, name: string): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== "number" || !(value > 0)) fail("INVALID_CONFIG", `${name} must be a positive number of milliseconds (or Infinity), got ${String(value)}`);
+  if (typeof value !== "number" || !(value > 0))
+    fail("INVALID_CONFIG", `${name} must be a positive number of milliseconds (or Infinity), got ${String(value)}`);
   return value;
 }
 
@@ -150,7 +151,8 @@ export async function createMoEWorker(worker: MoEWorkerLike, config: MoEConfig, 
   if (typeof worker?.postMessage !== "function" || (typeof worker.addEventListener !== "function" && typeof worker.on !== "function")) {
     fail("INVALID_CONFIG", 'createMoEWorker needs a Worker running edge-moe/worker: new Worker(url, { type: "module" }), or a node:worker_threads Worker');
   }
-  if (typeof options !== "object" || options === null) fail("INVALID_CONFIG", "createMoEWorker's options must be an object ({ timeoutMs, callTimeoutMs, signal })");
+  if (typeof options !== "object" || options === null)
+    fail("INVALID_CONFIG", "createMoEWorker's options must be an object ({ timeoutMs, callTimeoutMs, signal })");
   const handshakeMs = checkTimeout(options.timeoutMs, "timeoutMs") ?? DEFAULT_HANDSHAKE_MS;
   const callTimeoutMs = checkTimeout(options.callTimeoutMs, "callTimeoutMs");
   const createSignal = checkSignal(options.signal, "signal");
@@ -206,10 +208,19 @@ export async function createMoEWorker(worker: MoEWorkerLike, config: MoEConfig, 
     // Deno ends the whole program on a worker error nobody prevents: the rejected calls report it.
     (event as Event).preventDefault?.();
     const detail = (event as ErrorEvent)?.message ?? (event as Error)?.message;
-    failAll(new MoEError("WORKER_ERROR", `the edge-moe worker failed${detail ? `: ${detail}` : " (it did not load or it crashed)"}; ` +
-      'check that it runs edge-moe/worker (a module worker: { type: "module" }) and can load the package\'s .wasm files'));
+    failAll(
+      new MoEError(
+        "WORKER_ERROR",
+        `the edge-moe worker failed${detail ? `: ${detail}` : " (it did not load or it crashed)"}; ` +
+          'check that it runs edge-moe/worker (a module worker: { type: "module" }) and can load the package\'s .wasm files',
+      ),
+    );
   });
-  unsubscribe.push(listen(worker, "messageerror", () => failAll(new MoEError("WORKER_ERROR", "a message could not be exchanged with the edge-moe worker (it could not be deserialized)"))));
+  unsubscribe.push(
+    listen(worker, "messageerror", () =>
+      failAll(new MoEError("WORKER_ERROR", "a message could not be exchanged with the edge-moe worker (it could not be deserialized)")),
+    ),
+  );
   unsubscribe.push(listen(worker, "exit", gone("exited")));
   unsubscribe.push(onTerminate(worker, gone("was terminated")));
   // the other end of the layer's port went away (Node; browsers that have the event)
@@ -250,22 +261,39 @@ export async function createMoEWorker(worker: MoEWorkerLike, config: MoEConfig, 
       holdProcess();
       signal?.addEventListener("abort", onAbort, { once: true });
       if (limits.timeoutMs !== undefined) {
-        timers.push(timer(limits.timeoutMs, () => settle(new MoEError("WORKER_ERROR", `${what} took longer than ${limits.timeoutMs} ms (the worker may still finish it)`))));
+        timers.push(
+          timer(limits.timeoutMs, () =>
+            settle(new MoEError("WORKER_ERROR", `${what} took longer than ${limits.timeoutMs} ms (the worker may still finish it)`)),
+          ),
+        );
       }
       if (limits.handshakeMs !== undefined) {
         const t = timer(limits.handshakeMs, () => {
-          settle(new MoEError("WORKER_ERROR", `the worker did not answer within ${limits.handshakeMs} ms: it is not running edge-moe/worker, ` +
-            'failed to load (start it with { type: "module" }), or is busy; pass a larger timeoutMs to createMoEWorker if it is only slow'));
+          settle(
+            new MoEError(
+              "WORKER_ERROR",
+              `the worker did not answer within ${limits.handshakeMs} ms: it is not running edge-moe/worker, ` +
+                'failed to load (start it with { type: "module" }), or is busy; pass a larger timeoutMs to createMoEWorker if it is only slow',
+            ),
+          );
           detach(true); // nothing edge-moe's at the other end: let go of the channel
         });
         timers.push(t);
-        waiting.accepted = () => { if (t !== undefined) clearTimeout(t); };
+        waiting.accepted = () => {
+          if (t !== undefined) clearTimeout(t);
+        };
       }
       try {
         post();
       } catch (error) {
-        settle(new MoEError("WORKER_ERROR", `could not send to the edge-moe worker (${(error as Error)?.message ?? error}); ` +
-          "weights, x, noise and out must be typed arrays and wasm a WebAssembly.Module, a Response or bytes", { cause: error }));
+        settle(
+          new MoEError(
+            "WORKER_ERROR",
+            `could not send to the edge-moe worker (${(error as Error)?.message ?? error}); ` +
+              "weights, x, noise and out must be typed arrays and wasm a WebAssembly.Module, a Response or bytes",
+            { cause: error },
+          ),
+        );
       }
     });
 
@@ -284,7 +312,9 @@ export async function createMoEWorker(worker: MoEWorkerLike, config: MoEConfig, 
   try {
     const request: CreateRequest = { protocol: PROTOCOL, op: "create", config, port: channel.port2 };
     created = await send(0, "createMoEWorker", () => worker.postMessage(request, [channel.port2]), {
-      signal: createSignal, timeoutMs: callTimeoutMs, handshakeMs,
+      signal: createSignal,
+      timeoutMs: callTimeoutMs,
+      handshakeMs,
     });
   } catch (error) {
     detach(true);
@@ -302,7 +332,10 @@ export async function createMoEWorker(worker: MoEWorkerLike, config: MoEConfig, 
       // bounded like the handshake: a worker that is gone or hung does not hold the channel open
       const id = nextId++;
       released = send(id, "dispose", () => port.postMessage({ id, op: "dispose" } satisfies LayerRequest), { timeoutMs: handshakeMs })
-        .then(() => undefined, () => undefined)
+        .then(
+          () => undefined,
+          () => undefined,
+        )
         .finally(() => detach());
     }
     return released;

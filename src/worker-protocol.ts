@@ -19,10 +19,7 @@ export interface CreateRequest {
 }
 
 /** On the layer's port. Buffers in `options` are copied (structured clone), never taken. */
-export type LayerRequest =
-  | { id: number; op: "forward"; x: Float32Array; options: ForwardOptions }
-  | TrainingRequest
-  | { id: number; op: "dispose" };
+export type LayerRequest = { id: number; op: "forward"; x: Float32Array; options: ForwardOptions } | TrainingRequest | { id: number; op: "dispose" };
 
 /** Training (src/train/): backward, step, getWeights. */
 export type TrainingRequest =

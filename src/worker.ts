@@ -49,7 +49,11 @@ function serveTraining(layer: MoELayer, port: MessagePort, request: TrainingRequ
     return { id: request.id, ok: true, tensors: await layer.getWeights() };
   };
   work().then(
-    (reply) => port.postMessage(reply, Object.values(reply.tensors ?? {}).map((t: Float32Array) => t.buffer as ArrayBuffer)),
+    (reply) =>
+      port.postMessage(
+        reply,
+        Object.values(reply.tensors ?? {}).map((t: Float32Array) => t.buffer as ArrayBuffer),
+      ),
     (error: unknown) => port.postMessage(errorReply(request.id, error)),
   );
 }

@@ -26,26 +26,71 @@ const CASES: Case[] = [
   { label: "softmax over all n, gelu experts", d: 7, h: 10, n: 6, k: 2, expert: "gelu", routing: { score: "softmax" }, dyScale: 1 },
   { label: "softmax, scale 1.7", d: 8, h: 9, n: 5, k: 2, expert: "swiglu", routing: { score: "softmax", scale: 1.7 }, dyScale: 1 },
   {
-    label: "softmax, renormalised, scale 1.3, gated shared expert (Qwen2-MoE)", d: 8, h: 6, n: 6, k: 2, expert: "swiglu",
-    routing: { score: "softmax", renormalize: true, scale: 1.3 }, shared: { dHidden: 14, gated: true }, dyScale: 1,
+    label: "softmax, renormalised, scale 1.3, gated shared expert (Qwen2-MoE)",
+    d: 8,
+    h: 6,
+    n: 6,
+    k: 2,
+    expert: "swiglu",
+    routing: { score: "softmax", renormalize: true, scale: 1.3 },
+    shared: { dHidden: 14, gated: true },
+    dyScale: 1,
   },
   { label: "sigmoid, scale 2", d: 7, h: 8, n: 6, k: 3, expert: "swiglu", routing: { score: "sigmoid", scale: 2 }, dyScale: 1 },
   {
     label: "sigmoid + choice bias, 3 groups keep 2, renormalised (+ε), scale 2.5, ungated shared expert (DeepSeek-V3)",
-    d: 9, h: 6, n: 6, k: 2, expert: "swiglu",
+    d: 9,
+    h: 6,
+    n: 6,
+    k: 2,
+    expert: "swiglu",
     routing: { score: "sigmoid", choiceBias: bias(6), groups: { nGroup: 3, topkGroup: 2 }, renormalize: true, renormEpsilon: 1e-3, scale: 2.5 },
-    shared: { dHidden: 10, gated: false }, dyScale: 1,
+    shared: { dHidden: 10, gated: false },
+    dyScale: 1,
   },
   {
-    label: "sigmoid + choice bias, renormalised, gated shared expert", d: 6, h: 8, n: 5, k: 2, expert: "swiglu",
-    routing: { score: "sigmoid", choiceBias: bias(5), renormalize: true }, shared: { dHidden: 8, gated: true }, dyScale: 1,
+    label: "sigmoid + choice bias, renormalised, gated shared expert",
+    d: 6,
+    h: 8,
+    n: 5,
+    k: 2,
+    expert: "swiglu",
+    routing: { score: "sigmoid", choiceBias: bias(5), renormalize: true },
+    shared: { dHidden: 8, gated: true },
+    dyScale: 1,
   },
-  { label: "the paper's router, clean, gated shared expert", d: 7, h: 6, n: 5, k: 2, expert: "swiglu", noisy: false, shared: { dHidden: 9, gated: true }, dyScale: 1 },
-  { label: "the paper's router, noisy (smooth load), gated shared expert", d: 7, h: 6, n: 6, k: 2, expert: "swiglu", noisy: true, shared: { dHidden: 7, gated: true }, dyScale: 1 },
+  {
+    label: "the paper's router, clean, gated shared expert",
+    d: 7,
+    h: 6,
+    n: 5,
+    k: 2,
+    expert: "swiglu",
+    noisy: false,
+    shared: { dHidden: 9, gated: true },
+    dyScale: 1,
+  },
+  {
+    label: "the paper's router, noisy (smooth load), gated shared expert",
+    d: 7,
+    h: 6,
+    n: 6,
+    k: 2,
+    expert: "swiglu",
+    noisy: true,
+    shared: { dHidden: 7, gated: true },
+    dyScale: 1,
+  },
   { label: "softmax, dy = 0 (the importance loss alone)", d: 6, h: 5, n: 5, k: 2, expert: "relu", routing: { score: "softmax" }, dyScale: 0 },
   {
-    label: "sigmoid + bias, renormalised, scaled, dy = 0 (the importance loss alone)", d: 6, h: 5, n: 6, k: 2, expert: "swiglu",
-    routing: { score: "sigmoid", choiceBias: bias(6), renormalize: true, scale: 1.5 }, dyScale: 0,
+    label: "sigmoid + bias, renormalised, scaled, dy = 0 (the importance loss alone)",
+    d: 6,
+    h: 5,
+    n: 6,
+    k: 2,
+    expert: "swiglu",
+    routing: { score: "sigmoid", choiceBias: bias(6), renormalize: true, scale: 1.5 },
+    dyScale: 0,
   },
 ];
 
@@ -78,9 +123,18 @@ function randomWeights(rng: Rng, c: Case): MoEWeights {
 
 function configOf(c: Case, weights: MoEWeights): MoEConfig {
   return {
-    dModel: c.d, dHidden: c.h, numExperts: c.n, k: c.k, expert: c.expert, noisyGating: c.noisy ?? false,
-    ...(c.routing && { routing: c.routing }), ...(c.shared && { shared: c.shared }),
-    wImportance: W_IMPORTANCE, wLoad: W_LOAD, weights, backend: "cpu",
+    dModel: c.d,
+    dHidden: c.h,
+    numExperts: c.n,
+    k: c.k,
+    expert: c.expert,
+    noisyGating: c.noisy ?? false,
+    ...(c.routing && { routing: c.routing }),
+    ...(c.shared && { shared: c.shared }),
+    wImportance: W_IMPORTANCE,
+    wLoad: W_LOAD,
+    weights,
+    backend: "cpu",
   };
 }
 
@@ -98,7 +152,10 @@ function wellConditioned(c: Case, weights: MoEWeights, xr: Float32Array, nr: Flo
   };
   let choice = Array.from({ length: n }, (_, e) => logit(weights.wGate!, e));
   const gapsOk = (values: number[], count: number) => {
-    const sorted = values.slice().sort((a, b) => b - a).slice(0, Math.min(count + 1, values.length));
+    const sorted = values
+      .slice()
+      .sort((a, b) => b - a)
+      .slice(0, Math.min(count + 1, values.length));
     return sorted.every((v, i) => i === 0 || sorted[i - 1] - v >= 0.05);
   };
   if (c.noisy) choice = choice.map((z, e) => z + nr[e] * (Math.log1p(Math.exp(logit(weights.wNoise!, e))) + 1e-2));
@@ -107,9 +164,19 @@ function wellConditioned(c: Case, weights: MoEWeights, xr: Float32Array, nr: Flo
     const groups = c.routing.groups;
     if (groups) {
       const size = n / groups.nGroup;
-      const score = Array.from({ length: groups.nGroup }, (_, g) => choice.slice(g * size, (g + 1) * size).sort((a, b) => b - a).slice(0, 2).reduce((a, b) => a + b, 0));
+      const score = Array.from({ length: groups.nGroup }, (_, g) =>
+        choice
+          .slice(g * size, (g + 1) * size)
+          .sort((a, b) => b - a)
+          .slice(0, 2)
+          .reduce((a, b) => a + b, 0),
+      );
       if (!gapsOk(score, groups.topkGroup)) return false;
-      const kept = score.map((s, g) => [s, g]).sort((a, b) => b[0] - a[0]).slice(0, groups.topkGroup).map(([, g]) => g);
+      const kept = score
+        .map((s, g) => [s, g])
+        .sort((a, b) => b[0] - a[0])
+        .slice(0, groups.topkGroup)
+        .map(([, g]) => g);
       choice = choice.map((v, e) => (kept.includes(Math.floor(e / size)) ? v : 0));
     }
   }
@@ -259,13 +326,21 @@ describe("what the routers' gradients are made of", () => {
     const plain = await grads(base, weights);
     const ungatedCase = { ...base, shared: { dHidden: 11, gated: false } };
     const sharedWeights = randomWeights(new Rng(6), ungatedCase);
-    const ungated = await grads(ungatedCase, { ...weights, sharedGateProj: sharedWeights.sharedGateProj, sharedUp: sharedWeights.sharedUp, sharedDown: sharedWeights.sharedDown });
+    const ungated = await grads(ungatedCase, {
+      ...weights,
+      sharedGateProj: sharedWeights.sharedGateProj,
+      sharedUp: sharedWeights.sharedUp,
+      sharedDown: sharedWeights.sharedDown,
+    });
     expect(sameBits(ungated.wGate!, plain.wGate!)).toBe(true);
     expect(ungated.sharedGate).toBeUndefined();
     expect(ungated.sharedDown!.some((v) => v !== 0)).toBe(true);
     const gatedCase = { ...base, shared: { dHidden: 11, gated: true } };
     const gated = await grads(gatedCase, {
-      ...weights, sharedGateProj: sharedWeights.sharedGateProj, sharedUp: sharedWeights.sharedUp, sharedDown: sharedWeights.sharedDown,
+      ...weights,
+      sharedGateProj: sharedWeights.sharedGateProj,
+      sharedUp: sharedWeights.sharedUp,
+      sharedDown: sharedWeights.sharedDown,
       sharedGate: rng.normals(base.d, 0.3),
     });
     expect(gated.sharedGate!.length).toBe(base.d);

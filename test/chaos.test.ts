@@ -17,19 +17,30 @@ const CASES = 7;
 function run(command: string, args: string[], limitMs: number): Promise<{ code: number | null; stdout: string; stderr: string; timedOut: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" } });
-    let stdout = "", stderr = "", timedOut = false;
+    let stdout = "",
+      stderr = "",
+      timedOut = false;
     child.stdout.on("data", (c) => (stdout += c));
     child.stderr.on("data", (c) => (stderr += c));
-    const timer = setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, limitMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, limitMs);
     child.on("error", reject);
-    child.on("close", (code) => { clearTimeout(timer); resolve({ code, stdout, stderr, timedOut }); });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, timedOut });
+    });
   });
 }
 
 function accept(name: string, report: string): void {
   const summary = /^(\d+) passed, (\d+) failed$/m.exec(report);
   expect(summary, `${name}: no summary line:\n${report}`).not.toBeNull();
-  expect(report.split("\n").filter((l) => l.startsWith("FAIL")), `${name}:\n${report}`).toEqual([]);
+  expect(
+    report.split("\n").filter((l) => l.startsWith("FAIL")),
+    `${name}:\n${report}`,
+  ).toEqual([]);
   expect(Number(summary![1]), report).toBe(CASES);
 }
 

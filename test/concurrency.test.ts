@@ -63,7 +63,12 @@ async function settle(promise: Promise<unknown>): Promise<Outcome> {
 function bitsOf(value: unknown): unknown {
   if (value instanceof Float32Array || value instanceof Int32Array) return Array.from(new Int32Array(value.buffer, value.byteOffset, value.length));
   if (typeof value === "number") return Object.is(value, -0) ? "-0" : Number.isNaN(value) ? "NaN" : value;
-  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, bitsOf(v)]));
+  if (value && typeof value === "object")
+    return Object.fromEntries(
+      Object.entries(value)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => [k, bitsOf(v)]),
+    );
   return value;
 }
 const canon = (o: Outcome) => ("error" in o ? o : { value: bitsOf(o.value) });
@@ -78,7 +83,8 @@ async function compare(make: () => Promise<MoELayer>, calls: Call[]): Promise<{ 
   two.dispose();
   const differ: string[] = [];
   for (let i = 0; i < calls.length; i++) {
-    const a = JSON.stringify(canon(overlapping[i])), b = JSON.stringify(canon(sequential[i]));
+    const a = JSON.stringify(canon(overlapping[i])),
+      b = JSON.stringify(canon(sequential[i]));
     if (a !== b) differ.push(`call ${i}: overlapping ${a.slice(0, 80)}… one after another ${b.slice(0, 80)}…`);
   }
   expect(differ, `${differ.length} of ${calls.length} calls differ`).toEqual([]);

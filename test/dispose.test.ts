@@ -10,7 +10,10 @@ describe("explicit resource management", () => {
       expect((await layer.forward(new Float32Array(8))).y.length).toBe(8);
       escaped = layer;
     }
-    const error = await escaped.forward(new Float32Array(8)).then(() => undefined, (e: unknown) => e);
+    const error = await escaped.forward(new Float32Array(8)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(MoEError);
     expect((error as MoEError).code).toBe("DISPOSED");
   });

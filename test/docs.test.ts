@@ -15,7 +15,10 @@ function sourceCodes(): string[] {
   const source = read("src/errors.ts");
   const start = source.indexOf("export type MoEErrorCode");
   expect(start, "src/errors.ts declares MoEErrorCode").toBeGreaterThanOrEqual(0);
-  const rest = source.slice(start).replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
+  const rest = source
+    .slice(start)
+    .replace(/\/\*[\s\S]*?\*\//g, "")
+    .replace(/\/\/.*$/gm, "");
   const body = rest.slice(0, rest.indexOf(";"));
   return [...body.matchAll(/"([A-Z_]+)"/g)].map((m) => m[1]!);
 }
@@ -65,7 +68,11 @@ function anchors(markdown: string): Set<string> {
   const out = new Set<string>();
   const text = markdown.replace(/^```[\s\S]*?^```/gm, "");
   for (const m of text.matchAll(/^#{1,6} +(.*)$/gm)) {
-    const slug = m[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\- _]/gu, "").replace(/ /g, "-");
+    const slug = m[1]!
+      .trim()
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\- _]/gu, "")
+      .replace(/ /g, "-");
     const n = seen.get(slug) ?? 0;
     seen.set(slug, n + 1);
     out.add(n === 0 ? slug : `${slug}-${n}`);
@@ -74,7 +81,9 @@ function anchors(markdown: string): Set<string> {
 }
 
 function markdownPages(): string[] {
-  const docs = readdirSync(join(root, "docs")).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`);
+  const docs = readdirSync(join(root, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => `docs/${f}`);
   return ["README.md", ...docs, "bench/device/README.md", "bench/diagnostics/README.md"];
 }
 
@@ -129,8 +138,9 @@ describe("the README's Node worker example", () => {
       "const weights = { w1: new Float32Array(n * d * h), b1: new Float32Array(n * h), w2: new Float32Array(n * h * d), b2: new Float32Array(n * d).fill(0.5) };",
       "const x = new Float32Array(3 * d).fill(1);",
     ].join("\n");
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a generated script
-    const check = '\nif (y.length !== 3 * 512 || y[0] !== 0.5) throw new Error(`unexpected y: ${y.length} values, y[0] = ${y[0]}`);\nconsole.log("example ok");\n';
+    const check =
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the source of a generated script
+      '\nif (y.length !== 3 * 512 || y[0] !== 0.5) throw new Error(`unexpected y: ${y.length} values, y[0] = ${y[0]}`);\nconsole.log("example ok");\n';
     writeFileSync(join(dir, "main.mjs"), `${given}\n${block(readme, "// main.mjs")}${check}`);
     const output = execFileSync(process.execPath, [join(dir, "main.mjs")], { cwd: dir, encoding: "utf8", timeout: 60_000 });
     expect(output).toContain("example ok");

@@ -53,11 +53,7 @@ describe("createMoE: sizes must be positive integers and 1 ≤ k ≤ numExperts 
     await expectMoEError(() => createMoE({ ...goodConfig(), k: 6 }), "INVALID_CONFIG", /k must .*1 ≤ k ≤ numExperts \(5\).*got 6/);
   });
   it("a layer whose weights cannot fit in 32-bit wasm memory", async () => {
-    await expectMoEError(
-      () => createMoE({ ...goodConfig(), dModel: 8192, dHidden: 8192, numExperts: 16 }),
-      "INVALID_CONFIG",
-      /numExperts·dModel·dHidden/,
-    );
+    await expectMoEError(() => createMoE({ ...goodConfig(), dModel: 8192, dHidden: 8192, numExperts: 16 }), "INVALID_CONFIG", /numExperts·dModel·dHidden/);
   });
   it("no configuration object", async () => {
     await expectMoEError(() => createMoE(null as unknown as MoEConfig), "INVALID_CONFIG", /configuration object/);
@@ -92,18 +88,17 @@ describe("createMoE: option values (INVALID_CONFIG)", () => {
 
 describe("createMoE: unknown expert kind (UNKNOWN_EXPERT)", () => {
   it.each([["tanh"], ["RELU"], [undefined], [3]])("expert = %s", async (expert) => {
-    await expectMoEError(
-      () => createMoE({ ...goodConfig(), expert: expert as never }),
-      "UNKNOWN_EXPERT",
-      /expert must be one of "relu", "gelu", "swiglu"/,
-    );
+    await expectMoEError(() => createMoE({ ...goodConfig(), expert: expert as never }), "UNKNOWN_EXPERT", /expert must be one of "relu", "gelu", "swiglu"/);
   });
 });
 
 describe("createMoE: weights present, Float32Array, right length (MISSING_WEIGHT, WEIGHT_SHAPE)", () => {
   const expected = (shape: LayerShape): Array<[keyof MoEWeights, number]> => {
     const { d, h, n } = shape;
-    const common: Array<[keyof MoEWeights, number]> = [["wGate", d * n], ["wNoise", d * n]];
+    const common: Array<[keyof MoEWeights, number]> = [
+      ["wGate", d * n],
+      ["wNoise", d * n],
+    ];
     return shape.expert === "swiglu"
       ? [...common, ["wGateProj", n * d * h], ["wUp", n * d * h], ["wDown", n * h * d]]
       : [...common, ["w1", n * d * h], ["b1", n * h], ["w2", n * h * d], ["b2", n * d]];
@@ -153,10 +148,7 @@ describe("createMoE: weights present, Float32Array, right length (MISSING_WEIGHT
 
 describe("createMoE: NaN/Inf in any weight, checked at creation (NON_FINITE_WEIGHT)", () => {
   const names = (shape: LayerShape) => Object.keys(goodConfig(shape).weights!) as Array<keyof MoEWeights>;
-  const rows = [
-    ...names(relu).map((n) => [relu, n] as const),
-    ...names(swiglu).map((n) => [swiglu, n] as const),
-  ].flatMap(([shape, name]) =>
+  const rows = [...names(relu).map((n) => [relu, n] as const), ...names(swiglu).map((n) => [swiglu, n] as const)].flatMap(([shape, name]) =>
     [Number.NaN, Infinity, -Infinity].map((bad) => [`${shape.expert} ${name} holds ${bad}`, shape, name, bad] as const),
   );
   it.each(rows)("%s", async (_l, shape, name, bad) => {
@@ -194,11 +186,7 @@ interface Fixture {
   copies: ForwardResult[];
 }
 
-const calls = (f: Pick<Fixture, "x" | "noise">): ForwardOptions[] => [
-  { train: true, noise: f.noise },
-  { train: true, seed: 9 },
-  { train: false },
-];
+const calls = (f: Pick<Fixture, "x" | "noise">): ForwardOptions[] => [{ train: true, noise: f.noise }, { train: true, seed: 9 }, { train: false }];
 
 function copy(r: ForwardResult): ForwardResult {
   return {
@@ -250,31 +238,86 @@ const nanAt = (length: number, at: number, value: number) => {
 };
 
 const badCalls: Array<[string, string, RegExp, (f: Fixture) => Promise<unknown>]> = [
-  ["x length not a multiple of dModel", "INPUT_SHAPE", /x\.length \(13\) must be a positive multiple of dModel \(6\)/, (f) => f.layer.forward(new Float32Array(2 * d + 1))],
+  [
+    "x length not a multiple of dModel",
+    "INPUT_SHAPE",
+    /x\.length \(13\) must be a positive multiple of dModel \(6\)/,
+    (f) => f.layer.forward(new Float32Array(2 * d + 1)),
+  ],
   ["x shorter than one row", "INPUT_SHAPE", /x\.length \(5\) must be a positive multiple of dModel \(6\)/, (f) => f.layer.forward(new Float32Array(d - 1))],
   ["empty x", "INPUT_SHAPE", /x\.length \(0\) must be a positive multiple/, (f) => f.layer.forward(new Float32Array(0))],
   ["x a Float64Array", "INPUT_SHAPE", /x must be a Float32Array.*Float64Array/, (f) => f.layer.forward(new Float64Array(d) as never)],
   ["x a plain Array", "INPUT_SHAPE", /x must be a Float32Array.*Array/, (f) => f.layer.forward(Array.from(f.x) as never)],
   ["x undefined", "INPUT_SHAPE", /x must be a Float32Array/, (f) => f.layer.forward(undefined as never)],
   ["NaN in x (eval)", "NON_FINITE_INPUT", /x\[15\] \(row 2, column 3\) is NaN/, (f) => f.layer.forward(nanAt(B * d, 15, Number.NaN))],
-  ["Infinity in x (training)", "NON_FINITE_INPUT", /x\[0\] \(row 0, column 0\) is Infinity/, (f) => f.layer.forward(nanAt(B * d, 0, Infinity), { train: true, seed: 1 })],
-  ["-Infinity in the last element of x, in a batch larger than any before", "NON_FINITE_INPUT", /x\[299\] \(row 49, column 5\) is -Infinity/, (f) => f.layer.forward(nanAt(50 * d, 299, -Infinity), { train: true, noise: new Rng(1).normals(50 * n) })],
-  ["noise one value short", "NOISE_SHAPE", /noise must be a Float32Array of B·n = 4·5 = 20 standard normals, got length 19/, (f) => f.layer.forward(f.x, { train: true, noise: f.noise.subarray(1) })],
+  [
+    "Infinity in x (training)",
+    "NON_FINITE_INPUT",
+    /x\[0\] \(row 0, column 0\) is Infinity/,
+    (f) => f.layer.forward(nanAt(B * d, 0, Infinity), { train: true, seed: 1 }),
+  ],
+  [
+    "-Infinity in the last element of x, in a batch larger than any before",
+    "NON_FINITE_INPUT",
+    /x\[299\] \(row 49, column 5\) is -Infinity/,
+    (f) => f.layer.forward(nanAt(50 * d, 299, -Infinity), { train: true, noise: new Rng(1).normals(50 * n) }),
+  ],
+  [
+    "noise one value short",
+    "NOISE_SHAPE",
+    /noise must be a Float32Array of B·n = 4·5 = 20 standard normals, got length 19/,
+    (f) => f.layer.forward(f.x, { train: true, noise: f.noise.subarray(1) }),
+  ],
   ["noise one value too many", "NOISE_SHAPE", /B·n = 4·5 = 20 .*got length 21/, (f) => f.layer.forward(f.x, { train: true, noise: new Float32Array(21) })],
-  ["noise a Float64Array", "NOISE_SHAPE", /noise must be a Float32Array.*Float64Array/, (f) => f.layer.forward(f.x, { train: true, noise: new Float64Array(20) as never })],
+  [
+    "noise a Float64Array",
+    "NOISE_SHAPE",
+    /noise must be a Float32Array.*Float64Array/,
+    (f) => f.layer.forward(f.x, { train: true, noise: new Float64Array(20) as never }),
+  ],
   ["NaN in noise", "NOISE_SHAPE", /noise\[7\] is NaN; noise must be finite/, (f) => f.layer.forward(f.x, { train: true, noise: nanAt(20, 7, Number.NaN) })],
   ["Infinity in noise", "NOISE_SHAPE", /noise\[19\] is Infinity/, (f) => f.layer.forward(f.x, { train: true, noise: nanAt(20, 19, Infinity) })],
-  ["out.y of the wrong length", "OUTPUT_SHAPE", /out\.y must be a Float32Array of length 24/, (f) => f.layer.forward(f.x, { out: { y: new Float32Array(B * d - 1) } })],
-  ["out.y a Float64Array", "OUTPUT_SHAPE", /out\.y must be a Float32Array of length 24/, (f) => f.layer.forward(f.x, { out: { y: new Float64Array(B * d) as never } })],
-  ["out.topkIndices a Float32Array", "OUTPUT_SHAPE", /out\.topkIndices must be a Int32Array of length 8/, (f) => f.layer.forward(f.x, { out: { topkIndices: new Float32Array(B * k) as never } })],
-  ["out.topkGates too long", "OUTPUT_SHAPE", /out\.topkGates must be a Float32Array of length 8/, (f) => f.layer.forward(f.x, { out: { topkGates: new Float32Array(B * k + 1) } })],
-  ["options.seed negative", "INVALID_CONFIG", /options\.seed must be an integer in \[0, 2\^53\), got -1/, (f) => f.layer.forward(f.x, { train: true, seed: -1 })],
+  [
+    "out.y of the wrong length",
+    "OUTPUT_SHAPE",
+    /out\.y must be a Float32Array of length 24/,
+    (f) => f.layer.forward(f.x, { out: { y: new Float32Array(B * d - 1) } }),
+  ],
+  [
+    "out.y a Float64Array",
+    "OUTPUT_SHAPE",
+    /out\.y must be a Float32Array of length 24/,
+    (f) => f.layer.forward(f.x, { out: { y: new Float64Array(B * d) as never } }),
+  ],
+  [
+    "out.topkIndices a Float32Array",
+    "OUTPUT_SHAPE",
+    /out\.topkIndices must be a Int32Array of length 8/,
+    (f) => f.layer.forward(f.x, { out: { topkIndices: new Float32Array(B * k) as never } }),
+  ],
+  [
+    "out.topkGates too long",
+    "OUTPUT_SHAPE",
+    /out\.topkGates must be a Float32Array of length 8/,
+    (f) => f.layer.forward(f.x, { out: { topkGates: new Float32Array(B * k + 1) } }),
+  ],
+  [
+    "options.seed negative",
+    "INVALID_CONFIG",
+    /options\.seed must be an integer in \[0, 2\^53\), got -1/,
+    (f) => f.layer.forward(f.x, { train: true, seed: -1 }),
+  ],
   ["options.seed not an integer", "INVALID_CONFIG", /options\.seed .* got 0\.5/, (f) => f.layer.forward(f.x, { train: true, seed: 0.5 })],
   ["options.seed 2^53", "INVALID_CONFIG", /options\.seed/, (f) => f.layer.forward(f.x, { train: true, seed: 2 ** 53 })],
   ["options.seed NaN", "INVALID_CONFIG", /options\.seed .* got NaN/, (f) => f.layer.forward(f.x, { train: true, seed: Number.NaN })],
   ["options.seed a string", "INVALID_CONFIG", /options\.seed/, (f) => f.layer.forward(f.x, { train: true, seed: "1" as never })],
   ["a malformed seed in eval mode (unused, still rejected)", "INVALID_CONFIG", /options\.seed/, (f) => f.layer.forward(f.x, { seed: -1 })],
-  ["noise of the wrong length in eval mode (unused, still rejected)", "NOISE_SHAPE", /got length 19/, (f) => f.layer.forward(f.x, { noise: f.noise.subarray(1) })],
+  [
+    "noise of the wrong length in eval mode (unused, still rejected)",
+    "NOISE_SHAPE",
+    /got length 19/,
+    (f) => f.layer.forward(f.x, { noise: f.noise.subarray(1) }),
+  ],
   ["options null", "INVALID_CONFIG", /forward options must be an object .* got null/, (f) => f.layer.forward(f.x, null as never)],
   ["options a string", "INVALID_CONFIG", /forward options must be an object .* got train/, (f) => f.layer.forward(f.x, "train" as never)],
   ["options.out a number", "OUTPUT_SHAPE", /options\.out must be an object/, (f) => f.layer.forward(f.x, { out: 5 as never })],

@@ -15,8 +15,26 @@ const SEED = Number(process.env.FUZZ_SEED ?? 20260);
 // ---- the oracle ------------------------------------------------------------------------------
 
 const BITS: Record<string, number> = {
-  BOOL: 8, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, I16: 16, U16: 16, F16: 16, BF16: 16,
-  I32: 32, U32: 32, F32: 32, I64: 64, U64: 64, F64: 64, C64: 64, F4: 4, F6_E2M3: 6, F6_E3M2: 6,
+  BOOL: 8,
+  U8: 8,
+  I8: 8,
+  F8_E5M2: 8,
+  F8_E4M3: 8,
+  F8_E8M0: 8,
+  I16: 16,
+  U16: 16,
+  F16: 16,
+  BF16: 16,
+  I32: 32,
+  U32: 32,
+  F32: 32,
+  I64: 64,
+  U64: 64,
+  F64: 64,
+  C64: 64,
+  F4: 4,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
 };
 const MAX_HEADER = 100_000_000;
 const MAX_DEPTH = 8;
@@ -32,11 +50,23 @@ function utf8(bytes: Uint8Array): string {
   for (let i = 0; i < bytes.length; ) {
     const b = bytes[i];
     let cp: number, extra: number, min: number;
-    if (b < 0x80) { cp = b; extra = 0; min = 0; }
-    else if (b >= 0xc2 && b <= 0xdf) { cp = b & 0x1f; extra = 1; min = 0x80; }
-    else if (b >= 0xe0 && b <= 0xef) { cp = b & 0x0f; extra = 2; min = 0x800; }
-    else if (b >= 0xf0 && b <= 0xf4) { cp = b & 0x07; extra = 3; min = 0x10000; }
-    else return no("utf8");
+    if (b < 0x80) {
+      cp = b;
+      extra = 0;
+      min = 0;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      cp = b & 0x1f;
+      extra = 1;
+      min = 0x80;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      cp = b & 0x0f;
+      extra = 2;
+      min = 0x800;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      cp = b & 0x07;
+      extra = 3;
+      min = 0x10000;
+    } else return no("utf8");
     if (i + extra >= bytes.length + (extra ? 0 : 1)) no("utf8 truncated");
     for (let j = 1; j <= extra; j++) {
       const c = bytes[i + j];
@@ -67,17 +97,29 @@ function parseJson(text: string): J {
       ws();
       if (c === "[") {
         const items: J[] = [];
-        if (text[i] === "]") { i++; return items; }
+        if (text[i] === "]") {
+          i++;
+          return items;
+        }
         for (;;) {
           items.push(value(depth + 1));
           ws();
-          if (text[i] === ",") { i++; continue; }
-          if (text[i] === "]") { i++; return items; }
+          if (text[i] === ",") {
+            i++;
+            continue;
+          }
+          if (text[i] === "]") {
+            i++;
+            return items;
+          }
           no("array");
         }
       }
       const entries: Array<[string, J]> = [];
-      if (text[i] === "}") { i++; return { kind: "object", entries }; }
+      if (text[i] === "}") {
+        i++;
+        return { kind: "object", entries };
+      }
       for (;;) {
         ws();
         if (text[i] !== '"') no("key");
@@ -86,14 +128,27 @@ function parseJson(text: string): J {
         if (text[i++] !== ":") no("colon");
         entries.push([key, value(depth + 1)]);
         ws();
-        if (text[i] === ",") { i++; continue; }
-        if (text[i] === "}") { i++; return { kind: "object", entries }; }
+        if (text[i] === ",") {
+          i++;
+          continue;
+        }
+        if (text[i] === "}") {
+          i++;
+          return { kind: "object", entries };
+        }
         no("object");
       }
     }
     if (c === '"') return string();
-    for (const [word, v] of [["true", true], ["false", false], ["null", null]] as const) {
-      if (text.startsWith(word, i)) { i += word.length; return v; }
+    for (const [word, v] of [
+      ["true", true],
+      ["false", false],
+      ["null", null],
+    ] as const) {
+      if (text.startsWith(word, i)) {
+        i += word.length;
+        return v;
+      }
     }
     const m = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(text.slice(i, i + 400));
     if (!m) return no("value");
@@ -108,12 +163,17 @@ function parseJson(text: string): J {
       const c = text[i++];
       if (c === '"') return s;
       if (c.charCodeAt(0) < 0x20) no("control");
-      if (c !== "\\") { s += c; continue; }
+      if (c !== "\\") {
+        s += c;
+        continue;
+      }
       const e = text[i++];
       const simple: Record<string, string> = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
       if (e in simple) s += simple[e];
-      else if (e === "u" && /^[0-9a-fA-F]{4}$/.test(text.slice(i, i + 4))) { s += String.fromCharCode(parseInt(text.slice(i, i + 4), 16)); i += 4; }
-      else no("escape");
+      else if (e === "u" && /^[0-9a-fA-F]{4}$/.test(text.slice(i, i + 4))) {
+        s += String.fromCharCode(parseInt(text.slice(i, i + 4), 16));
+        i += 4;
+      } else no("escape");
     }
   };
   // a header nesting deeper than MAX_DEPTH is refused even when it is not JSON: count brackets
@@ -121,10 +181,13 @@ function parseJson(text: string): J {
   let depth = 0;
   for (let j = 0, inString = false; j < text.length; j++) {
     const c = text[j];
-    if (inString) { if (c === "\\") j++; else if (c === '"') inString = false; }
-    else if (c === '"') inString = true;
-    else if (c === "{" || c === "[") { if (++depth > MAX_DEPTH) no("depth"); }
-    else if (c === "}" || c === "]") depth--;
+    if (inString) {
+      if (c === "\\") j++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "{" || c === "[") {
+      if (++depth > MAX_DEPTH) no("depth");
+    } else if (c === "}" || c === "]") depth--;
   }
   const v = value(0);
   ws();
@@ -146,8 +209,17 @@ const wellFormed = (s: string) => {
 const isObj = (v: J): v is { kind: "object"; entries: Array<[string, J]> } => typeof v === "object" && v !== null && !Array.isArray(v);
 const lastWins = (o: { entries: Array<[string, J]> }) => new Map(o.entries);
 
-interface OracleTensor { dtype: string; shape: number[]; begin: number; end: number }
-interface OracleFile { tensors: Map<string, OracleTensor>; metadata: Map<string, string>; dataStart: number }
+interface OracleTensor {
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+interface OracleFile {
+  tensors: Map<string, OracleTensor>;
+  metadata: Map<string, string>;
+  dataStart: number;
+}
 
 function oracle(bytes: Uint8Array): OracleFile {
   if (bytes.length < 8) no("short");
@@ -177,7 +249,9 @@ function oracle(bytes: Uint8Array): OracleFile {
     if (!isObj(entry)) no("entry");
     const fields = lastWins(entry as { entries: Array<[string, J]> });
     for (const k of fields.keys()) if (!["dtype", "shape", "data_offsets"].includes(k)) no("field");
-    const dtype = fields.get("dtype"), shape = fields.get("shape"), offsets = fields.get("data_offsets");
+    const dtype = fields.get("dtype"),
+      shape = fields.get("shape"),
+      offsets = fields.get("data_offsets");
     if (typeof dtype !== "string" || !Object.hasOwn(BITS, dtype)) no("dtype");
     const safe = (v: J) => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
     if (!Array.isArray(shape) || !shape.every(safe)) no("shape");
@@ -197,7 +271,11 @@ function oracle(bytes: Uint8Array): OracleFile {
 
 // ---- the inputs --------------------------------------------------------------------------------
 
-interface Spec { name: string; dtype: string; shape: number[] }
+interface Spec {
+  name: string;
+  dtype: string;
+  shape: number[];
+}
 
 function build(header: string, data: Uint8Array, pad = true): Uint8Array {
   let json = new TextEncoder().encode(header);
@@ -215,15 +293,21 @@ function build(header: string, data: Uint8Array, pad = true): Uint8Array {
 
 function validFile(rng: Rng): { header: Record<string, unknown>; entries: Array<[string, unknown]>; data: Uint8Array } {
   const pool: Spec[] = [
-    { name: "w", dtype: "F32", shape: [2, 3] }, { name: "h", dtype: "F16", shape: [3] }, { name: "b", dtype: "BF16", shape: [2, 2] },
-    { name: "i", dtype: "I32", shape: [2] }, { name: "q", dtype: "I8", shape: [5] }, { name: "d", dtype: "F64", shape: [1] },
-    { name: "e", dtype: "F32", shape: [0, 4] }, { name: "__proto__", dtype: "F32", shape: [] }, { name: "é名", dtype: "U16", shape: [1, 1] },
+    { name: "w", dtype: "F32", shape: [2, 3] },
+    { name: "h", dtype: "F16", shape: [3] },
+    { name: "b", dtype: "BF16", shape: [2, 2] },
+    { name: "i", dtype: "I32", shape: [2] },
+    { name: "q", dtype: "I8", shape: [5] },
+    { name: "d", dtype: "F64", shape: [1] },
+    { name: "e", dtype: "F32", shape: [0, 4] },
+    { name: "__proto__", dtype: "F32", shape: [] },
+    { name: "é名", dtype: "U16", shape: [1, 1] },
     { name: "f4", dtype: "F4", shape: [2, 3] },
   ];
   const chosen = pool.filter(() => rng.uniform() < 0.5);
   if (chosen.length === 0) chosen.push(pool[0]);
   const entries: Array<[string, unknown]> = [];
-  if (rng.uniform() < 0.5) entries.push(["__metadata__", { format: "pt", "k\"ey": "v\\al", __proto__x: "p" }]);
+  if (rng.uniform() < 0.5) entries.push(["__metadata__", { format: "pt", 'k"ey': "v\\al", __proto__x: "p" }]);
   let offset = 0;
   for (const t of chosen) {
     const size = (t.shape.reduce((a, s) => a * s, 1) * BITS[t.dtype]) / 8;
@@ -244,11 +328,29 @@ function jsonEdit(rng: Rng, entries: Array<[string, unknown]>): string {
   const pick = () => tensors[Math.floor(rng.uniform() * tensors.length)][1];
   const anyValue = () => rng.pick<unknown>([-1, 0, 1, 2, 3, 8, 1.5, 2 ** 53, 1e308, "2", null, [], {}, true, -0]);
   switch (Math.floor(rng.uniform() * 12)) {
-    case 0: { const t = pick(); t.data_offsets[rng.int(0, 1)] += rng.pick([-8, -1, 1, 2, 4, 8]); break; }
-    case 1: { const t = pick(); t.data_offsets = rng.pick([[0, 0], [t.data_offsets[1], t.data_offsets[0]], [0], [0, 4, 8], "0-4", [anyValue(), 4]]); break; }
-    case 2: { const t = pick(); t.dtype = rng.pick(["F32", "F16", "BF16", "I32", "I8", "U8", "F64", "F4", "F6_E2M3", "C64", "f32", "Q4", "", 32, null]); break; }
-    case 3: { const t = pick(); const s = t.shape as unknown[]; rng.pick([() => s.push(rng.pick([0, 1, 2])), () => s.pop(), () => (s[0] = anyValue()), () => (t.shape = anyValue())])(); break; }
-    case 4: { // names: duplicate, empty, __proto__, a lone surrogate, __metadata__ as a tensor
+    case 0: {
+      const t = pick();
+      t.data_offsets[rng.int(0, 1)] += rng.pick([-8, -1, 1, 2, 4, 8]);
+      break;
+    }
+    case 1: {
+      const t = pick();
+      t.data_offsets = rng.pick([[0, 0], [t.data_offsets[1], t.data_offsets[0]], [0], [0, 4, 8], "0-4", [anyValue(), 4]]);
+      break;
+    }
+    case 2: {
+      const t = pick();
+      t.dtype = rng.pick(["F32", "F16", "BF16", "I32", "I8", "U8", "F64", "F4", "F6_E2M3", "C64", "f32", "Q4", "", 32, null]);
+      break;
+    }
+    case 3: {
+      const t = pick();
+      const s = t.shape as unknown[];
+      rng.pick([() => s.push(rng.pick([0, 1, 2])), () => s.pop(), () => (s[0] = anyValue()), () => (t.shape = anyValue())])();
+      break;
+    }
+    case 4: {
+      // names: duplicate, empty, __proto__, a lone surrogate, __metadata__ as a tensor
       const [k, v] = tensors[0];
       const text = serialize(e);
       return rng.pick([
@@ -259,7 +361,8 @@ function jsonEdit(rng: Rng, entries: Array<[string, unknown]>): string {
         () => text.replace(JSON.stringify(k), '"__metadata__"'),
       ])();
     }
-    case 5: { // nesting
+    case 5: {
+      // nesting
       const levels = rng.pick([1, 4, 5, 6, 7, 50, 5000]);
       const t = pick();
       let v: unknown = t.shape;
@@ -268,15 +371,31 @@ function jsonEdit(rng: Rng, entries: Array<[string, unknown]>): string {
       const text = serialize(e);
       return levels > 100 ? text.replace('"shape":[]', `"shape":${"[".repeat(levels)}${"]".repeat(levels)}`) : text;
     }
-    case 6: pick()[rng.pick(["extra", "dtype ", "data_offsets"])] = anyValue(); break;
-    case 7: { const t = pick(); delete t[rng.pick(["dtype", "shape", "data_offsets"])]; break; }
-    case 8: e.push(["__metadata__", rng.pick([{ a: 1 }, ["x"], "v", { a: "\ud800" }, { b: "ok" }, null])]); break;
-    case 9: { const j = rng.int(0, e.length - 1); e[j] = [e[j][0], anyValue()]; break; }
-    case 10: { // shift every offset (a gap at the start), or make two tensors share bytes
+    case 6:
+      pick()[rng.pick(["extra", "dtype ", "data_offsets"])] = anyValue();
+      break;
+    case 7: {
+      const t = pick();
+      delete t[rng.pick(["dtype", "shape", "data_offsets"])];
+      break;
+    }
+    case 8:
+      e.push(["__metadata__", rng.pick([{ a: 1 }, ["x"], "v", { a: "\ud800" }, { b: "ok" }, null])]);
+      break;
+    case 9: {
+      const j = rng.int(0, e.length - 1);
+      e[j] = [e[j][0], anyValue()];
+      break;
+    }
+    case 10: {
+      // shift every offset (a gap at the start), or make two tensors share bytes
       for (const [, t] of tensors) t.data_offsets = t.data_offsets.map((o: number) => o + rng.pick([0, 1, 4]));
       break;
     }
-    default: { const t = pick(); t.shape = [rng.pick([2 ** 40, 2 ** 52, 3 ** 33]), rng.pick([0, 2 ** 20, 7])]; }
+    default: {
+      const t = pick();
+      t.shape = [rng.pick([2 ** 40, 2 ** 52, 3 ** 33]), rng.pick([0, 2 ** 20, 7])];
+    }
   }
   return serialize(e);
 }
@@ -285,7 +404,8 @@ function mutate(rng: Rng, round: number): Uint8Array {
   const base = validFile(rng);
   const file = build(serialize(base.entries), base.data, rng.uniform() < 0.9);
   const kind = round % 7;
-  if (kind === 0) { // bit flips, mostly in the header
+  if (kind === 0) {
+    // bit flips, mostly in the header
     const out = file.slice();
     const flips = rng.int(1, 3);
     const headerEnd = 8 + Number(new DataView(file.buffer).getBigUint64(0, true));
@@ -296,14 +416,16 @@ function mutate(rng: Rng, round: number): Uint8Array {
     return out;
   }
   if (kind === 1) return file.subarray(0, rng.int(0, file.length)); // truncation
-  if (kind === 2) { // header-length edits
+  if (kind === 2) {
+    // header-length edits
     const out = file.slice();
     const n = new DataView(out.buffer).getBigUint64(0, true);
     const v = rng.pick([n - 1n, n + 1n, n - 8n, n + 8n, 0n, 1n, 2n, 2n ** 63n, 2n ** 64n - 1n, BigInt(MAX_HEADER) + 1n, BigInt(out.length)]);
     new DataView(out.buffer).setBigUint64(0, BigInt.asUintN(64, v), true);
     return out;
   }
-  if (kind === 3) { // a UTF-8 BOM, leading whitespace, raw bytes inserted or deleted in the header
+  if (kind === 3) {
+    // a UTF-8 BOM, leading whitespace, raw bytes inserted or deleted in the header
     const text = new TextEncoder().encode(serialize(base.entries));
     const at = rng.int(0, text.length);
     const ins = rng.pick([[0xef, 0xbb, 0xbf], [0x20], [0xff], [0xc3], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x22], [0x5b], [0x7d], [0x00]]);
@@ -322,7 +444,9 @@ function mutate(rng: Rng, round: number): Uint8Array {
 // ---- checking one input ------------------------------------------------------------------------
 
 function f16(h: number): number {
-  const e = (h >> 10) & 31, m = h & 1023, s = h >> 15 ? -1 : 1;
+  const e = (h >> 10) & 31,
+    m = h & 1023,
+    s = h >> 15 ? -1 : 1;
   return e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
@@ -352,7 +476,8 @@ function check(bytes: Uint8Array): "accepted" | "rejected" {
     if (["F32", "F16", "BF16", "I32"].includes(t.dtype)) {
       const g = got.tensors[name];
       expect([g.dtype, g.shape]).toEqual([t.dtype, t.shape]);
-      if (t.dtype === "F32" || t.dtype === "I32") expect(Array.from(new Uint8Array(g.data.buffer, g.data.byteOffset, g.data.byteLength))).toEqual(Array.from(raw));
+      if (t.dtype === "F32" || t.dtype === "I32")
+        expect(Array.from(new Uint8Array(g.data.buffer, g.data.byteOffset, g.data.byteLength))).toEqual(Array.from(raw));
       else {
         const halves = Array.from({ length: raw.length / 2 }, (_, j) => raw[2 * j] | (raw[2 * j + 1] << 8));
         const widened = halves.map((h) => (t.dtype === "F16" ? f16(h) : new Float32Array(new Uint32Array([h << 16]).buffer)[0]));
@@ -384,12 +509,16 @@ describe(`safetensors fuzzer (${COUNT} mutations, seed ${SEED}) against an indep
     expect(check(file)).toBe("accepted");
   });
 
-  it("seeded mutations: accepted exactly when the oracle accepts, same contents; refusals are BAD_SAFETENSORS", () => {
-    const rng = new Rng(SEED + 1);
-    let accepted = 0;
-    for (let round = 0; round < COUNT; round++) if (check(mutate(rng, round)) === "accepted") accepted++;
-    // both outcomes are exercised in quantity
-    expect(accepted).toBeGreaterThan(COUNT * 0.05);
-    expect(accepted).toBeLessThan(COUNT * 0.95);
-  }, Math.max(60_000, COUNT * 10));
+  it(
+    "seeded mutations: accepted exactly when the oracle accepts, same contents; refusals are BAD_SAFETENSORS",
+    () => {
+      const rng = new Rng(SEED + 1);
+      let accepted = 0;
+      for (let round = 0; round < COUNT; round++) if (check(mutate(rng, round)) === "accepted") accepted++;
+      // both outcomes are exercised in quantity
+      expect(accepted).toBeGreaterThan(COUNT * 0.05);
+      expect(accepted).toBeLessThan(COUNT * 0.95);
+    },
+    Math.max(60_000, COUNT * 10),
+  );
 });

@@ -155,15 +155,12 @@ describe("eval mode (train: false): no noise, top-k of the clean logits, no loss
     expect(relErr(keepRows(e.y, d, skip), keepRows(refEval.y, d, skip))).toBeLessThan(TOL);
   });
 
-  it.each(cases.filter((c) => !c.noisy).map((c) => c.name))(
-    "%s (noisy gating off): eval and training give bit-identical y and gates",
-    (name) => {
-      const { train, eval: e } = run(name);
-      expect(sameBits(e.y, train.y)).toBe(true);
-      expect(sameBits(e.topkIndices, train.topkIndices)).toBe(true);
-      expect(sameBits(e.topkGates, train.topkGates)).toBe(true);
-    },
-  );
+  it.each(cases.filter((c) => !c.noisy).map((c) => c.name))("%s (noisy gating off): eval and training give bit-identical y and gates", (name) => {
+    const { train, eval: e } = run(name);
+    expect(sameBits(e.y, train.y)).toBe(true);
+    expect(sameBits(e.topkIndices, train.topkIndices)).toBe(true);
+    expect(sameBits(e.topkGates, train.topkGates)).toBe(true);
+  });
 
   it("noisy cases: the noise changes the choice of experts somewhere, so eval mode really drops it", () => {
     // Proof that the comparison above can fail: with the noise, some rows pick other experts.

@@ -123,7 +123,13 @@ gpuSuite("the GPU path (Node, Dawn)", probe, () => {
 
     it("B·k = 6 < 8 → cpu; B·k = 8 and 10 → gpu; the outputs agree with the CPU layer", async () => {
       expect(layer.gpuStatus.crossover).toBe(8);
-      for (const [batch, backend] of [[3, "cpu"], [4, "gpu"], [5, "gpu"], [1, "cpu"], [64, "gpu"]] as const) {
+      for (const [batch, backend] of [
+        [3, "cpu"],
+        [4, "gpu"],
+        [5, "gpu"],
+        [1, "cpu"],
+        [64, "gpu"],
+      ] as const) {
         const x = rng.normals(batch * SHAPE.d);
         const got = await layer.forward(x);
         expect(got.backend, `B = ${batch}`).toBe(backend);

@@ -15,7 +15,17 @@ const deno = `${root}node_modules/.bin/deno`;
 interface DenoReport {
   noAdapter?: string;
   adapter?: string;
-  cases?: Array<{ name: string; ok: boolean; backend: string; topkExact: boolean; gatesErr: number; yErr: number; cpuErr: number; evalErr: number; error?: string }>;
+  cases?: Array<{
+    name: string;
+    ok: boolean;
+    backend: string;
+    topkExact: boolean;
+    gatesErr: number;
+    yErr: number;
+    cpuErr: number;
+    evalErr: number;
+    error?: string;
+  }>;
   loss?: { ok: boolean; injectedBackend: string; lostBackend: string; laterBackend: string; yErr: number; warnings: string[]; error?: string };
 }
 
@@ -31,7 +41,10 @@ function runDeno(): { report: DenoReport | undefined; output: string; status: nu
     timeout: 600_000,
   });
   const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
-  const line = (child.stdout ?? "").split("\n").reverse().find((l) => l.startsWith("{"));
+  const line = (child.stdout ?? "")
+    .split("\n")
+    .reverse()
+    .find((l) => l.startsWith("{"));
   return { report: line ? (JSON.parse(line) as DenoReport) : undefined, output, status: child.status };
 }
 

@@ -9,8 +9,16 @@ import { configOf, randomWeights, relErr, Rng, TOL, type LayerShape } from "./he
 import { referenceForward, refLayer } from "./reference.ts";
 
 const cases: Array<{ what: string; shape: LayerShape; batches: number[] }> = [
-  { what: "M = 1, 2, 3 over 5 panels (groups of 4 or 2, then the rest); M = 4..7 (tails)", shape: { d: 20, h: 40, n: 2, k: 2, expert: "relu", noisy: false }, batches: [1, 2, 3, 4, 5, 6, 7] },
-  { what: "M = 1, 2, 3 over 2·(1 + 8) panels (swiglu's interleaved gate and up panels)", shape: { d: 16, h: 72, n: 3, k: 3, expert: "swiglu", noisy: false }, batches: [1, 2, 3] },
+  {
+    what: "M = 1, 2, 3 over 5 panels (groups of 4 or 2, then the rest); M = 4..7 (tails)",
+    shape: { d: 20, h: 40, n: 2, k: 2, expert: "relu", noisy: false },
+    batches: [1, 2, 3, 4, 5, 6, 7],
+  },
+  {
+    what: "M = 1, 2, 3 over 2·(1 + 8) panels (swiglu's interleaved gate and up panels)",
+    shape: { d: 16, h: 72, n: 3, k: 3, expert: "swiglu", noisy: false },
+    batches: [1, 2, 3],
+  },
   { what: "down-projection K = 2048: rows in blocks of 128", shape: { d: 12, h: 2048, n: 2, k: 2, expert: "gelu", noisy: false }, batches: [129, 300] },
   { what: "up-projection K = 4096: rows in blocks of 64", shape: { d: 4096, h: 16, n: 1, k: 1, expert: "relu", noisy: false }, batches: [65, 150] },
 ];
@@ -63,17 +71,31 @@ describe("gemmPanels tiles against a float32 scalar reference (bits, simd build)
     for (const withBias of [true, false]) {
       it(`K = ${K} (kPad ${kPad}), N = ${N}, M = ${Ms.join(", ")}, ${withBias ? "bias" : "no bias"}`, () => {
         const k = new WebAssembly.Instance(new WebAssembly.Module(wasm), {}).exports as unknown as {
-          memory: WebAssembly.Memory; heapBase(): number;
+          memory: WebAssembly.Memory;
+          heapBase(): number;
           packPanelsB(src: number, k: number, n: number, ldSrc: number, dst: number, kPad: number, panelStep: number): void;
           gemmPanels(a: number, lda: number, m: number, k: number, bp: number, panels: number, kPad: number, c: number, ldc: number, bias: number): void;
         };
-        const panels = Math.ceil(N / 8), np = panels * 8, ldc = np + 4, lda = K + 1;
-        const maxM = Math.max(...Ms), cRows = maxM + 4;
+        const panels = Math.ceil(N / 8),
+          np = panels * 8,
+          ldc = np + 4,
+          lda = K + 1;
+        const maxM = Math.max(...Ms),
+          cRows = maxM + 4;
         let at = (k.heapBase() + 15) & ~15;
-        const alloc = (floats: number) => { const p = at; at += (floats * 4 + 15) & ~15; return p; };
-        const src = alloc(K * N), bp = alloc(panels * kPad * 8), a = alloc(maxM * lda), bias = alloc(np), c = alloc(cRows * ldc);
+        const alloc = (floats: number) => {
+          const p = at;
+          at += (floats * 4 + 15) & ~15;
+          return p;
+        };
+        const src = alloc(K * N),
+          bp = alloc(panels * kPad * 8),
+          a = alloc(maxM * lda),
+          bias = alloc(np),
+          c = alloc(cRows * ldc);
         k.memory.grow(Math.max(0, Math.ceil((at - k.memory.buffer.byteLength) / 65536)));
-        const f32 = new Float32Array(k.memory.buffer), u32 = new Uint32Array(k.memory.buffer);
+        const f32 = new Float32Array(k.memory.buffer),
+          u32 = new Uint32Array(k.memory.buffer);
         const bMat = Float32Array.from(rng.normals(K * N));
         const aMat = Float32Array.from(rng.normals(maxM * lda));
         const biasV = Float32Array.from(rng.normals(np));
@@ -87,7 +109,8 @@ describe("gemmPanels tiles against a float32 scalar reference (bits, simd build)
           const got = new Uint32Array(k.memory.buffer, c, cRows * ldc);
           const want = new Float32Array(1);
           const wantBits = new Uint32Array(want.buffer);
-          let mismatches = 0, first = "";
+          let mismatches = 0,
+            first = "";
           for (let r = 0; r < cRows; r++) {
             for (let j = 0; j < ldc; j++) {
               let expected: number;

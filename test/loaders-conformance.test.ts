@@ -27,7 +27,11 @@ describe("the conformance suite's loader fixture", () => {
       expect((await whole.arrayBuffer()).byteLength).toBe(size);
       const x = new Float32Array(16 * 3).map((_, i) => Math.sin(i));
       const outputs = [];
-      for (const [model, notes] of [[server.urls.range, 0], [server.urls.whole, 1], [`${dir}model.safetensors`, 0]] as const) {
+      for (const [model, notes] of [
+        [server.urls.range, 0],
+        [server.urls.whole, 1],
+        [`${dir}model.safetensors`, 0],
+      ] as const) {
         const seen: string[] = [];
         const layer = await loadMoE({ config: DEEPSEEK_V3_CONFIG, files: { "model.safetensors": model }, layer: 1, onNote: (n) => seen.push(n) });
         expect(seen.length, String(model)).toBe(notes);

@@ -17,11 +17,15 @@ function fixture(family: string) {
   const dir = `${fixtures}${family}/`;
   const golden = readSafetensors(readFileSync(`${dir}golden.safetensors`));
   const config = JSON.parse(readFileSync(`${dir}config.json`, "utf8"));
-  const files = family === "qwen2_moe"
-    ? Object.fromEntries(["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].map((f) => [f, `${dir}${f}`]))
-    : { "model.safetensors": `${dir}model.safetensors` };
+  const files =
+    family === "qwen2_moe"
+      ? Object.fromEntries(
+          ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].map((f) => [f, `${dir}${f}`]),
+        )
+      : { "model.safetensors": `${dir}model.safetensors` };
   return {
-    config, files,
+    config,
+    files,
     layer: Number(golden.metadata.layer),
     x: golden.tensors.x.data as Float32Array,
     y: new Float64Array(golden.others.y.bytes.slice().buffer),

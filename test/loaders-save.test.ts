@@ -14,9 +14,12 @@ function fixture(family: string) {
   const dir = `${fixtures}${family}/`;
   const golden = readSafetensors(readFileSync(`${dir}golden.safetensors`));
   const config = JSON.parse(readFileSync(`${dir}config.json`, "utf8"));
-  const files = family === "qwen2_moe"
-    ? Object.fromEntries(["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].map((f) => [f, `${dir}${f}`]))
-    : { "model.safetensors": `${dir}model.safetensors` };
+  const files =
+    family === "qwen2_moe"
+      ? Object.fromEntries(
+          ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"].map((f) => [f, `${dir}${f}`]),
+        )
+      : { "model.safetensors": `${dir}model.safetensors` };
   return { config, files, layer: Number(golden.metadata.layer), x: golden.tensors.x.data as Float32Array };
 }
 
@@ -79,7 +82,16 @@ describe("saveMoE of a layer made by createMoE", () => {
   const swiglu = () => ({ wGate: rng.normals(d * n), wGateProj: rng.normals(n * d * h), wUp: rng.normals(n * d * h), wDown: rng.normals(n * h * d) });
 
   it("under a family it fits (mixtral: softmax, renormalised, top-2): loaded back the same", async () => {
-    const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k: 2, expert: "swiglu", noisyGating: false, routing: { score: "softmax", renormalize: true }, weights: swiglu() });
+    const layer = await createMoE({
+      dModel: d,
+      dHidden: h,
+      numExperts: n,
+      k: 2,
+      expert: "swiglu",
+      noisyGating: false,
+      routing: { score: "softmax", renormalize: true },
+      weights: swiglu(),
+    });
     const saved = await saveMoE(layer, { family: "mixtral", routing: { score: "softmax", renormalize: true }, layer: 3 });
     expect(Object.keys(readSafetensors(saved.files["model.safetensors"]).tensors)).toContain("model.layers.3.block_sparse_moe.experts.3.w2.weight");
     const back = await loadMoE({ config: saved.config, files: saved.files, layer: 3 });
@@ -91,7 +103,16 @@ describe("saveMoE of a layer made by createMoE", () => {
   });
 
   it("INVALID_CONFIG without a family, for a router or experts the family does not have, or noisy gating", async () => {
-    const layer = await createMoE({ dModel: d, dHidden: h, numExperts: n, k: 2, expert: "swiglu", noisyGating: false, routing: { score: "softmax" }, weights: swiglu() });
+    const layer = await createMoE({
+      dModel: d,
+      dHidden: h,
+      numExperts: n,
+      k: 2,
+      expert: "swiglu",
+      noisyGating: false,
+      routing: { score: "softmax" },
+      weights: swiglu(),
+    });
     expect(await code(saveMoE(layer))).toBe("INVALID_CONFIG");
     // mixtral renormalises; this router does not
     expect(await code(saveMoE(layer, { family: "mixtral", routing: { score: "softmax" } }))).toBe("INVALID_CONFIG");

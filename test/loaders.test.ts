@@ -34,7 +34,8 @@ function fixture(family: string): Fixture {
   const golden = readSafetensors(readFileSync(`${dir}golden.safetensors`));
   const f64 = (name: string) => new Float64Array(golden.others[name].bytes.slice().buffer);
   return {
-    family, dir,
+    family,
+    dir,
     config: JSON.parse(readFileSync(`${dir}config.json`, "utf8")),
     layer: Number(golden.metadata.layer),
     files: readdirSync(dir).filter((f) => f.startsWith("model")),
@@ -93,7 +94,11 @@ function forwardF32(layer: ConvertedLayer, x: Float32Array, batch: number) {
     const order = (v: ArrayLike<number>) => Array.from({ length: v.length }, (_, i) => i).sort((p, q) => v[q] - v[p] || p - q);
     if (r.groups) {
       const size = n / r.groups.nGroup;
-      const gs = Array.from({ length: r.groups.nGroup }, (_, g) => order(choice.subarray(g * size, (g + 1) * size)).slice(0, 2).reduce((a, i) => a + choice[g * size + i], 0));
+      const gs = Array.from({ length: r.groups.nGroup }, (_, g) =>
+        order(choice.subarray(g * size, (g + 1) * size))
+          .slice(0, 2)
+          .reduce((a, i) => a + choice[g * size + i], 0),
+      );
       const kept = new Set(order(gs).slice(0, r.groups.topkGroup));
       choice = choice.map((v, i) => (kept.has(Math.floor(i / size)) ? v : 0));
     }
@@ -108,8 +113,15 @@ function forwardF32(layer: ConvertedLayer, x: Float32Array, batch: number) {
     chosen.forEach((e, s) => {
       let eo: Float32Array;
       if (expert === "swiglu") {
-        const g = mm(weights.wGateProj!, e * d * h, d, h, xr), u = mm(weights.wUp!, e * d * h, d, h, xr);
-        eo = mm(weights.wDown!, e * h * d, h, d, g.map((v, i) => silu(v) * u[i]));
+        const g = mm(weights.wGateProj!, e * d * h, d, h, xr),
+          u = mm(weights.wUp!, e * d * h, d, h, xr);
+        eo = mm(
+          weights.wDown!,
+          e * h * d,
+          h,
+          d,
+          g.map((v, i) => silu(v) * u[i]),
+        );
       } else {
         const a = mm(weights.w1!, e * d * h, d, h, xr).map((v, i) => Math.max(0, v + weights.b1![e * h + i]));
         eo = mm(weights.w2!, e * h * d, h, d, a).map((v, i) => v + weights.b2![e * d + i]);
@@ -120,8 +132,15 @@ function forwardF32(layer: ConvertedLayer, x: Float32Array, batch: number) {
     });
     if (layer.shared) {
       const { dHidden: hs, wGateProj, wUp, wDown, gate } = layer.shared;
-      const g = mm(wGateProj, 0, d, hs, xr), u = mm(wUp, 0, d, hs, xr);
-      const so = mm(wDown, 0, hs, d, g.map((v, i) => silu(v) * u[i]));
+      const g = mm(wGateProj, 0, d, hs, xr),
+        u = mm(wUp, 0, d, hs, xr);
+      const so = mm(
+        wDown,
+        0,
+        hs,
+        d,
+        g.map((v, i) => silu(v) * u[i]),
+      );
       const factor = gate ? 1 / (1 + Math.exp(-xr.reduce((a, v, i) => a + v * gate[i], 0))) : 1;
       for (let i = 0; i < d; i++) out[i] += factor * so[i];
     }
@@ -142,14 +161,71 @@ describe("family fixtures load to the normalized description and match the float
     const layer = await loadMoELayer({ config: c, files: pathFiles(fx), layer: fx.layer });
     const desc = layer.description;
     const expected = {
-      mixtral: { d: c.hidden_size, h: c.intermediate_size, n: c.num_local_experts, k: c.num_experts_per_tok, expert: "swiglu", score: "softmax", renorm: true, scale: 1, shared: undefined },
-      qwen2_moe: { d: c.hidden_size, h: c.moe_intermediate_size, n: c.num_experts, k: c.num_experts_per_tok, expert: "swiglu", score: "softmax", renorm: false, scale: 1, shared: { dHidden: c.shared_expert_intermediate_size, gated: true } },
-      qwen3_moe: { d: c.hidden_size, h: c.moe_intermediate_size, n: c.num_experts, k: c.num_experts_per_tok, expert: "swiglu", score: "softmax", renorm: true, scale: 1, shared: undefined },
-      olmoe: { d: c.hidden_size, h: c.intermediate_size, n: c.num_experts, k: c.num_experts_per_tok, expert: "swiglu", score: "softmax", renorm: false, scale: 1, shared: undefined },
-      deepseek_v3: { d: c.hidden_size, h: c.moe_intermediate_size, n: c.n_routed_experts, k: c.num_experts_per_tok, expert: "swiglu", score: "sigmoid", renorm: true, scale: 2.5, shared: { dHidden: c.moe_intermediate_size * c.n_shared_experts, gated: false } },
+      mixtral: {
+        d: c.hidden_size,
+        h: c.intermediate_size,
+        n: c.num_local_experts,
+        k: c.num_experts_per_tok,
+        expert: "swiglu",
+        score: "softmax",
+        renorm: true,
+        scale: 1,
+        shared: undefined,
+      },
+      qwen2_moe: {
+        d: c.hidden_size,
+        h: c.moe_intermediate_size,
+        n: c.num_experts,
+        k: c.num_experts_per_tok,
+        expert: "swiglu",
+        score: "softmax",
+        renorm: false,
+        scale: 1,
+        shared: { dHidden: c.shared_expert_intermediate_size, gated: true },
+      },
+      qwen3_moe: {
+        d: c.hidden_size,
+        h: c.moe_intermediate_size,
+        n: c.num_experts,
+        k: c.num_experts_per_tok,
+        expert: "swiglu",
+        score: "softmax",
+        renorm: true,
+        scale: 1,
+        shared: undefined,
+      },
+      olmoe: {
+        d: c.hidden_size,
+        h: c.intermediate_size,
+        n: c.num_experts,
+        k: c.num_experts_per_tok,
+        expert: "swiglu",
+        score: "softmax",
+        renorm: false,
+        scale: 1,
+        shared: undefined,
+      },
+      deepseek_v3: {
+        d: c.hidden_size,
+        h: c.moe_intermediate_size,
+        n: c.n_routed_experts,
+        k: c.num_experts_per_tok,
+        expert: "swiglu",
+        score: "sigmoid",
+        renorm: true,
+        scale: 2.5,
+        shared: { dHidden: c.moe_intermediate_size * c.n_shared_experts, gated: false },
+      },
       switch_transformers: { d: c.d_model, h: c.d_ff, n: c.num_experts, k: 1, expert: "relu", score: "softmax", renorm: false, scale: 1, shared: undefined },
     }[family];
-    expect([desc.family, desc.dModel, desc.dHidden, desc.numExperts, desc.k, desc.expert]).toEqual([family, expected.d, expected.h, expected.n, expected.k, expected.expert]);
+    expect([desc.family, desc.dModel, desc.dHidden, desc.numExperts, desc.k, desc.expert]).toEqual([
+      family,
+      expected.d,
+      expected.h,
+      expected.n,
+      expected.k,
+      expected.expert,
+    ]);
     expect([desc.routing.score, desc.routing.renormalize, desc.routing.scale]).toEqual([expected.score, expected.renorm, expected.scale]);
     expect(desc.shared).toEqual(expected.shared);
     expect(desc.layer).toBe(fx.layer);
@@ -172,12 +248,21 @@ describe("family fixtures load to the normalized description and match the float
     }
     const router = raw.get(desc.tensors[0].name)!;
     const w = layer.config.weights;
-    for (const [i, j] of [[0, 0], [d - 1, n - 1], [3, 1]]) expect(w.wGate[i * n + j]).toBe(router[j * d + i]);
+    for (const [i, j] of [
+      [0, 0],
+      [d - 1, n - 1],
+      [3, 1],
+    ])
+      expect(w.wGate[i * n + j]).toBe(router[j * d + i]);
     const upName = desc.tensors.find((t) => t.expert === 1 && t.role === (expected.expert === "relu" ? "up" : "gate"))!.name;
     const downName = desc.tensors.find((t) => t.expert === 1 && t.role === "down")!.name;
     const first = expected.expert === "relu" ? w.w1! : w.wGateProj!;
     const down = expected.expert === "relu" ? w.w2! : w.wDown!;
-    for (const [i, j] of [[0, 0], [d - 1, h - 1], [2, 5]]) {
+    for (const [i, j] of [
+      [0, 0],
+      [d - 1, h - 1],
+      [2, 5],
+    ]) {
       expect(first[d * h + i * h + j]).toBe(raw.get(upName)![j * d + i]);
       expect(down[h * d + j * d + i]).toBe(raw.get(downName)![i * h + j]);
     }
@@ -228,7 +313,11 @@ describe("typed errors name what is wrong", () => {
 
   it("a prefix naming a dense block: DENSE_LAYER from the tensor names; a prefix loads like the index", async () => {
     const fx = fixture("qwen3_moe");
-    await expectCode(loadMoELayer({ config: { ...fx.config, decoder_sparse_step: 1 }, files: pathFiles(fx), layer: 0 }), "DENSE_LAYER", /holds model.layers.0.mlp.gate_proj.weight, no router/);
+    await expectCode(
+      loadMoELayer({ config: { ...fx.config, decoder_sparse_step: 1 }, files: pathFiles(fx), layer: 0 }),
+      "DENSE_LAYER",
+      /holds model.layers.0.mlp.gate_proj.weight, no router/,
+    );
     const byPrefix = await loadMoELayer({ config: fx.config, files: pathFiles(fx), layer: "model.layers.1" });
     const byIndex = await loadMoELayer({ config: fx.config, files: pathFiles(fx), layer: 1 });
     expect(byPrefix.description.prefix).toBe("model.layers.1.mlp");
@@ -240,7 +329,11 @@ describe("typed errors name what is wrong", () => {
   it("a missing expert tensor, a wrong shape, an unusable dtype", async () => {
     const fx = fixture("olmoe");
     const st = readSafetensors(readFileSync(`${fx.dir}model.safetensors`));
-    const without = new Map(Object.keys(st.tensors).filter((n) => n !== "model.layers.0.mlp.experts.5.up_proj.weight").map((n) => [n, st.tensors[n]]));
+    const without = new Map(
+      Object.keys(st.tensors)
+        .filter((n) => n !== "model.layers.0.mlp.experts.5.up_proj.weight")
+        .map((n) => [n, st.tensors[n]]),
+    );
     await expectCode(
       loadMoELayer({ config: fx.config, files: { "model.safetensors": writeSafetensors(without) }, layer: 0 }),
       "MISSING_WEIGHT",
@@ -251,7 +344,9 @@ describe("typed errors name what is wrong", () => {
       "WEIGHT_SHAPE",
       /tensor model.layers.0.mlp.experts.0.gate_proj.weight has shape \[8,16\]; the config gives \[9,16\]/,
     );
-    const quantized = new Map(Object.keys(st.tensors).map((n) => [n, st.tensors[n] as { dtype: string; shape: number[]; data: Float32Array | Int32Array | Uint8Array }]));
+    const quantized = new Map(
+      Object.keys(st.tensors).map((n) => [n, st.tensors[n] as { dtype: string; shape: number[]; data: Float32Array | Int32Array | Uint8Array }]),
+    );
     quantized.set("model.layers.0.mlp.experts.2.down_proj.weight", { dtype: "I8", shape: [16, 8], data: new Uint8Array(128) });
     await expectCode(
       loadMoELayer({ config: fx.config, files: { "model.safetensors": writeSafetensors(quantized) }, layer: 0 }),
@@ -264,10 +359,22 @@ describe("typed errors name what is wrong", () => {
     const fx = fixture("qwen2_moe");
     const files = pathFiles(fx);
     delete files["model-00002-of-00002.safetensors"];
-    await expectCode(loadMoELayer({ config: fx.config, files, layer: 1 }), "MISSING_FILE", /names shards that are not in files: model-00002-of-00002.safetensors/);
+    await expectCode(
+      loadMoELayer({ config: fx.config, files, layer: 1 }),
+      "MISSING_FILE",
+      /names shards that are not in files: model-00002-of-00002.safetensors/,
+    );
     await expectCode(loadMoELayer({ config: fx.config, files: { "config.json": "x" }, layer: 1 }), "MISSING_FILE", /no \*.safetensors file/);
-    await expectCode(loadMoELayer({ config: fx.config, files: { "model.safetensors": 42 as never }, layer: 1 }), "SOURCE_ERROR", /got number; give a Uint8Array/);
-    await expectCode(loadMoELayer({ config: fixture("olmoe").config, files: { "model.safetensors": `${fx.dir}nope.safetensors` }, layer: 0 }), "SOURCE_ERROR", /cannot open .*nope.safetensors/);
+    await expectCode(
+      loadMoELayer({ config: fx.config, files: { "model.safetensors": 42 as never }, layer: 1 }),
+      "SOURCE_ERROR",
+      /got number; give a Uint8Array/,
+    );
+    await expectCode(
+      loadMoELayer({ config: fixture("olmoe").config, files: { "model.safetensors": `${fx.dir}nope.safetensors` }, layer: 0 }),
+      "SOURCE_ERROR",
+      /cannot open .*nope.safetensors/,
+    );
     const bad = byteFiles(fixture("olmoe"));
     (bad["model.safetensors"] as Uint8Array)[8] = 0x20;
     await expectCode(loadMoELayer({ config: fixture("olmoe").config, files: bad, layer: 0 }), "BAD_SAFETENSORS", /must start with "\{"/);
@@ -299,7 +406,8 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
       }
       const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
       if (m && !ignoreRange) {
-        const a = Number(m[1]), b = Math.min(Number(m[2]), body.length - 1);
+        const a = Number(m[1]),
+          b = Math.min(Number(m[2]), body.length - 1);
         const part = body.subarray(a, b + 1);
         served.push({ path: url.pathname, range: req.headers.range, bytes: part.length });
         res.writeHead(206, { "content-range": `bytes ${a}-${b}/${hideSize ? "*" : body.length}`, "content-length": part.length }).end(part);
@@ -322,7 +430,12 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
     const { fx, want } = await reference("mixtral");
     served.length = 0;
     const notes: string[] = [];
-    const got = await loadMoELayer({ config: fx.config, files: { "model.safetensors": new URL(`${base}mixtral/model.safetensors`) }, layer: 1, onNote: (n) => notes.push(n) });
+    const got = await loadMoELayer({
+      config: fx.config,
+      files: { "model.safetensors": new URL(`${base}mixtral/model.safetensors`) },
+      layer: 1,
+      onNote: (n) => notes.push(n),
+    });
     expect(got.config.weights).toEqual(want.config.weights);
     expect(notes).toEqual([]);
     expect(served.every((s) => s.range !== undefined)).toBe(true);
@@ -355,18 +468,31 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
 
   it("HTTP errors and unreachable URLs are SOURCE_ERROR", async () => {
     const { fx } = await reference("olmoe");
-    await expectCode(loadMoELayer({ config: fx.config, files: { "model.safetensors": `${base}olmoe/missing.safetensors` }, layer: 0 }), "SOURCE_ERROR", /answered HTTP 404/);
+    await expectCode(
+      loadMoELayer({ config: fx.config, files: { "model.safetensors": `${base}olmoe/missing.safetensors` }, layer: 0 }),
+      "SOURCE_ERROR",
+      /answered HTTP 404/,
+    );
     const closed = createServer(() => {});
     await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    await expectCode(loadMoELayer({ config: fx.config, files: { "model.safetensors": `http://127.0.0.1:${port}/model.safetensors` }, layer: 0 }), "SOURCE_ERROR", /fetch http:\/\/127.0.0.1:\d+\/model.safetensors failed/);
+    await expectCode(
+      loadMoELayer({ config: fx.config, files: { "model.safetensors": `http://127.0.0.1:${port}/model.safetensors` }, layer: 0 }),
+      "SOURCE_ERROR",
+      /fetch http:\/\/127.0.0.1:\d+\/model.safetensors failed/,
+    );
   });
 
   it("Blob, Response, ArrayBuffer and file: URL give the same layer", async () => {
     const { fx, want } = await reference("switch_transformers");
     const bytes = readFileSync(`${fx.dir}model.safetensors`);
-    for (const value of [new Blob([bytes]), new Response(bytes), bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length), new URL(`file://${fx.dir}model.safetensors`)] as FileValue[]) {
+    for (const value of [
+      new Blob([bytes]),
+      new Response(bytes),
+      bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length),
+      new URL(`file://${fx.dir}model.safetensors`),
+    ] as FileValue[]) {
       const got = await loadMoELayer({ config: fx.config, files: { "model.safetensors": value }, layer: 1 });
       expect(got.config.weights, value.constructor.name).toEqual(want.config.weights);
     }
@@ -396,7 +522,15 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
     const mid = new AbortController();
     let calls = 0;
     await expectCode(
-      loadMoELayer({ config: fx.config, files: { "model.safetensors": `${base}qwen3_moe/model.safetensors` }, layer: 1, signal: mid.signal, onProgress: () => { if (++calls === 2) mid.abort(); } }),
+      loadMoELayer({
+        config: fx.config,
+        files: { "model.safetensors": `${base}qwen3_moe/model.safetensors` },
+        layer: 1,
+        signal: mid.signal,
+        onProgress: () => {
+          if (++calls === 2) mid.abort();
+        },
+      }),
       "ABORTED",
     );
     expect(calls).toBe(2);
@@ -413,7 +547,10 @@ describe("byte sources: every value type, ranged reads, progress, abort", () => 
 // ---- paths in Deno (Deno.open + seek + read) and Bun (node:fs/promises) ------------------------
 
 describe("paths read at offsets in Deno and Bun as in Node", () => {
-  it.each([["deno", ["run", "--allow-read"]], ["bun", []]] as const)("%s", async (runtime, args) => {
+  it.each([
+    ["deno", ["run", "--allow-read"]],
+    ["bun", []],
+  ] as const)("%s", async (runtime, args) => {
     const { execFileSync } = await import("node:child_process");
     const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");

@@ -31,7 +31,10 @@ describe("wasm memory does not grow after the largest batch", () => {
   const config: MoEConfig = configOf(shape, randomWeights(rng, shape));
   const inputs = Array.from({ length: MAX_BATCH }, (_, i) => rng.normals((i + 1) * shape.d));
 
-  for (const [name, extra] of [["simd", { wasmBuild: "simd" }], ["simd-threads, 2 threads", { wasmBuild: "simd-threads", threads: 2 }]] as const) {
+  for (const [name, extra] of [
+    ["simd", { wasmBuild: "simd" }],
+    ["simd-threads, 2 threads", { wasmBuild: "simd-threads", threads: 2 }],
+  ] as const) {
     it(`${name}: ${CALLS} forwards of B = 1..${MAX_BATCH}, eval and training mode`, async () => {
       const layer = await createMoE({ ...config, ...extra });
       try {

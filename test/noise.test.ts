@@ -42,11 +42,21 @@ const PROBE_S = Math.log(2) + PROBE_EPS;
 function probeConfig(layerSeed?: number) {
   const n = PROBE_N;
   return {
-    dModel: 1, dHidden: 1, numExperts: n, k: n - 1, expert: "relu" as const, noisyGating: true,
-    noiseEpsilon: PROBE_EPS, seed: layerSeed,
+    dModel: 1,
+    dHidden: 1,
+    numExperts: n,
+    k: n - 1,
+    expert: "relu" as const,
+    noisyGating: true,
+    noiseEpsilon: PROBE_EPS,
+    seed: layerSeed,
     weights: {
-      wGate: new Float32Array(n), wNoise: new Float32Array(n),
-      w1: new Float32Array(n), b1: new Float32Array(n), w2: new Float32Array(n), b2: new Float32Array(n),
+      wGate: new Float32Array(n),
+      wNoise: new Float32Array(n),
+      w1: new Float32Array(n),
+      b1: new Float32Array(n),
+      w2: new Float32Array(n),
+      b2: new Float32Array(n),
     },
   };
 }
@@ -199,8 +209,16 @@ describe("seeded noise is standard normal", () => {
     const rows = 2000;
     const layer = await createMoE({
       ...probeConfig(),
-      numExperts: 2, k: 2,
-      weights: { wGate: new Float32Array(2), wNoise: new Float32Array(2), w1: new Float32Array(2), b1: new Float32Array(2), w2: new Float32Array(2), b2: new Float32Array(2) },
+      numExperts: 2,
+      k: 2,
+      weights: {
+        wGate: new Float32Array(2),
+        wNoise: new Float32Array(2),
+        w1: new Float32Array(2),
+        b1: new Float32Array(2),
+        w2: new Float32Array(2),
+        b2: new Float32Array(2),
+      },
     });
     const out = await layer.forward(new Float32Array(rows).fill(1), { train: true, seed: 2024 });
     layer.dispose();

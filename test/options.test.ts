@@ -176,6 +176,20 @@ describe("backward, step and calibrate options", () => {
     expect(CALIBRATE_KEYS).toEqual(["batchSizes", "repeats"]);
   });
   it("the weight keys are the MoEWeights names", () => {
-    expect([...WEIGHT_KEYS].sort()).toEqual(["b1", "b2", "sharedDown", "sharedGate", "sharedGateProj", "sharedUp", "w1", "w2", "wDown", "wGate", "wGateProj", "wNoise", "wUp"]);
+    expect([...WEIGHT_KEYS].sort()).toEqual([
+      "b1",
+      "b2",
+      "sharedDown",
+      "sharedGate",
+      "sharedGateProj",
+      "sharedUp",
+      "w1",
+      "w2",
+      "wDown",
+      "wGate",
+      "wGateProj",
+      "wNoise",
+      "wUp",
+    ]);
   });
 });

@@ -35,9 +35,30 @@ function loadFixture(family: string) {
 }
 
 const cases = [
-  { family: "mixtral", prefix: (l: number) => `model.layers.${l}.block_sparse_moe`, router: "gate.weight", names: ["w1", "w3", "w2"], relu: false, normalize: 1 },
-  { family: "olmoe", prefix: (l: number) => `model.layers.${l}.mlp`, router: "gate.weight", names: ["gate_proj", "up_proj", "down_proj"], relu: false, normalize: 0 },
-  { family: "switch_transformers", prefix: (l: number) => `encoder.block.${l}.layer.1.mlp`, router: "router.classifier.weight", names: ["wi", "", "wo"], relu: true, normalize: 0 },
+  {
+    family: "mixtral",
+    prefix: (l: number) => `model.layers.${l}.block_sparse_moe`,
+    router: "gate.weight",
+    names: ["w1", "w3", "w2"],
+    relu: false,
+    normalize: 1,
+  },
+  {
+    family: "olmoe",
+    prefix: (l: number) => `model.layers.${l}.mlp`,
+    router: "gate.weight",
+    names: ["gate_proj", "up_proj", "down_proj"],
+    relu: false,
+    normalize: 0,
+  },
+  {
+    family: "switch_transformers",
+    prefix: (l: number) => `encoder.block.${l}.layer.1.mlp`,
+    router: "router.classifier.weight",
+    names: ["wi", "", "wo"],
+    relu: true,
+    normalize: 0,
+  },
 ] as const;
 
 describe("onnxruntime-node com.microsoft::MoE vs the float64 family references", () => {
@@ -48,7 +69,8 @@ describe("onnxruntime-node com.microsoft::MoE vs the float64 family references",
     const router = tensors.get(`${p}.${c.router}`)!;
     const n = router.shape[0];
     const k: number = c.family === "switch_transformers" ? 1 : config.num_experts_per_tok;
-    const expert = (j: number, w: string) => tensors.get(c.family === "switch_transformers" ? `${p}.experts.expert_${j}.${w}.weight` : `${p}.experts.${j}.${w}.weight`)!;
+    const expert = (j: number, w: string) =>
+      tensors.get(c.family === "switch_transformers" ? `${p}.experts.expert_${j}.${w}.weight` : `${p}.experts.${j}.${w}.weight`)!;
     const h = expert(0, c.names[0]).shape[0];
     const fc2 = new Float32Array(n * d * h);
     for (let j = 0; j < n; j++) fc2.set(expert(j, c.names[2]).data as Float32Array, j * d * h);
@@ -70,12 +92,16 @@ describe("onnxruntime-node com.microsoft::MoE vs the float64 family references",
     const rng = new Rng(31 + d);
     const x = Float32Array.from(rng.normals(B * d));
     const logits = new Float32Array(B * n);
-    for (let r = 0; r < B; r++) for (let e = 0; e < n; e++) {
-      let s = 0;
-      for (let i = 0; i < d; i++) s += x[r * d + i] * router.data[e * d + i];
-      logits[r * n + e] = s;
-    }
-    const session = await ort.InferenceSession.create(moeModel({ batch: B, d, h, n, k, activation: c.relu ? "relu" : "swiglu", fc1, fc2, normalize: c.normalize }), { executionProviders: ["cpu"] });
+    for (let r = 0; r < B; r++)
+      for (let e = 0; e < n; e++) {
+        let s = 0;
+        for (let i = 0; i < d; i++) s += x[r * d + i] * router.data[e * d + i];
+        logits[r * n + e] = s;
+      }
+    const session = await ort.InferenceSession.create(
+      moeModel({ batch: B, d, h, n, k, activation: c.relu ? "relu" : "swiglu", fc1, fc2, normalize: c.normalize }),
+      { executionProviders: ["cpu"] },
+    );
     const result = await session.run({ input: new ort.Tensor("float32", x, [B, d]), router_logits: new ort.Tensor("float32", logits, [B, n]) });
     const got = result.output.data as Float32Array;
     await session.release();

@@ -44,7 +44,13 @@ function kernelPlan(topk: Int32Array, batch: number, k: number, n: number) {
 
 describe("the routing plan", () => {
   const rng = new Rng(777);
-  for (const [batch, k, n] of [[1, 1, 1], [5, 2, 8], [37, 4, 7], [64, 3, 3], [200, 1, 16]]) {
+  for (const [batch, k, n] of [
+    [1, 1, 1],
+    [5, 2, 8],
+    [37, 4, 7],
+    [64, 3, 3],
+    [200, 1, 16],
+  ]) {
     it(`B = ${batch}, k = ${k}, n = ${n}: planOf equals the kernels' buildPlan; pairOf and posOf are inverse`, () => {
       const topk = randomTopk(rng, batch, k, n);
       const x = rng.normals(batch * 3);

@@ -62,8 +62,7 @@ interface PropertyCase extends LayerShape {
   batches: number[];
 }
 
-const label = (c: PropertyCase) =>
-  `${c.expert} d=${c.d} h=${c.h} n=${c.n} k=${c.k} ${c.noisy ? "noisy" : "clean"} B=${c.batches.join(",")}`;
+const label = (c: PropertyCase) => `${c.expert} d=${c.d} h=${c.h} n=${c.n} k=${c.k} ${c.noisy ? "noisy" : "clean"} B=${c.batches.join(",")}`;
 
 // Hand-picked sizes: every edge the kernels have.
 const fixedCases: PropertyCase[] = [

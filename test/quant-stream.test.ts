@@ -41,7 +41,12 @@ function perExpert(weights: MoEWeights, n: number, calls: Array<[string, number]
 const x = (rng: Rng, rows: number, d: number) => rng.normals(rows * d, 1);
 
 describe("expert tensors given per expert", () => {
-  for (const [expert, dtype] of [["relu", "int8"], ["swiglu", "int4"], ["gelu", "f32"], ["swiglu", "bf16"]] as const) {
+  for (const [expert, dtype] of [
+    ["relu", "int8"],
+    ["swiglu", "int4"],
+    ["gelu", "f32"],
+    ["swiglu", "bf16"],
+  ] as const) {
     it(`${expert}, ${dtype}: the same y, routing and getWeights() as the whole tensors, each slice asked for once in order`, async () => {
       const shape: LayerShape = { d: 24, h: 40, n: 5, k: 2, expert, noisy: false };
       const rng = new Rng(31);
@@ -80,7 +85,11 @@ describe("expert tensors given per expert", () => {
     const weights = randomWeights(new Rng(6), shape);
     const at = 64 * 17000 + 50 * 17000 + 16900; // expert 1, row 50, column 16900 (the last block)
     weights.w1![at] = Number.NaN;
-    await expectCode(createMoE({ ...configOf(shape, weights), weights: perExpert(weights, shape.n, []), dtype: "int4" }), "NON_FINITE_WEIGHT", new RegExp(`weights\\.w1\\[${at}\\] is NaN`));
+    await expectCode(
+      createMoE({ ...configOf(shape, weights), weights: perExpert(weights, shape.n, []), dtype: "int4" }),
+      "NON_FINITE_WEIGHT",
+      new RegExp(`weights\\.w1\\[${at}\\] is NaN`),
+    );
     await expectCode(createMoE({ ...configOf(shape, weights), dtype: "int4" }), "NON_FINITE_WEIGHT", new RegExp(`weights\\.w1\\[${at}\\] is NaN`));
   });
 
@@ -88,19 +97,36 @@ describe("expert tensors given per expert", () => {
     const shape: LayerShape = { d: 8, h: 16, n: 3, k: 1, expert: "swiglu", noisy: false };
     const weights = randomWeights(new Rng(7), shape);
     const given = perExpert(weights, shape.n, []);
-    await expectCode(createMoE({ ...configOf(shape, weights), weights: { ...given, wUp: (e: number) => new Float32Array(e === 2 ? 5 : 128) } }), "WEIGHT_SHAPE", /weights\.wUp\(2\) must return a Float32Array of 128 floats/);
-    await expectCode(createMoE({ ...configOf(shape, weights), weights: { ...given, wDown: (() => [1, 2]) as unknown as (e: number) => Float32Array } }), "WEIGHT_SHAPE", /weights\.wDown\(0\)/);
+    await expectCode(
+      createMoE({ ...configOf(shape, weights), weights: { ...given, wUp: (e: number) => new Float32Array(e === 2 ? 5 : 128) } }),
+      "WEIGHT_SHAPE",
+      /weights\.wUp\(2\) must return a Float32Array of 128 floats/,
+    );
+    await expectCode(
+      createMoE({ ...configOf(shape, weights), weights: { ...given, wDown: (() => [1, 2]) as unknown as (e: number) => Float32Array } }),
+      "WEIGHT_SHAPE",
+      /weights\.wDown\(0\)/,
+    );
   });
 
   it("a function for a gating tensor is WEIGHT_SHAPE; with a shared expert it is INVALID_CONFIG", async () => {
     const shape: LayerShape = { d: 8, h: 16, n: 3, k: 1, expert: "swiglu", noisy: false };
     const weights = randomWeights(new Rng(8), shape);
     const given = perExpert(weights, shape.n, []);
-    await expectCode(createMoE({ ...configOf(shape, weights), weights: { ...given, wGate: (() => weights.wGate) as unknown as Float32Array } }), "WEIGHT_SHAPE", /weights\.wGate must be a Float32Array/);
-    await expectCode(createMoE({
-      ...configOf(shape, weights), weights: { ...given, sharedGateProj: new Float32Array(8 * 16), sharedUp: new Float32Array(8 * 16), sharedDown: new Float32Array(16 * 8) },
-      shared: { dHidden: 16 },
-    }), "INVALID_CONFIG", /shared expert/);
+    await expectCode(
+      createMoE({ ...configOf(shape, weights), weights: { ...given, wGate: (() => weights.wGate) as unknown as Float32Array } }),
+      "WEIGHT_SHAPE",
+      /weights\.wGate must be a Float32Array/,
+    );
+    await expectCode(
+      createMoE({
+        ...configOf(shape, weights),
+        weights: { ...given, sharedGateProj: new Float32Array(8 * 16), sharedUp: new Float32Array(8 * 16), sharedDown: new Float32Array(16 * 8) },
+        shared: { dHidden: 16 },
+      }),
+      "INVALID_CONFIG",
+      /shared expert/,
+    );
   });
 });
 
@@ -110,7 +136,10 @@ describe("bench/mixtral-size.mjs: a layer built per expert, 8 experts, top-2, sw
   for (const dtype of ["int4", "int8"]) {
     it(`${dtype}: y matches the quantization rule's float64 reference within 1e-4 of max|y|; wasm memory ≤ 1.15 × the quantized expert bytes + gating + arena`, () => {
       // A child process with a small JavaScript heap: the f32 layer never exists whole.
-      const out = execFileSync(process.execPath, ["--max-old-space-size=256", "bench/mixtral-size.mjs", `--dtype=${dtype}`, "--d=1024", "--h=3584"], { encoding: "utf8", maxBuffer: 1 << 20 });
+      const out = execFileSync(process.execPath, ["--max-old-space-size=256", "bench/mixtral-size.mjs", `--dtype=${dtype}`, "--d=1024", "--h=3584"], {
+        encoding: "utf8",
+        maxBuffer: 1 << 20,
+      });
       const report = JSON.parse(out.trim().split("\n").at(-1)!);
       expect(report.relativeError).toBeLessThanOrEqual(1e-4);
       expect(report.memoryBytes).toBeLessThanOrEqual(1.15 * report.quantizedBytes + report.gatingBytes + report.arenaBytes);

@@ -139,7 +139,7 @@ describe("kernels: a quantized layer computes with exactly the weights getWeight
           expect(sameBits(dequantized.b1!, weights.b1!)).toBe(true);
           expect(sameBits(dequantized.b2!, weights.b2!)).toBe(true);
         }
-        for (const name of shape.expert === "swiglu" ? ["wGateProj", "wUp", "wDown"] as const : ["w1", "w2"] as const) {
+        for (const name of shape.expert === "swiglu" ? (["wGateProj", "wUp", "wDown"] as const) : (["w1", "w2"] as const)) {
           const err = relErr(dequantized[name]!, weights[name]!);
           expect(err, `${name} dequantized`).toBeGreaterThan(0);
           expect(err, `${name} dequantized`).toBeLessThanOrEqual({ f16: 1e-3, bf16: 8e-3, int8: 1e-2, int4: 1.5e-1 }[dtype]);

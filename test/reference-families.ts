@@ -75,9 +75,20 @@ export function referenceFamilyForward(config: Cfg, tensors: Map<string, RefTens
   let d: number, k: number;
   let p: string;
   switch (family) {
-    case "mixtral": d = config.hidden_size; k = config.num_experts_per_tok; p = `model.layers.${layer}.block_sparse_moe`; break;
-    case "switch_transformers": d = config.d_model; k = 1; p = `encoder.block.${layer}.layer.1.mlp`; break;
-    default: d = config.hidden_size; k = config.num_experts_per_tok; p = `model.layers.${layer}.mlp`;
+    case "mixtral":
+      d = config.hidden_size;
+      k = config.num_experts_per_tok;
+      p = `model.layers.${layer}.block_sparse_moe`;
+      break;
+    case "switch_transformers":
+      d = config.d_model;
+      k = 1;
+      p = `encoder.block.${layer}.layer.1.mlp`;
+      break;
+    default:
+      d = config.hidden_size;
+      k = config.num_experts_per_tok;
+      p = `model.layers.${layer}.mlp`;
   }
   const y = new Float64Array(batch * d);
   const topkIndices = new Int32Array(batch * k);
@@ -93,7 +104,8 @@ export function referenceFamilyForward(config: Cfg, tensors: Map<string, RefTens
       const scores = linear(get(`${p}.gate.weight`), x, off).map(sigmoid);
       const bias = get(`${p}.gate.e_score_correction_bias`).data;
       const choice = scores.map((s, i) => s + bias[i]);
-      const nGroup = config.n_group, size = n / nGroup;
+      const nGroup = config.n_group,
+        size = n / nGroup;
       const groupScores = Array.from({ length: nGroup }, (_, g) => {
         const member = topkOrder(choice.slice(g * size, (g + 1) * size), 2);
         return member.reduce((a, i) => a + choice[g * size + i], 0);

@@ -26,7 +26,10 @@ function run(command: string, args: string[], limitMs: number): Promise<{ code: 
     let timedOut = false;
     child.stdout.on("data", (c) => (out += c));
     child.stderr.on("data", (c) => (out += c));
-    const timer = setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, limitMs);
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, limitMs);
     child.on("error", reject);
     child.on("close", (code) => {
       clearTimeout(timer);

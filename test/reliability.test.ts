@@ -11,9 +11,14 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 describe("soak (short)", () => {
   it("2,000 mixed calls and 50 create/dispose cycles at 1 and 2 threads: memory stays within bounds", () => {
     const child = spawnSync(process.execPath, ["--expose-gc", "scripts/soak.mjs", "--calls", "2000", "--cycles", "50", "--every", "500"], {
-      cwd: ROOT, encoding: "utf8", timeout: 60_000,
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
     });
-    const lines = child.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const lines = child.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     const done = lines.at(-1);
     expect(done, child.stderr).toMatchObject({ done: true, finite: true, failures: [] });
     expect(child.status).toBe(0);
@@ -42,7 +47,9 @@ describe("rules a call must follow", () => {
     const layer = await createMoE(config);
     layer.dispose();
     let promise: Promise<unknown> | undefined;
-    expect(() => { promise = layer.calibrate(); }).not.toThrow();
+    expect(() => {
+      promise = layer.calibrate();
+    }).not.toThrow();
     await expect(promise).rejects.toMatchObject({ name: "MoEError", code: "DISPOSED" });
   });
 

@@ -11,10 +11,18 @@ const [d, h, n, k, hs] = [12, 8, 8, 2, 20];
 function layerConfig(rng: Rng, routing: RoutingOptions, shared?: { gated: boolean }): MoEConfig {
   const w = (len: number, scale: number) => rng.normals(len).map((v) => v * scale);
   return {
-    dModel: d, dHidden: h, numExperts: n, k, expert: "swiglu", routing,
+    dModel: d,
+    dHidden: h,
+    numExperts: n,
+    k,
+    expert: "swiglu",
+    routing,
     ...(shared && { shared: { dHidden: hs, gated: shared.gated } }),
     weights: {
-      wGate: w(d * n, 0.5), wGateProj: w(n * d * h, 0.3), wUp: w(n * d * h, 0.3), wDown: w(n * h * d, 0.3),
+      wGate: w(d * n, 0.5),
+      wGateProj: w(n * d * h, 0.3),
+      wUp: w(n * d * h, 0.3),
+      wDown: w(n * h * d, 0.3),
       ...(shared && { sharedGateProj: w(d * hs, 0.3), sharedUp: w(d * hs, 0.3), sharedDown: w(hs * d, 0.3) }),
       ...(shared?.gated && { sharedGate: w(d, 0.5) }),
     },
@@ -32,7 +40,8 @@ function reference(config: MoEConfig, x: Float32Array) {
   const silu = (v: number) => v / (1 + Math.exp(-v));
   const mlp = (row: number, g: Float32Array, u: Float32Array, dn: Float32Array, width: number, at: number, factor: number) => {
     for (let j = 0; j < width; j++) {
-      let a = 0, b = 0;
+      let a = 0,
+        b = 0;
       for (let i = 0; i < d; i++) {
         a += x[row * d + i] * g[at * d * width + i * width + j];
         b += x[row * d + i] * u[at * d * width + i * width + j];
@@ -54,8 +63,18 @@ function reference(config: MoEConfig, x: Float32Array) {
       choice = scores.map((s, e) => s + (r.choiceBias?.[e] ?? 0));
       if (r.groups) {
         const size = n / r.groups.nGroup;
-        const groupScore = Array.from({ length: r.groups.nGroup }, (_, g) => choice.slice(g * size, (g + 1) * size).sort((a, b) => b - a).slice(0, 2).reduce((a, b) => a + b, 0));
-        const kept = groupScore.map((s, g) => [s, g]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, r.groups.topkGroup).map(([, g]) => g);
+        const groupScore = Array.from({ length: r.groups.nGroup }, (_, g) =>
+          choice
+            .slice(g * size, (g + 1) * size)
+            .sort((a, b) => b - a)
+            .slice(0, 2)
+            .reduce((a, b) => a + b, 0),
+        );
+        const kept = groupScore
+          .map((s, g) => [s, g])
+          .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+          .slice(0, r.groups.topkGroup)
+          .map(([, g]) => g);
         choice = choice.map((c, e) => (kept.includes(Math.floor(e / size)) ? c : 0));
       }
     } else {
@@ -65,7 +84,11 @@ function reference(config: MoEConfig, x: Float32Array) {
       scores = e.map((v) => v / sum);
       choice = logits;
     }
-    const chosen = choice.map((c, e) => [c, e]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k).map(([, e]) => e);
+    const chosen = choice
+      .map((c, e) => [c, e])
+      .sort((a, b) => b[0] - a[0] || a[1] - b[1])
+      .slice(0, k)
+      .map(([, e]) => e);
     let weights = chosen.map((e) => scores[e]);
     if (r.renormalize) {
       const sum = weights.reduce((a, b) => a + b, 0) + (r.renormEpsilon ?? 0);
@@ -91,10 +114,18 @@ function reference(config: MoEConfig, x: Float32Array) {
 const CASES: Array<[string, RoutingOptions, { gated: boolean } | undefined]> = [
   ["softmax over all n, top-k, no renormalisation (OLMoE, Qwen norm_topk_prob false)", { score: "softmax" }, undefined],
   ["softmax, renormalised, a gated shared expert (Qwen2-MoE)", { score: "softmax", renormalize: true }, { gated: true }],
-  ["sigmoid + choice bias, 4 groups keep 2, renormalised, scaled, an ungated shared expert (DeepSeek-V3)", {
-    score: "sigmoid", renormalize: true, renormEpsilon: 1e-20, scale: 2.5, groups: { nGroup: 4, topkGroup: 2 },
-    choiceBias: Float32Array.from({ length: n }, (_, i) => 0.2 * Math.sin(3 * i)),
-  }, { gated: false }],
+  [
+    "sigmoid + choice bias, 4 groups keep 2, renormalised, scaled, an ungated shared expert (DeepSeek-V3)",
+    {
+      score: "sigmoid",
+      renormalize: true,
+      renormEpsilon: 1e-20,
+      scale: 2.5,
+      groups: { nGroup: 4, topkGroup: 2 },
+      choiceBias: Float32Array.from({ length: n }, (_, i) => 0.2 * Math.sin(3 * i)),
+    },
+    { gated: false },
+  ],
 ];
 
 describe("routing and shared experts on the CPU", () => {
@@ -137,7 +168,10 @@ describe("routing and shared experts on the CPU", () => {
       { expert: "relu", shared: { dHidden: 4 } },
     ];
     for (const extra of bad) {
-      const error = await createMoE({ ...base, ...extra }).then(() => undefined, (e: unknown) => e);
+      const error = await createMoE({ ...base, ...extra }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(error, JSON.stringify(extra)).toBeInstanceOf(MoEError);
       expect((error as MoEError).code, JSON.stringify(extra)).toBe("INVALID_CONFIG");
     }

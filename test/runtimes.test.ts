@@ -7,8 +7,16 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  bundleEntries, packAndInstall, parseReport, ROOT, runChromium, runCli, runEdgeRuntime, runWorkerd,
-  type Consumer, type ParsedReport,
+  bundleEntries,
+  packAndInstall,
+  parseReport,
+  ROOT,
+  runChromium,
+  runCli,
+  runEdgeRuntime,
+  runWorkerd,
+  type Consumer,
+  type ParsedReport,
 } from "./conformance/harness.ts";
 import { isCI } from "./helpers.ts";
 
@@ -19,7 +27,9 @@ let consumer: Consumer;
 const reports = new Map<string, ParsedReport>();
 
 function accept(name: string, report: ParsedReport, variants: number): void {
-  const hashes = Object.entries(report.hashes).map(([v, h]) => `${v} ${h.slice(0, 16)}`).join(", ");
+  const hashes = Object.entries(report.hashes)
+    .map(([v, h]) => `${v} ${h.slice(0, 16)}`)
+    .join(", ");
   console.log(`${name}: ${report.passed} passed, ${report.failed} failed; ${hashes}`);
   expect(report.failures, `${name}:\n${report.text}`).toEqual([]);
   expect(report.failed).toBe(0);
@@ -39,11 +49,21 @@ afterAll(async () => {
 describe("the packed tarball", () => {
   it("holds every file a consumer needs and nothing from test/ or bench/", () => {
     const files = consumer.packedFiles;
-    const wasmBuilds = readdirSync(join(ROOT, "dist")).filter((f) => f.endsWith(".wasm")).map((f) => `dist/${f}`);
+    const wasmBuilds = readdirSync(join(ROOT, "dist"))
+      .filter((f) => f.endsWith(".wasm"))
+      .map((f) => `dist/${f}`);
     expect(wasmBuilds).toEqual(expect.arrayContaining(["dist/edge-moe.simd.wasm", "dist/edge-moe.relaxed.wasm"]));
     for (const needed of [
-      "package.json", "README.md", "dist/index.js", "dist/browser.js", "dist/workerd.js", "dist/worker.js",
-      "dist/index.d.ts", "dist/worker.d.ts", "dist/types/index.d.ts", ...wasmBuilds,
+      "package.json",
+      "README.md",
+      "dist/index.js",
+      "dist/browser.js",
+      "dist/workerd.js",
+      "dist/worker.js",
+      "dist/index.d.ts",
+      "dist/worker.d.ts",
+      "dist/types/index.d.ts",
+      ...wasmBuilds,
     ]) {
       expect(files, needed).toContain(needed);
     }

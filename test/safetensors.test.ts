@@ -82,9 +82,19 @@ describe("reads every golden file", () => {
     const file = readSafetensors(bytes);
     const { B, d, h, n, k } = info;
     const shapes: Record<string, number[]> = {
-      x: [B, d], w_gate: [d, n], clean_logits: [B, n], noisy_logits: [B, n], gates: [B, n],
-      topk_indices: [B, k], topk_gates: [B, k], y: [B, d], importance: [n], load: [n],
-      loss_importance: [1], loss_load: [1], dy: [B, d],
+      x: [B, d],
+      w_gate: [d, n],
+      clean_logits: [B, n],
+      noisy_logits: [B, n],
+      gates: [B, n],
+      topk_indices: [B, k],
+      topk_gates: [B, k],
+      y: [B, d],
+      importance: [n],
+      load: [n],
+      loss_importance: [1],
+      loss_load: [1],
+      dy: [B, d],
     };
     if (info.noisy) Object.assign(shapes, { w_noise: [d, n], noise: [B, n], noise_stddev: [B, n] });
     if (info.expert === "swiglu") Object.assign(shapes, { w_gate_proj: [n, d, h], w_up: [n, d, h], w_down: [n, h, d] });
@@ -131,9 +141,19 @@ describe("F16 and BF16 are widened to Float32Array exactly; I32 and F32 are read
   it("F16: normals, subnormals, ±0, ±Inf, NaN", () => {
     // IEEE 754 binary16: sign, 5 exponent bits (bias 15), 10 fraction bits.
     const table: Array<[number, number]> = [
-      [0x3c00, 1], [0xc000, -2], [0x3555, 0.333251953125], [0x7bff, 65504], [0x0400, 2 ** -14],
-      [0x0001, 2 ** -24], [0x83ff, -1023 * 2 ** -24], [0x0000, 0], [0x8000, -0],
-      [0x7c00, Infinity], [0xfc00, -Infinity], [0x7e00, Number.NaN], [0x4248, 3.140625],
+      [0x3c00, 1],
+      [0xc000, -2],
+      [0x3555, 0.333251953125],
+      [0x7bff, 65504],
+      [0x0400, 2 ** -14],
+      [0x0001, 2 ** -24],
+      [0x83ff, -1023 * 2 ** -24],
+      [0x0000, 0],
+      [0x8000, -0],
+      [0x7c00, Infinity],
+      [0xfc00, -Infinity],
+      [0x7e00, Number.NaN],
+      [0x4248, 3.140625],
     ];
     const halves = Uint16Array.from(table.map(([bits]) => bits));
     const file = readSafetensors(encode({ h: { dtype: "F16", shape: [table.length], bytes: bytesOf(halves) } }));
@@ -146,8 +166,17 @@ describe("F16 and BF16 are widened to Float32Array exactly; I32 and F32 are read
 
   it("BF16: the top half of a float32, including subnormals, ±0, ±Inf, NaN", () => {
     const table: Array<[number, number]> = [
-      [0x3f80, 1], [0xc000, -2], [0x4049, 3.140625], [0x7f7f, 3.3895313892515355e38], [0x0080, 2 ** -126],
-      [0x0001, 2 ** -133], [0x0000, 0], [0x8000, -0], [0x7f80, Infinity], [0xff80, -Infinity], [0x7fc0, Number.NaN],
+      [0x3f80, 1],
+      [0xc000, -2],
+      [0x4049, 3.140625],
+      [0x7f7f, 3.3895313892515355e38],
+      [0x0080, 2 ** -126],
+      [0x0001, 2 ** -133],
+      [0x0000, 0],
+      [0x8000, -0],
+      [0x7f80, Infinity],
+      [0xff80, -Infinity],
+      [0x7fc0, Number.NaN],
       [0xbe80, -0.25],
     ];
     const halves = Uint16Array.from(table.map(([bits]) => bits));
@@ -217,18 +246,18 @@ const malformed: Array<[string, () => unknown, RegExp]> = [
   ["negative offset", () => oneTensor({ ...good, data_offsets: [-8, 0] }), /invalid data_offsets/],
   ["offset past the data", () => oneTensor({ ...good, data_offsets: [8, 16] }), /spans bytes \[8, 16\) outside the 8-byte data section/],
   ["end before begin", () => oneTensor({ ...good, data_offsets: [8, 0] }), /spans bytes \[8, 0\)/],
-  ["length mismatch with shape and dtype", () => oneTensor({ ...good, shape: [3] }), /tensor t of shape \[3\] and dtype F32 needs 12 bytes, its offsets give 8/],
+  [
+    "length mismatch with shape and dtype",
+    () => oneTensor({ ...good, shape: [3] }),
+    /tensor t of shape \[3\] and dtype F32 needs 12 bytes, its offsets give 8/,
+  ],
   ["length mismatch for F16", () => oneTensor({ ...good, dtype: "F16" }), /dtype F16 needs 4 bytes, its offsets give 8/],
   [
     "overlapping tensors",
     () => withHeader(JSON.stringify({ a: { ...good, data_offsets: [0, 8] }, b: { ...good, data_offsets: [4, 12] } }), f32Bytes(3)),
     /tensors a and b overlap/,
   ],
-  [
-    "the same bytes claimed twice",
-    () => withHeader(JSON.stringify({ b: good, a: good }), f32Bytes(2)),
-    /tensors (a and b|b and a) overlap/,
-  ],
+  ["the same bytes claimed twice", () => withHeader(JSON.stringify({ b: good, a: good }), f32Bytes(2)), /tensors (a and b|b and a) overlap/],
   ["metadata an array", () => withHeader('{"__metadata__": ["a"]}'), /__metadata__ must be an object of strings/],
   ["metadata a string", () => withHeader('{"__metadata__": "v1"}'), /__metadata__ must be an object of strings/],
   ["metadata value a number", () => withHeader('{"__metadata__": {"version": 2}}'), /__metadata__\.version is not a string/],
@@ -297,7 +326,11 @@ describe("hardening", () => {
     const { readSafetensors: read } = await st();
     const empty = { dtype: "F32", shape: [0], data_offsets: [0, 0] };
     const inside = { dtype: "F32", shape: [0, 5], data_offsets: [4, 4] };
-    for (const order of [{ a: good, e: empty, i: inside }, { e: empty, i: inside, a: good }, { i: inside, a: good, e: empty }]) {
+    for (const order of [
+      { a: good, e: empty, i: inside },
+      { e: empty, i: inside, a: good },
+      { i: inside, a: good, e: empty },
+    ]) {
       const file = read(withHeader(JSON.stringify(order), f32Bytes(2)));
       expect(Object.keys(file.tensors).sort()).toEqual(["a", "e", "i"]);
       expect(file.tensors.i.shape).toEqual([0, 5]);
@@ -334,7 +367,11 @@ describe("hardening", () => {
   it("tensors of other dtypes are parsed raw and refused only when decoded", async () => {
     const { readSafetensors: read, parseSafetensorsHeader, decodeTensor, safetensorsHeaderLength } = await st();
     const f64 = new Float64Array([1, 2]);
-    const bytes = encode({ w: { dtype: "F32", shape: [2], bytes: f32Bytes(2) }, d: { dtype: "F64", shape: [2], bytes: bytesOf(f64 as never) }, q: { dtype: "I8", shape: [3], bytes: Uint8Array.from([1, 2, 255]) } });
+    const bytes = encode({
+      w: { dtype: "F32", shape: [2], bytes: f32Bytes(2) },
+      d: { dtype: "F64", shape: [2], bytes: bytesOf(f64 as never) },
+      q: { dtype: "I8", shape: [3], bytes: Uint8Array.from([1, 2, 255]) },
+    });
     const file = read(bytes);
     expect(Object.keys(file.tensors)).toEqual(["w"]);
     expect(file.others.d.dtype).toBe("F64");
@@ -345,8 +382,14 @@ describe("hardening", () => {
     const d = header.entries.get("d")!;
     await expectBad(() => decodeTensor(d, bytes.subarray(8 + n + d.begin, 8 + n + d.end)), /tensor d has dtype F64; edge-moe reads F32, F16, BF16 and I32/);
     // sizes are still checked for them
-    await expectBad(() => read(withHeader(JSON.stringify({ d: { dtype: "F64", shape: [2], data_offsets: [0, 8] } }), f32Bytes(2))), /dtype F64 needs 16 bytes, its offsets give 8/);
-    await expectBad(() => read(withHeader(JSON.stringify({ f: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }), f32Bytes(2))), /not a whole number of bytes/);
+    await expectBad(
+      () => read(withHeader(JSON.stringify({ d: { dtype: "F64", shape: [2], data_offsets: [0, 8] } }), f32Bytes(2))),
+      /dtype F64 needs 16 bytes, its offsets give 8/,
+    );
+    await expectBad(
+      () => read(withHeader(JSON.stringify({ f: { dtype: "F4", shape: [3], data_offsets: [0, 2] } }), f32Bytes(2))),
+      /not a whole number of bytes/,
+    );
   });
 
   it("duplicate names, unexpected fields and lone surrogates are refused", async () => {
@@ -358,7 +401,10 @@ describe("hardening", () => {
 
   it("the header parser needs only the header: a ranged read of a file's first bytes", async () => {
     const { parseSafetensorsHeader, safetensorsHeaderLength, writeSafetensors, decodeTensor } = await st();
-    const bytes = writeSafetensors({ a: { dtype: "F32", shape: [3], data: Float32Array.from([1, 2, 3]) }, b: { dtype: "I32", shape: [1], data: Int32Array.from([7]) } });
+    const bytes = writeSafetensors({
+      a: { dtype: "F32", shape: [3], data: Float32Array.from([1, 2, 3]) },
+      b: { dtype: "I32", shape: [1], data: Int32Array.from([7]) },
+    });
     const n = safetensorsHeaderLength(bytes.subarray(0, 8), bytes.length);
     const header = parseSafetensorsHeader(bytes.slice(8, 8 + n), bytes.length - 8 - n);
     expect(header.dataStart).toBe(8 + n);
@@ -398,9 +444,19 @@ describe("writeSafetensors", () => {
     const { readSafetensors: read, writeSafetensors, f32ToF16Bits, f32ToBf16Bits } = await st0();
     const cases: Array<[number, number, number]> = [
       // value, F16 bits, BF16 bits
-      [1, 0x3c00, 0x3f80], [-2, 0xc000, 0xc000], [65504, 0x7bff, 0x4780], [65520, 0x7c00, 0x4780], [2 ** -24, 0x0001, 0x3380],
-      [2 ** -25, 0x0000, 0x3300], [3 * 2 ** -26, 0x0001, 0x3340], [1 + 2 ** -11, 0x3c00, 0x3f80], [1 + 3 * 2 ** -11, 0x3c02, 0x3f80],
-      [-0, 0x8000, 0x8000], [Infinity, 0x7c00, 0x7f80], [1 + 2 ** -8, 0x3c04, 0x3f80], [1 + 3 * 2 ** -8, 0x3c0c, 0x3f82],
+      [1, 0x3c00, 0x3f80],
+      [-2, 0xc000, 0xc000],
+      [65504, 0x7bff, 0x4780],
+      [65520, 0x7c00, 0x4780],
+      [2 ** -24, 0x0001, 0x3380],
+      [2 ** -25, 0x0000, 0x3300],
+      [3 * 2 ** -26, 0x0001, 0x3340],
+      [1 + 2 ** -11, 0x3c00, 0x3f80],
+      [1 + 3 * 2 ** -11, 0x3c02, 0x3f80],
+      [-0, 0x8000, 0x8000],
+      [Infinity, 0x7c00, 0x7f80],
+      [1 + 2 ** -8, 0x3c04, 0x3f80],
+      [1 + 3 * 2 ** -8, 0x3c0c, 0x3f82],
     ];
     for (const [v, h, b] of cases) {
       expect(f32ToF16Bits(v).toString(16), `F16 of ${v}`).toBe(h.toString(16));
@@ -426,8 +482,13 @@ describe("writeSafetensors", () => {
 describe("parseSafetensorsIndex", () => {
   it("reads weight_map into a Map, __proto__ included, and refuses a malformed index", async () => {
     const { parseSafetensorsIndex } = await st0();
-    const index = parseSafetensorsIndex('{"metadata":{"total_size":12},"weight_map":{"a":"model-00001-of-00002.safetensors","__proto__":"model-00002-of-00002.safetensors"}}');
-    expect([...index.weightMap]).toEqual([["a", "model-00001-of-00002.safetensors"], ["__proto__", "model-00002-of-00002.safetensors"]]);
+    const index = parseSafetensorsIndex(
+      '{"metadata":{"total_size":12},"weight_map":{"a":"model-00001-of-00002.safetensors","__proto__":"model-00002-of-00002.safetensors"}}',
+    );
+    expect([...index.weightMap]).toEqual([
+      ["a", "model-00001-of-00002.safetensors"],
+      ["__proto__", "model-00002-of-00002.safetensors"],
+    ]);
     expect(index.metadata.get("total_size")).toBe(12);
     expect(() => parseSafetensorsIndex("{}")).toThrow(/must be an object with a "weight_map" object/);
     expect(() => parseSafetensorsIndex('{"weight_map":{"a":3}}')).toThrow(/weight_map\["a"\] is not a file name/);

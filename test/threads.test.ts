@@ -12,7 +12,8 @@ const KINDS = relaxedHere ? (["simd", "relaxed"] as const) : (["simd"] as const)
 
 function expectSame(got: ForwardResult, want: ForwardResult, what: string): void {
   for (const key of ["y", "topkIndices", "topkGates", "importance", "load"] as const) {
-    const a = got[key], b = want[key];
+    const a = got[key],
+      b = want[key];
     if (b === undefined) continue;
     expect(a, `${what}: ${key}`).toBeDefined();
     expect(sameBits(a!, b), `${what}: ${key} differs`).toBe(true);
@@ -118,7 +119,7 @@ describe("the threads option", () => {
     }
   };
 
-  it("rejects a thread count that is not an integer in [1, 256] or \"auto\"", async () => {
+  it('rejects a thread count that is not an integer in [1, 256] or "auto"', async () => {
     for (const threads of [0, -1, 1.5, 257, "two"]) {
       expect(await codeOf({ threads: threads as never }), String(threads)).toBe("INVALID_CONFIG");
     }
@@ -126,7 +127,7 @@ describe("the threads option", () => {
   it("rejects a single-threaded wasmBuild with threads > 1, naming the threaded one", async () => {
     await expect(createMoE({ ...config, wasmBuild: "simd", threads: 2 })).rejects.toThrow(/simd-threads/);
   });
-  it("runs a threaded build with threads: 1 (no workers), and threads: \"auto\" with any build", async () => {
+  it('runs a threaded build with threads: 1 (no workers), and threads: "auto" with any build', async () => {
     expect(await codeOf({ wasmBuild: "simd-threads", threads: 1 })).toBe("ok");
     expect(await codeOf({ threads: "auto" })).toBe("ok");
     expect(await codeOf({ threads: "auto", wasmBuild: "simd" })).toBe("ok"); // a single-threaded build: 1 thread

@@ -56,9 +56,7 @@ async function trainAlike(layers: MoELocalLayer[], shape: LayerShape, rng: Rng, 
       expect(sameBits(got.y.y, want.y.y), `${what}: y`).toBe(true);
       expectSameGradients(got.grads, want.grads, what);
     }
-    const options = i % 2 === 0
-      ? { lr: 1e-2, optimizer: "adam" as const, beta1: 0.85, beta2: 0.995, eps: 1e-7 }
-      : { lr: 3e-2, optimizer: "sgd" as const };
+    const options = i % 2 === 0 ? { lr: 1e-2, optimizer: "adam" as const, beta1: 0.85, beta2: 0.995, eps: 1e-7 } : { lr: 3e-2, optimizer: "sgd" as const };
     for (const layer of layers) await layer.step(options);
     for (const layer of layers.slice(1)) await expectSameWeights(layer, layers[0], `${what}, after ${options.optimizer}`);
   }

@@ -72,33 +72,36 @@ describe("initialisation: zero gating (the paper's), seeded expert weights", () 
     layer.dispose();
   });
 
-  it.each(["relu", "gelu", "swiglu"] as const)("%s: init { seed } draws the missing expert weights: N(0, 1/d) up, N(0, 1/h) down, zero biases", async (expert) => {
-    const make = (seed: number, weights?: MoEWeights) => createMoE({ ...base, expert, init: { seed }, weights });
-    const [a, b, c] = await Promise.all([make(11), make(11), make(12)]);
-    const [wa, wb, wc] = await Promise.all([a.getWeights(), b.getWeights(), c.getWeights()]);
-    const up: Array<keyof MoEWeights> = expert === "swiglu" ? ["wGateProj", "wUp"] : ["w1"];
-    const down: keyof MoEWeights = expert === "swiglu" ? "wDown" : "w2";
-    const std = (v: Float32Array) => Math.sqrt(v.reduce((s, t) => s + t * t, 0) / v.length);
-    for (const name of [...up, down]) {
-      expect(sameBits(wa[name]!, wb[name]!), `${name}: same seed, same weights`).toBe(true);
-      expect(sameBits(wa[name]!, wc[name]!), `${name}: another seed, other weights`).toBe(false);
-      const target = name === down ? Math.sqrt(1 / base.dHidden) : Math.sqrt(1 / base.dModel);
-      expect(std(wa[name]!) / target, `${name} standard deviation`).toBeGreaterThan(0.95);
-      expect(std(wa[name]!) / target, `${name} standard deviation`).toBeLessThan(1.05);
-    }
-    if (expert === "swiglu") expect(sameBits(wa.wGateProj!, wa.wUp!)).toBe(false);
-    else expect(wa.b1!.every((v) => v === 0) && wa.b2!.every((v) => v === 0)).toBe(true);
-    expect(wa.wGate!.every((v) => v === 0)).toBe(true);
-    // a given tensor wins over init
-    const w2 = new Rng(5).normals(6 * 40 * 24);
-    if (expert !== "swiglu") {
-      const d = await make(11, { w2 });
-      const wd = await d.getWeights();
-      expect(sameBits(wd.w2!, w2) && sameBits(wd.w1!, wa.w1!)).toBe(true);
-      d.dispose();
-    }
-    for (const layer of [a, b, c]) layer.dispose();
-  });
+  it.each(["relu", "gelu", "swiglu"] as const)(
+    "%s: init { seed } draws the missing expert weights: N(0, 1/d) up, N(0, 1/h) down, zero biases",
+    async (expert) => {
+      const make = (seed: number, weights?: MoEWeights) => createMoE({ ...base, expert, init: { seed }, weights });
+      const [a, b, c] = await Promise.all([make(11), make(11), make(12)]);
+      const [wa, wb, wc] = await Promise.all([a.getWeights(), b.getWeights(), c.getWeights()]);
+      const up: Array<keyof MoEWeights> = expert === "swiglu" ? ["wGateProj", "wUp"] : ["w1"];
+      const down: keyof MoEWeights = expert === "swiglu" ? "wDown" : "w2";
+      const std = (v: Float32Array) => Math.sqrt(v.reduce((s, t) => s + t * t, 0) / v.length);
+      for (const name of [...up, down]) {
+        expect(sameBits(wa[name]!, wb[name]!), `${name}: same seed, same weights`).toBe(true);
+        expect(sameBits(wa[name]!, wc[name]!), `${name}: another seed, other weights`).toBe(false);
+        const target = name === down ? Math.sqrt(1 / base.dHidden) : Math.sqrt(1 / base.dModel);
+        expect(std(wa[name]!) / target, `${name} standard deviation`).toBeGreaterThan(0.95);
+        expect(std(wa[name]!) / target, `${name} standard deviation`).toBeLessThan(1.05);
+      }
+      if (expert === "swiglu") expect(sameBits(wa.wGateProj!, wa.wUp!)).toBe(false);
+      else expect(wa.b1!.every((v) => v === 0) && wa.b2!.every((v) => v === 0)).toBe(true);
+      expect(wa.wGate!.every((v) => v === 0)).toBe(true);
+      // a given tensor wins over init
+      const w2 = new Rng(5).normals(6 * 40 * 24);
+      if (expert !== "swiglu") {
+        const d = await make(11, { w2 });
+        const wd = await d.getWeights();
+        expect(sameBits(wd.w2!, w2) && sameBits(wd.w1!, wa.w1!)).toBe(true);
+        d.dispose();
+      }
+      for (const layer of [a, b, c]) layer.dispose();
+    },
+  );
 
   it("errors: expert weights missing without init; a bad init", async () => {
     await expectMoEError(() => createMoE({ ...base, expert: "relu" }), "MISSING_WEIGHT");
@@ -162,21 +165,24 @@ describe("step: the optimizers update the packed weights in place", () => {
     layer.dispose();
   });
 
-  it.each(SHAPES.map((s) => [label(s), s] as const))("%s: after steps, a layer rebuilt from getWeights computes the same bits (padding stayed zero)", async (_label, shape) => {
-    const { layer, dy, objective, x, noise } = await setup(shape, 41);
-    for (let t = 0; t < 4; t++) {
-      await objective();
-      await layer.backward(dy, { weights: false });
-      await layer.step({ lr: 0.05, optimizer: t % 2 ? "sgd" : "adam" });
-    }
-    const rebuilt = await createMoE(configOf(shape, await layer.getWeights()));
-    for (const options of [{}, { train: true, noise }]) {
-      const [a, b] = [await layer.forward(x, options), await rebuilt.forward(x, options)];
-      expect(sameBits(a.y, b.y) && sameBits(a.topkIndices, b.topkIndices) && sameBits(a.topkGates, b.topkGates)).toBe(true);
-    }
-    layer.dispose();
-    rebuilt.dispose();
-  });
+  it.each(SHAPES.map((s) => [label(s), s] as const))(
+    "%s: after steps, a layer rebuilt from getWeights computes the same bits (padding stayed zero)",
+    async (_label, shape) => {
+      const { layer, dy, objective, x, noise } = await setup(shape, 41);
+      for (let t = 0; t < 4; t++) {
+        await objective();
+        await layer.backward(dy, { weights: false });
+        await layer.step({ lr: 0.05, optimizer: t % 2 ? "sgd" : "adam" });
+      }
+      const rebuilt = await createMoE(configOf(shape, await layer.getWeights()));
+      for (const options of [{}, { train: true, noise }]) {
+        const [a, b] = [await layer.forward(x, options), await rebuilt.forward(x, options)];
+        expect(sameBits(a.y, b.y) && sameBits(a.topkIndices, b.topkIndices) && sameBits(a.topkGates, b.topkGates)).toBe(true);
+      }
+      layer.dispose();
+      rebuilt.dispose();
+    },
+  );
 
   it("errors: NO_GRADIENTS before a backward; INVALID_CONFIG for bad options; DISPOSED", async () => {
     const { layer, dy, objective } = await setup(SHAPES[0], 51);
@@ -184,8 +190,18 @@ describe("step: the optimizers update the packed weights in place", () => {
     await objective();
     await layer.backward(dy);
     const before = await layer.getWeights();
-    for (const bad of [{ lr: 0 }, { lr: -1 }, { lr: Number.NaN }, { lr: "0.1" }, {}, { lr: 0.1, optimizer: "rmsprop" },
-      { lr: 0.1, optimizer: "adam", beta1: 1 }, { lr: 0.1, optimizer: "adam", beta2: -0.1 }, { lr: 0.1, optimizer: "adam", eps: 0 }, null]) {
+    for (const bad of [
+      { lr: 0 },
+      { lr: -1 },
+      { lr: Number.NaN },
+      { lr: "0.1" },
+      {},
+      { lr: 0.1, optimizer: "rmsprop" },
+      { lr: 0.1, optimizer: "adam", beta1: 1 },
+      { lr: 0.1, optimizer: "adam", beta2: -0.1 },
+      { lr: 0.1, optimizer: "adam", eps: 0 },
+      null,
+    ]) {
       await expectMoEError(() => layer.step(bad as never), "INVALID_CONFIG");
     }
     expect(await layer.getWeights()).toEqual(before);

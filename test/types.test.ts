@@ -121,7 +121,9 @@ describe("a consumer with skipLibCheck: false, types: [] and no @webgpu/types", 
   it("`using` a layer type-checks where the consumer's library has Symbol.dispose (ESNext.Disposable)", async () => {
     const dir = join(consumer.dir, "disposable");
     await mkdir(dir, { recursive: true });
-    await writeFile(join(dir, "main.ts"), `
+    await writeFile(
+      join(dir, "main.ts"),
+      `
 import { createMoE, loadMoE, type MoELocalLayer } from "edge-moe";
 export async function run(): Promise<number> {
   using layer = await createMoE({ dModel: 4, dHidden: 8, numExperts: 4, k: 2, expert: "relu", init: { seed: 1 } });
@@ -129,7 +131,8 @@ export async function run(): Promise<number> {
   typed[Symbol.dispose]();
   return (await layer.forward(new Float32Array(4))).y.length + (typeof loadMoE === "function" ? 1 : 0);
 }
-`);
+`,
+    );
     const options = { ...COMPILER_OPTIONS, lib: ["ES2022", "DOM", "ESNext.Disposable"], module: "NodeNext", moduleResolution: "NodeNext" };
     await writeFile(join(dir, "tsconfig.json"), JSON.stringify({ compilerOptions: options, files: ["main.ts"] }));
     const result = await runCommand(tsc, ["-p", "tsconfig.json"], { cwd: dir, timeoutMs: 90_000 });

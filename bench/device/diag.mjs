@@ -31,7 +31,8 @@ for (const c of CASES) {
   const full = await createMoE({ ...config(h), backend: "gpu" });
   const tiny = await createMoE({ ...config(4), backend: "gpu" });
   const row = {
-    case: `${c.expert} d${d} h${h} n${n} k${k}`, batch: BATCH,
+    case: `${c.expert} d${d} h${h} n${n} k${k}`,
+    batch: BATCH,
     gpuFull: await median(() => full.forward(x)),
     gpuTinyExperts: await median(() => tiny.forward(x)),
     cpuTinyExperts: await median(() => tiny.forwardSync(x)),
@@ -52,7 +53,10 @@ for (const c of CASES) {
     const name = `${f.functionName || "(anon)"} ${f.url.split("/").pop()}:${f.lineNumber}`;
     byName.set(name, (byName.get(name) ?? 0) + (self.get(node.id) ?? 0));
   }
-  row.profileTopMsPerCall = [...byName].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([name, us]) => [name, +(us / 1000 / 10).toFixed(3)]);
+  row.profileTopMsPerCall = [...byName]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 12)
+    .map(([name, us]) => [name, +(us / 1000 / 10).toFixed(3)]);
   full.dispose();
   tiny.dispose();
   report.push(row);

@@ -43,8 +43,12 @@ for (const [i, v] of VARIANTS.entries()) {
         const x = makeInput(batch, d);
         const first = await layer.forward(x);
         const cpu = layer.forwardSync(x);
-        let diff = 0, ref = 0;
-        for (let j = 0; j < cpu.y.length; j++) { diff = Math.max(diff, Math.abs(first.y[j] - cpu.y[j])); ref = Math.max(ref, Math.abs(cpu.y[j])); }
+        let diff = 0,
+          ref = 0;
+        for (let j = 0; j < cpu.y.length; j++) {
+          diff = Math.max(diff, Math.abs(first.y[j] - cpu.y[j]));
+          ref = Math.max(ref, Math.abs(cpu.y[j]));
+        }
         const times = [];
         for (let r = 0; r < 9; r++) {
           const t0 = performance.now();
@@ -53,7 +57,15 @@ for (const [i, v] of VARIANTS.entries()) {
         }
         times.sort((a, b) => a - b);
         const flops = 2 * batch * d * n + batch * k * (c.expert === "swiglu" ? 6 : 4) * d * h;
-        const row = { variant: v, case: `${c.expert} d${d} h${h} n${n} k${k}`, batch, ms: times[4], tflops: flops / times[4] / 1e9, relErr: diff / ref, backend: first.backend };
+        const row = {
+          variant: v,
+          case: `${c.expert} d${d} h${h} n${n} k${k}`,
+          batch,
+          ms: times[4],
+          tflops: flops / times[4] / 1e9,
+          relErr: diff / ref,
+          backend: first.backend,
+        };
         results.push(row);
         console.log(JSON.stringify(row));
       }

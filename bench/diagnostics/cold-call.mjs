@@ -15,20 +15,24 @@ import { createMoE } from "../../dist/index.js";
 import { EXPERTS, SHAPES, expertBytes, makeInput, makeWeights } from "../cases.mjs";
 
 const root = new URL("../../", import.meta.url).pathname;
-const args = Object.fromEntries(process.argv.slice(2).map((a) => {
-  const [k, v] = a.replace(/^--/, "").split("=");
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  process.argv.slice(2).map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? true];
+  }),
+);
 const SAMPLES = Number(args.samples ?? 60);
 const BATCH = Number(args.batch ?? 1);
 const BUILD = String(args.build ?? "simd");
 const THREADS = Number(args.threads ?? 1);
-const cases = String(args.cases ?? "relu-256,relu-512,relu-1024").split(",").map((name) => {
-  const [expert, d] = name.split("-");
-  const shape = SHAPES.find((s) => s.d === Number(d));
-  if (!shape || !EXPERTS.includes(expert)) throw new Error(`unknown case ${name} (relu-512, swiglu-256, …)`);
-  return { name, expert, shape };
-});
+const cases = String(args.cases ?? "relu-256,relu-512,relu-1024")
+  .split(",")
+  .map((name) => {
+    const [expert, d] = name.split("-");
+    const shape = SHAPES.find((s) => s.d === Number(d));
+    if (!shape || !EXPERTS.includes(expert)) throw new Error(`unknown case ${name} (relu-512, swiglu-256, …)`);
+    return { name, expert, shape };
+  });
 
 // the suite's cache flush (bench/suite.mjs makeEvictor)
 const probe = new WebAssembly.Instance(new WebAssembly.Module(readFileSync(`${root}build/bench/machine-simd.wasm`)), {}).exports;
@@ -45,19 +49,34 @@ const quantiles = (xs) => {
 const us = (q) => q.map((v) => v.toFixed(0)).join(" / ");
 
 console.log(`B = ${BATCH}, ${BUILD} ${THREADS}T, ${SAMPLES} samples; µs per call, 10th / 50th / 90th percentile`);
-console.log("| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) | engine alone, cold | its gating alone, cold | timer alone, cold |");
+console.log(
+  "| case | h | weights read | cold | warm | cold − warm | weight rate cold (median) | engine alone, cold | its gating alone, cold | timer alone, cold |",
+);
 console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const { name, expert, shape } of cases) {
   for (const h of [8, shape.h]) {
     const s = { ...shape, h };
-    const layer = await createMoE({ dModel: s.d, dHidden: h, numExperts: s.n, k: s.k, expert, weights: makeWeights(s, expert), wasmBuild: BUILD, threads: THREADS });
+    const layer = await createMoE({
+      dModel: s.d,
+      dHidden: h,
+      numExperts: s.n,
+      k: s.k,
+      expert,
+      weights: makeWeights(s, expert),
+      wasmBuild: BUILD,
+      threads: THREADS,
+    });
     const x = makeInput(BATCH, s.d);
     const out = { y: new Float32Array(BATCH * s.d), topkIndices: new Int32Array(BATCH * s.k) };
     const touched = new Set(layer.forwardSync(x).topkIndices).size;
     for (let i = 0; i < 20; i++) layer.forwardSync(x, { out });
     const engine = layer.engine;
     const seed = { key: 1, stream: 0 };
-    const cold = [], warm = [], bare = [], gating = [], timer = [];
+    const cold = [],
+      warm = [],
+      bare = [],
+      gating = [],
+      timer = [];
     const time = (into, fn) => {
       const t0 = performance.now();
       fn();
@@ -70,7 +89,10 @@ for (const { name, expert, shape } of cases) {
       time(cold, forward);
       time(warm, forward); // right after the cold call
       flush();
-      time(bare, () => { gate(); engine.runExperts(BATCH); });
+      time(bare, () => {
+        gate();
+        engine.runExperts(BATCH);
+      });
       flush();
       time(gating, gate);
       flush();
@@ -78,7 +100,10 @@ for (const { name, expert, shape } of cases) {
     }
     layer.dispose();
     const bytes = touched * expertBytes(s, expert) + 4 * s.d * s.n;
-    const c = quantiles(cold), w = quantiles(warm);
-    console.log(`| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s | ${us(quantiles(bare))} | ${us(quantiles(gating))} | ${us(quantiles(timer))} |`);
+    const c = quantiles(cold),
+      w = quantiles(warm);
+    console.log(
+      `| ${name} | ${h} | ${(bytes / 2 ** 20).toFixed(2)} MiB | ${us(c)} | ${us(w)} | ${(c[1] - w[1]).toFixed(0)} | ${(bytes / c[1] / 1e3).toFixed(1)} GB/s | ${us(quantiles(bare))} | ${us(quantiles(gating))} | ${us(quantiles(timer))} |`,
+    );
   }
 }

@@ -7,7 +7,39 @@
 // flight, each holding that call's x, gating state, plan, expert activations and y. A call that
 // runs while another one's arena is held (a GPU call awaiting its readback, the last training
 // forward kept for backward) gets an arena of its own, so calls never share buffers.
-import { CTL_DTYPE, CTL_B1, CTL_B2, CTL_BATCH, CTL_D, CTL_EXPERT_OFFSETS, CTL_GATHERED, CTL_GATE_W, CTL_H, CTL_K, CTL_KIND, CTL_LDL, CTL_LOGITS, CTL_N, CTL_OUT, CTL_PAIR_OF, CTL_PANELS, CTL_POS_OF, CTL_PRE, CTL_ACT, CTL_SLOTS, CTL_TOPK_GATES, CTL_W1, CTL_W2, CTL_X, CTL_Y, ALIGN_BYTES, PANEL, CTL_QA, CTL_QA_SCALES, DTYPE_W8A8 } from "../abi.ts";
+import {
+  CTL_DTYPE,
+  CTL_B1,
+  CTL_B2,
+  CTL_BATCH,
+  CTL_D,
+  CTL_EXPERT_OFFSETS,
+  CTL_GATHERED,
+  CTL_GATE_W,
+  CTL_H,
+  CTL_K,
+  CTL_KIND,
+  CTL_LDL,
+  CTL_LOGITS,
+  CTL_N,
+  CTL_OUT,
+  CTL_PAIR_OF,
+  CTL_PANELS,
+  CTL_POS_OF,
+  CTL_PRE,
+  CTL_ACT,
+  CTL_SLOTS,
+  CTL_TOPK_GATES,
+  CTL_W1,
+  CTL_W2,
+  CTL_X,
+  CTL_Y,
+  ALIGN_BYTES,
+  PANEL,
+  CTL_QA,
+  CTL_QA_SCALES,
+  DTYPE_W8A8,
+} from "../abi.ts";
 import { fail } from "../errors.ts";
 import { ExpertSliceSource, type LayerSpec } from "../config.ts";
 import { sliceOf, type ExpertBackend, type Plan } from "../plan.ts";
@@ -26,7 +58,11 @@ const STAGING_FLOATS = 1 << 20;
 const THREADED_GATING_MACS = 2 ** 17;
 
 /** Views of a whole wasm memory (engine.heap). */
-interface HeapViews { f32: Float32Array; i32: Int32Array; f64: Float64Array }
+interface HeapViews {
+  f32: Float32Array;
+  i32: Int32Array;
+  f64: Float64Array;
+}
 const heapViews = (memory: WebAssembly.Memory): HeapViews => {
   const buffer = memory.buffer;
   return { f32: new Float32Array(buffer), i32: new Int32Array(buffer), f64: new Float64Array(buffer) };
@@ -89,12 +125,24 @@ class ArenaPlan implements Plan {
     Object.freeze(this);
   }
 
-  get x(): Float32Array { return this.engine.f32(this.arena.at("x"), this.batch * this.dModel); }
-  get topkIndices(): Int32Array { return this.engine.i32(this.arena.at("topkIdx"), this.batch * this.k); }
-  get topkGates(): Float32Array { return this.engine.f32(this.arena.at("topkGates"), this.batch * this.k); }
-  get expertOffsets(): Int32Array { return this.engine.i32(this.arena.at("expertOffsets"), this.numExperts + 1); }
-  get pairOf(): Int32Array { return this.engine.i32(this.arena.at("pairOf"), this.batch * this.k); }
-  get posOf(): Int32Array { return this.engine.i32(this.arena.at("posOf"), this.batch * this.k); }
+  get x(): Float32Array {
+    return this.engine.f32(this.arena.at("x"), this.batch * this.dModel);
+  }
+  get topkIndices(): Int32Array {
+    return this.engine.i32(this.arena.at("topkIdx"), this.batch * this.k);
+  }
+  get topkGates(): Float32Array {
+    return this.engine.f32(this.arena.at("topkGates"), this.batch * this.k);
+  }
+  get expertOffsets(): Int32Array {
+    return this.engine.i32(this.arena.at("expertOffsets"), this.numExperts + 1);
+  }
+  get pairOf(): Int32Array {
+    return this.engine.i32(this.arena.at("pairOf"), this.batch * this.k);
+  }
+  get posOf(): Int32Array {
+    return this.engine.i32(this.arena.at("posOf"), this.batch * this.k);
+  }
 
   slice(first: number, rows: number): Plan {
     return sliceOf(this.x, this.topkIndices, this.topkGates, this.k, this.numExperts, first, rows);
@@ -177,7 +225,10 @@ export class CpuEngine {
       try {
         memory.grow(Math.ceil((end - have) / PAGE));
       } catch {
-        fail("INVALID_CONFIG", `the layer needs ${Math.ceil(end / 2 ** 20)} MiB of wasm memory, more than this host allows (4 GiB at most); use a smaller batch or a smaller layer`);
+        fail(
+          "INVALID_CONFIG",
+          `the layer needs ${Math.ceil(end / 2 ** 20)} MiB of wasm memory, more than this host allows (4 GiB at most); use a smaller batch or a smaller layer`,
+        );
       }
       this.heap = heapViews(memory);
     }
@@ -278,7 +329,13 @@ export class CpuEngine {
     const stage = (name: keyof MoEWeights, from: number, length: number): void => {
       const src = weights.get(name)!;
       this.f32(staging, length).set(src.subarray(from, from + length));
-      check(name, length, (i) => from + i, src, (i) => from + i);
+      check(
+        name,
+        length,
+        (i) => from + i,
+        src,
+        (i) => from + i,
+      );
     };
 
     // Gating: [W_g | W_noise | shared gate] side by side as one [d, gateCols] matrix, one GEMM over x.
@@ -331,7 +388,13 @@ export class CpuEngine {
     const packBias = (name: keyof MoEWeights, e: number, length: number, dst: number, padded: number): void => {
       const [src, base] = sliceOfExpert(name, e, length);
       this.f32(staging, length).set(src);
-      check(name, length, (i) => base + i, src, (i) => i);
+      check(
+        name,
+        length,
+        (i) => base + i,
+        src,
+        (i) => i,
+      );
       this.f32(dst, padded).fill(0).set(this.f32(staging, length));
     };
     for (let e = 0; e < n; e++) {
@@ -375,8 +438,13 @@ export class CpuEngine {
       if (this.pool && batch * d * panels * PANEL >= THREADED_GATING_MACS) {
         // the same GEMM in row chunks across the threads (assembly/experts.ts gatingThread): same bits
         const c = this.pool.control;
-        c[CTL_D] = d; c[CTL_BATCH] = batch; c[CTL_X] = xPtr;
-        c[CTL_GATE_W] = this.weightPtr.gate; c[CTL_PANELS] = panels; c[CTL_LOGITS] = logits; c[CTL_LDL] = ldl;
+        c[CTL_D] = d;
+        c[CTL_BATCH] = batch;
+        c[CTL_X] = xPtr;
+        c[CTL_GATE_W] = this.weightPtr.gate;
+        c[CTL_PANELS] = panels;
+        c[CTL_LOGITS] = logits;
+        c[CTL_LDL] = ldl;
         this.pool.runGating();
       } else {
         K.gemmPanels(xPtr, d, batch, d, this.weightPtr.gate, panels, d, logits, ldl, 0);
@@ -400,15 +468,42 @@ export class CpuEngine {
         K.topkSoftmaxAll(s.h, batch, n, k, renorm, routing.scale, s.topkIdx, s.topkGates, s.topkScratch);
       } else {
         K.topkSigmoidGrouped(
-          s.h, batch, n, k, this.weightPtr.choiceBias, routing.nGroup, routing.topkGroup,
-          renorm, routing.renormEpsilon, routing.scale, s.topkIdx, s.topkGates, s.topkScratch,
+          s.h,
+          batch,
+          n,
+          k,
+          this.weightPtr.choiceBias,
+          routing.nGroup,
+          routing.topkGroup,
+          renorm,
+          routing.renormEpsilon,
+          routing.scale,
+          s.topkIdx,
+          s.topkGates,
+          s.topkScratch,
         );
       }
       if (train) {
         const probMode = noisy && k < n ? 1 : 0;
         K.balanceLosses(
-          probMode, batch, n, k, logits, ldl, s.std, s.h, s.topkIdx, s.topkGates, s.nextIdx,
-          this.spec.wImportance, this.spec.wLoad, s.importance, s.load, s.losses, 0, s.lossAcc,
+          probMode,
+          batch,
+          n,
+          k,
+          logits,
+          ldl,
+          s.std,
+          s.h,
+          s.topkIdx,
+          s.topkGates,
+          s.nextIdx,
+          this.spec.wImportance,
+          this.spec.wLoad,
+          s.importance,
+          s.load,
+          s.losses,
+          0,
+          s.lossAcc,
         );
       }
       if (slots > k) K.appendSharedSlots(s.topkIdx, s.topkGates, batch, k, slots - k, n, logits, ldl, sharedGateCol);
@@ -433,17 +528,35 @@ export class CpuEngine {
     if (this.pool) {
       // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
       const c = this.pool.control;
-      c[CTL_KIND] = this.kind; c[CTL_DTYPE] = dtype; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = n; c[CTL_K] = k; c[CTL_BATCH] = batch; c[CTL_X] = s.x;
-      c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
-      c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
-      c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre;
-      c[CTL_ACT] = s.act; c[CTL_OUT] = s.out; c[CTL_Y] = s.y;
-      c[CTL_QA] = s.qa; c[CTL_QA_SCALES] = s.qaScales;
+      c[CTL_KIND] = this.kind;
+      c[CTL_DTYPE] = dtype;
+      c[CTL_D] = d;
+      c[CTL_H] = h;
+      c[CTL_N] = n;
+      c[CTL_K] = k;
+      c[CTL_BATCH] = batch;
+      c[CTL_X] = s.x;
+      c[CTL_W1] = w.w1;
+      c[CTL_B1] = w.b1;
+      c[CTL_W2] = w.w2;
+      c[CTL_B2] = w.b2;
+      c[CTL_EXPERT_OFFSETS] = s.expertOffsets;
+      c[CTL_PAIR_OF] = s.pairOf;
+      c[CTL_POS_OF] = s.posOf;
+      c[CTL_TOPK_GATES] = s.topkGates;
+      c[CTL_GATHERED] = s.gathered;
+      c[CTL_PRE] = s.pre;
+      c[CTL_ACT] = s.act;
+      c[CTL_OUT] = s.out;
+      c[CTL_Y] = s.y;
+      c[CTL_QA] = s.qa;
+      c[CTL_QA_SCALES] = s.qaScales;
       this.pool.runExperts();
       return;
     }
     K.gatherRows(s.x, d, k, s.pairOf, 0, batch * k, s.gathered);
-    if (dtype === DTYPE_W8A8) K.expertsForwardW8A8(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out, s.qa, s.qaScales);
+    if (dtype === DTYPE_W8A8)
+      K.expertsForwardW8A8(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out, s.qa, s.qaScales);
     else if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);

@@ -1,7 +1,20 @@
 // Where everything lies in a layer's wasm memory: the packed weights (once per layer) and one call's
 // arena (once per batch capacity). Every offset the TypeScript side uses comes from here; the
 // kernels derive the same strides from d, h and PANEL (src/abi.ts).
-import { ALIGN_BYTES, DTYPE_BF16, DTYPE_F16, DTYPE_F32, DTYPE_INT4, DTYPE_INT8, DTYPE_W8A8, KIND_GELU, KIND_RELU, KIND_SWIGLU, PANEL, Q4_BLOCK } from "../abi.ts";
+import {
+  ALIGN_BYTES,
+  DTYPE_BF16,
+  DTYPE_F16,
+  DTYPE_F32,
+  DTYPE_INT4,
+  DTYPE_INT8,
+  DTYPE_W8A8,
+  KIND_GELU,
+  KIND_RELU,
+  KIND_SWIGLU,
+  PANEL,
+  Q4_BLOCK,
+} from "../abi.ts";
 import type { LayerSpec } from "../config.ts";
 import type { WeightDtype } from "../types.ts";
 
@@ -19,10 +32,15 @@ export const DTYPE_CODE = { f32: DTYPE_F32, f16: DTYPE_F16, bf16: DTYPE_BF16, in
  */
 export function panelBytesOf(dtype: WeightDtype, kPad: number): number {
   switch (dtype) {
-    case "f16": case "bf16": return 2 * PANEL * kPad;
-    case "int8": return PANEL * kPad + 4 * PANEL;
-    case "int4": return Math.ceil(kPad / Q4_BLOCK) * (Q4_BLOCK * PANEL / 2 + 4 * PANEL);
-    default: return 4 * PANEL * kPad;
+    case "f16":
+    case "bf16":
+      return 2 * PANEL * kPad;
+    case "int8":
+      return PANEL * kPad + 4 * PANEL;
+    case "int4":
+      return Math.ceil(kPad / Q4_BLOCK) * ((Q4_BLOCK * PANEL) / 2 + 4 * PANEL);
+    default:
+      return 4 * PANEL * kPad;
   }
 }
 
@@ -69,7 +87,10 @@ export interface PackedLayout {
 }
 
 export function packedLayout(
-  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared"> & { dtype?: WeightDtype; activations?: "f32" | "int8" },
+  spec: Pick<LayerSpec, "dModel" | "dHidden" | "numExperts" | "k" | "expert" | "noisyGating" | "routing" | "shared"> & {
+    dtype?: WeightDtype;
+    activations?: "f32" | "int8";
+  },
 ): PackedLayout {
   const { dModel: d, dHidden: h } = spec;
   const slices = spec.shared?.slices ?? 0;
@@ -100,10 +121,22 @@ export function packedLayout(
     choiceBias: spec.routing.choiceBias ? region(4 * spec.numExperts) : -1,
   };
   return {
-    hp, dp, hw, experts: n, slots: spec.k + slices, gateCols, ldl, sharedGateCol, dtype, dtypeCode: w8a8 ? DTYPE_W8A8 : DTYPE_CODE[dtype],
-    w1Bytes: (hw / PANEL) * panelBytes(d), w2Bytes: (dp / PANEL) * panelBytes(hp),
-    panelBytes: panelBytes(d), downPanelBytes: panelBytes(hp),
-    offsets, bytes: roundUp(at, ALIGN_BYTES),
+    hp,
+    dp,
+    hw,
+    experts: n,
+    slots: spec.k + slices,
+    gateCols,
+    ldl,
+    sharedGateCol,
+    dtype,
+    dtypeCode: w8a8 ? DTYPE_W8A8 : DTYPE_CODE[dtype],
+    w1Bytes: (hw / PANEL) * panelBytes(d),
+    w2Bytes: (dp / PANEL) * panelBytes(hp),
+    panelBytes: panelBytes(d),
+    downPanelBytes: panelBytes(hp),
+    offsets,
+    bytes: roundUp(at, ALIGN_BYTES),
   };
 }
 
@@ -115,14 +148,33 @@ export function packedLayout(
 export interface ArenaLayout {
   capacity: number;
   x: number;
-  logits: number; noise: number; std: number; h: number;
-  topkIdx: number; topkGates: number; nextIdx: number; topkScratch: number;
-  importance: number; load: number; losses: number; lossAcc: number;
-  expertOffsets: number; pairOf: number; posOf: number;
-  gathered: number; pre: number; act: number; out: number; y: number;
+  logits: number;
+  noise: number;
+  std: number;
+  h: number;
+  topkIdx: number;
+  topkGates: number;
+  nextIdx: number;
+  topkScratch: number;
+  importance: number;
+  load: number;
+  losses: number;
+  lossAcc: number;
+  expertOffsets: number;
+  pairOf: number;
+  posOf: number;
+  gathered: number;
+  pre: number;
+  act: number;
+  out: number;
+  y: number;
   /** W8A8: the expert GEMMs' quantized A rows (bytes) and their f32 scales; empty otherwise. */
-  qa: number; qaScales: number;
-  dy: number; dx: number; dLogits: number; dGates: number;
+  qa: number;
+  qaScales: number;
+  dy: number;
+  dx: number;
+  dLogits: number;
+  dGates: number;
   bytes: number;
 }
 
@@ -140,15 +192,32 @@ export function arenaLayout(spec: Pick<LayerSpec, "dModel" | "numExperts" | "k">
   const layout: ArenaLayout = {
     capacity,
     x: f(capacity * d),
-    logits: f(capacity * packed.ldl), noise: f(roundUp(capacity * n, 4)), std: f(capacity * n), h: f(capacity * n),
-    topkIdx: f(pairs), topkGates: f(pairs), nextIdx: f(capacity), topkScratch: f(5 * n + 2 * (k + 2) + PANEL),
-    importance: f(n), load: f(n), losses: bytes(16), lossAcc: bytes(16 * n),
-    expertOffsets: f(experts + 1), pairOf: f(pairs), posOf: f(pairs),
-    gathered: f(pairs * d), pre: f(pairs * packed.hw), act: f(pairs * packed.hp), out: f(pairs * packed.dp),
+    logits: f(capacity * packed.ldl),
+    noise: f(roundUp(capacity * n, 4)),
+    std: f(capacity * n),
+    h: f(capacity * n),
+    topkIdx: f(pairs),
+    topkGates: f(pairs),
+    nextIdx: f(capacity),
+    topkScratch: f(5 * n + 2 * (k + 2) + PANEL),
+    importance: f(n),
+    load: f(n),
+    losses: bytes(16),
+    lossAcc: bytes(16 * n),
+    expertOffsets: f(experts + 1),
+    pairOf: f(pairs),
+    posOf: f(pairs),
+    gathered: f(pairs * d),
+    pre: f(pairs * packed.hw),
+    act: f(pairs * packed.hp),
+    out: f(pairs * packed.dp),
     y: f(capacity * d),
     qa: bytes(packed.dtypeCode === DTYPE_W8A8 ? pairs * roundUp(Math.max(d, packed.hp), 16) : 0),
     qaScales: f(packed.dtypeCode === DTYPE_W8A8 ? pairs : 0),
-    dy: f(capacity * d), dx: f(capacity * d), dLogits: f(capacity * packed.ldl), dGates: f(pairs),
+    dy: f(capacity * d),
+    dx: f(capacity * d),
+    dLogits: f(capacity * packed.ldl),
+    dGates: f(pairs),
     bytes: 0,
   };
   layout.bytes = roundUp(at, ALIGN_BYTES);

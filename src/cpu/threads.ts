@@ -13,7 +13,20 @@
 // (FinalizationRegistry, see ThreadPool).
 import { MoEError } from "../errors.ts";
 import type { KernelExports } from "./wasm.ts";
-import { CTL_CALLER_MAY_BLOCK, CTL_FAILED, CTL_GENERATION, CTL_JOB, CTL_RUN, CTL_SLOTS, CTL_THREADS, JOB_BACKWARD, JOB_EXIT, JOB_EXPERTS, JOB_GATING, JOB_STEP } from "../abi.ts";
+import {
+  CTL_CALLER_MAY_BLOCK,
+  CTL_FAILED,
+  CTL_GENERATION,
+  CTL_JOB,
+  CTL_RUN,
+  CTL_SLOTS,
+  CTL_THREADS,
+  JOB_BACKWARD,
+  JOB_EXIT,
+  JOB_EXPERTS,
+  JOB_GATING,
+  JOB_STEP,
+} from "../abi.ts";
 
 /** What a worker is told at start. */
 interface WorkerStart {
@@ -230,23 +243,29 @@ export class ThreadPool {
       for (let t = 1; t < threads; t++) {
         const worker = await spawnWorker();
         workers.push(worker);
-        ready.push(new Promise<void>((resolve, reject) => {
-          worker.onMessage((m) => {
-            if (m.ready) resolve();
-            else if (m.error) reject(new Error(m.error));
-          });
-        }));
+        ready.push(
+          new Promise<void>((resolve, reject) => {
+            worker.onMessage((m) => {
+              if (m.ready) resolve();
+              else if (m.error) reject(new Error(m.error));
+            });
+          }),
+        );
         worker.post({ module, memory: kernels.memory, ctl, thread: t });
       }
       await Promise.all(ready);
     } catch (error) {
       for (const w of workers) w.terminate();
-      throw new MoEError("WASM_LOAD", `could not start ${threads - 1} kernel worker(s) (${(error as Error)?.message ?? error}); use threads: 1`, { cause: error });
+      throw new MoEError("WASM_LOAD", `could not start ${threads - 1} kernel worker(s) (${(error as Error)?.message ?? error}); use threads: 1`, {
+        cause: error,
+      });
     }
     const pool = new ThreadPool(kernels, ctl, workers);
     const line = pool.line;
     for (const w of workers) {
-      w.onMessage((m) => { if (m.error) line.error = m.error; });
+      w.onMessage((m) => {
+        if (m.error) line.error = m.error;
+      });
       w.unref(); // started: from now on they do not keep the process alive
     }
     abandoned?.register(pool, line, line);

@@ -19,35 +19,104 @@ export interface KernelExports {
   firstNonFinite(p: number, len: number): number;
   normalNoise(dst: number, count: number, first: number, stream: number, seedLo: number, seedHi: number): void;
   topkSoftmax(h: number, b: number, n: number, k: number, topkIdx: number, topkGates: number, nextIdx: number, scratch: number): void;
-  topkSoftmaxAll(logits: number, b: number, n: number, k: number, renormalize: number, scale: number, topkIdx: number, topkGates: number, scratch: number): void;
+  topkSoftmaxAll(
+    logits: number,
+    b: number,
+    n: number,
+    k: number,
+    renormalize: number,
+    scale: number,
+    topkIdx: number,
+    topkGates: number,
+    scratch: number,
+  ): void;
   topkSigmoidGrouped(
-    logits: number, b: number, n: number, k: number, bias: number, nGroup: number, topkGroup: number,
-    renormalize: number, eps: number, scale: number, topkIdx: number, topkGates: number, scratch: number,
+    logits: number,
+    b: number,
+    n: number,
+    k: number,
+    bias: number,
+    nGroup: number,
+    topkGroup: number,
+    renormalize: number,
+    eps: number,
+    scale: number,
+    topkIdx: number,
+    topkGates: number,
+    scratch: number,
   ): void;
   appendSharedSlots(topkIdx: number, topkGates: number, b: number, k: number, m: number, n: number, logits: number, ldl: number, gateCol: number): void;
   balanceLosses(
-    probMode: number, b: number, n: number, k: number,
-    logits: number, ldl: number, std: number, h: number,
-    topkIdx: number, topkGates: number, nextIdx: number,
-    wImportance: number, wLoad: number,
-    importance: number, load: number, losses: number, loadProb: number, acc: number,
+    probMode: number,
+    b: number,
+    n: number,
+    k: number,
+    logits: number,
+    ldl: number,
+    std: number,
+    h: number,
+    topkIdx: number,
+    topkGates: number,
+    nextIdx: number,
+    wImportance: number,
+    wLoad: number,
+    importance: number,
+    load: number,
+    losses: number,
+    loadProb: number,
+    acc: number,
   ): void;
   buildPlan(topkIdx: number, b: number, k: number, n: number, expertOffsets: number, pairOf: number, posOf: number): void;
   gatherRows(x: number, d: number, k: number, pairOf: number, first: number, count: number, dst: number): void;
   expertsForward(
-    kind: number, d: number, h: number, eBegin: number, eEnd: number,
-    w1: number, b1: number, w2: number, b2: number,
-    expertOffsets: number, gathered: number, pre: number, act: number, out: number,
+    kind: number,
+    d: number,
+    h: number,
+    eBegin: number,
+    eEnd: number,
+    w1: number,
+    b1: number,
+    w2: number,
+    b2: number,
+    expertOffsets: number,
+    gathered: number,
+    pre: number,
+    act: number,
+    out: number,
   ): void;
   combine(out: number, d: number, b: number, k: number, posOf: number, topkGates: number, y: number): void;
   /** Quantized expert weights (assembly/quant.ts); dtype: layout.ts DTYPE_CODE. packPanelsQ: −1, or the index of a value out of the dtype's range. */
   packPanelsQ(dtype: number, src: number, k: number, n: number, ldSrc: number, dst: number, kPad: number, panelStep: number): number;
   unpackPanelsQ(dtype: number, src: number, k: number, n: number, dst: number, ldDst: number, kPad: number, panelStep: number): void;
-  gemmPanelsQ(dtype: number, a: number, lda: number, m: number, k: number, bp: number, panels: number, kPad: number, c: number, ldc: number, bias: number): void;
+  gemmPanelsQ(
+    dtype: number,
+    a: number,
+    lda: number,
+    m: number,
+    k: number,
+    bp: number,
+    panels: number,
+    kPad: number,
+    c: number,
+    ldc: number,
+    bias: number,
+  ): void;
   expertsForwardQ(
-    kind: number, dtype: number, d: number, h: number, eBegin: number, eEnd: number,
-    w1: number, b1: number, w2: number, b2: number,
-    expertOffsets: number, gathered: number, pre: number, act: number, out: number,
+    kind: number,
+    dtype: number,
+    d: number,
+    h: number,
+    eBegin: number,
+    eEnd: number,
+    w1: number,
+    b1: number,
+    w2: number,
+    b2: number,
+    expertOffsets: number,
+    gathered: number,
+    pre: number,
+    act: number,
+    out: number,
   ): void;
   /**
    * W8A8 (assembly/quant-dot.ts; packPanelsQ/unpackPanelsQ take its code DTYPE_W8A8 too): rows of
@@ -56,9 +125,22 @@ export interface KernelExports {
   quantizeRowsW8A8(a: number, lda: number, m: number, k: number, dst: number, ldq: number, scales: number): void;
   gemmW8A8(a: number, lda: number, sx: number, m: number, kPad: number, bp: number, panels: number, c: number, ldc: number, bias: number): void;
   expertsForwardW8A8(
-    kind: number, d: number, h: number, eBegin: number, eEnd: number,
-    w1: number, b1: number, w2: number, b2: number,
-    expertOffsets: number, gathered: number, pre: number, act: number, out: number, qa: number, qaScales: number,
+    kind: number,
+    d: number,
+    h: number,
+    eBegin: number,
+    eEnd: number,
+    w1: number,
+    b1: number,
+    w2: number,
+    b2: number,
+    expertOffsets: number,
+    gathered: number,
+    pre: number,
+    act: number,
+    out: number,
+    qa: number,
+    qaScales: number,
   ): void;
   /** Thread `thread`'s share of the expert pass described by the control block at ctl (src/cpu/threads.ts). */
   poolThread(ctl: number, thread: number): void;
@@ -79,10 +161,29 @@ export type WasmFeature = "simd" | "relaxed-simd" | "threads";
 function probeModule(body: number[]): Uint8Array {
   const code = [0x00, ...body, 0x0b]; // no locals, body, end
   return Uint8Array.of(
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
-    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: one type, () → ()
-    0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
-    0x0a, code.length + 2, 0x01, code.length, ...code, // code section: one body
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00, // "\0asm", version 1
+    0x01,
+    0x04,
+    0x01,
+    0x60,
+    0x00,
+    0x00, // type section: one type, () → ()
+    0x03,
+    0x02,
+    0x01,
+    0x00, // function section: one function of type 0
+    0x0a,
+    code.length + 2,
+    0x01,
+    code.length,
+    ...code, // code section: one body
   );
 }
 const V128_ZERO = [0xfd, 0x0c, ...new Array<number>(16).fill(0)]; // v128.const 0
@@ -97,11 +198,43 @@ const FEATURE_PROBES: Record<WasmFeature, Uint8Array> = {
   // (0xfe 0x10) from it: what the threaded builds declare and use. (Whether the host can also make
   // shared memory and workers is threadsAvailable()'s question.)
   threads: Uint8Array.of(
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () → ()
-    0x03, 0x02, 0x01, 0x00, // function section
-    0x05, 0x04, 0x01, 0x03, 0x01, 0x01, // memory section: shared, min 1, max 1
-    0x0a, 0x0b, 0x01, 0x09, 0x00, 0x41, 0x00, 0xfe, 0x10, 0x02, 0x00, DROP, 0x0b, // i32.const 0; i32.atomic.load; drop
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
+    0x01,
+    0x04,
+    0x01,
+    0x60,
+    0x00,
+    0x00, // type section: () → ()
+    0x03,
+    0x02,
+    0x01,
+    0x00, // function section
+    0x05,
+    0x04,
+    0x01,
+    0x03,
+    0x01,
+    0x01, // memory section: shared, min 1, max 1
+    0x0a,
+    0x0b,
+    0x01,
+    0x09,
+    0x00,
+    0x41,
+    0x00,
+    0xfe,
+    0x10,
+    0x02,
+    0x00,
+    DROP,
+    0x0b, // i32.const 0; i32.atomic.load; drop
   ),
 };
 
@@ -131,7 +264,9 @@ export function hasWasmFeature(feature: WasmFeature): boolean {
   let known = featureCache.get(feature);
   if (known === undefined) {
     try {
-      known = typeof WebAssembly === "object" && WebAssembly.validate(FEATURE_PROBES[feature] as Uint8Array<ArrayBuffer>) &&
+      known =
+        typeof WebAssembly === "object" &&
+        WebAssembly.validate(FEATURE_PROBES[feature] as Uint8Array<ArrayBuffer>) &&
         (feature !== "threads" || threadsAvailable());
     } catch {
       known = false; // a host that refuses even to validate cannot run the build either
@@ -157,9 +292,13 @@ function chooseBuild(requested: WasmBuild | "auto", threads: number): (typeof WA
     const name = bestWasmBuild(threaded);
     const build = WASM_BUILDS.find((b) => b.name === name);
     if (!build && threaded && bestWasmBuild(false)) {
-      fail("WASM_LOAD", `threads: ${threads} needs SharedArrayBuffer, Atomics and workers (in browsers: a cross-origin isolated page, served with COOP/COEP headers); use threads: 1 here`);
+      fail(
+        "WASM_LOAD",
+        `threads: ${threads} needs SharedArrayBuffer, Atomics and workers (in browsers: a cross-origin isolated page, served with COOP/COEP headers); use threads: 1 here`,
+      );
     }
-    if (!build) fail("WASM_LOAD", "this host's WebAssembly has no SIMD, which every edge-moe build needs (Node 16.4+, Deno, Bun, Chrome 91+, Firefox 89+, Safari 16.4+)");
+    if (!build)
+      fail("WASM_LOAD", "this host's WebAssembly has no SIMD, which every edge-moe build needs (Node 16.4+, Deno, Bun, Chrome 91+, Firefox 89+, Safari 16.4+)");
     return build;
   }
   if (threaded && !requested.endsWith("-threads")) {
@@ -168,8 +307,12 @@ function chooseBuild(requested: WasmBuild | "auto", threads: number): (typeof WA
   const build = WASM_BUILDS.find((b) => b.name === requested)!;
   const missing = build.features.filter((f) => !hasWasmFeature(f));
   if (missing.length > 0) {
-    fail("WASM_LOAD", `wasmBuild "${requested}" needs WebAssembly ${missing.join(", ")}, which this host does not validate` +
-      (missing.includes("relaxed-simd") ? " (Node 20 needs --experimental-wasm-relaxed-simd)" : "") + '; use wasmBuild "auto"');
+    fail(
+      "WASM_LOAD",
+      `wasmBuild "${requested}" needs WebAssembly ${missing.join(", ")}, which this host does not validate` +
+        (missing.includes("relaxed-simd") ? " (Node 20 needs --experimental-wasm-relaxed-simd)" : "") +
+        '; use wasmBuild "auto"',
+    );
   }
   return build;
 }

@@ -23,7 +23,6 @@ import { COPY_DST, COPY_SRC, MAP_MODE_READ, MAP_READ_USAGE, MAX_DISPATCH, nextPo
 import { givenGpuDevice, sharedGpuDevice, type GpuDevice } from "./device.ts";
 import { pipelineFor, type TemplateValues } from "./shaders.ts";
 
-
 // Tile shape of the grouped GEMM (shaders/grouped_gemm.wgsl): TILE_M positions × TILE_N columns
 // per workgroup, THREAD_M × 4 outputs per invocation, so TILE_N/4 × TILE_M/THREAD_M ≤ 128
 // invocations (≤ 256, what every adapter allows) and ≤ 10 KiB of workgroup memory.
@@ -58,10 +57,15 @@ export interface Projection {
 /** 32-bit words per column of one half-slab of kRows rows in a dtype (shaders/grouped_gemm.wgsl). */
 function wordsPerColumn(dtype: WeightDtype, kRows: number): number {
   switch (dtype) {
-    case "f16": case "bf16": return kRows / 2;
-    case "int8": return kRows / 4 + 1;
-    case "int4": return kRows / 8 + kRows / Q4_BLOCK;
-    default: return kRows;
+    case "f16":
+    case "bf16":
+      return kRows / 2;
+    case "int8":
+      return kRows / 4 + 1;
+    case "int4":
+      return kRows / 8 + kRows / Q4_BLOCK;
+    default:
+      return kRows;
   }
 }
 
@@ -69,18 +73,40 @@ function wordsPerColumn(dtype: WeightDtype, kRows: number): number {
 const kRowsOf = (k: number, dtype: WeightDtype) => roundUp(k, dtype === "int4" ? Q4_BLOCK : TILE_K);
 
 /** Cuts a projection with `cols` output columns into slabs and buffers that fit `maxBytes`. */
-function planProjection(cols: number, kRows: number, halves: 1 | 2, bias: boolean, numExperts: number, maxBytes: number, dtype: WeightDtype): Omit<Projection, "shards"> & { slabsPerShard: number } {
+function planProjection(
+  cols: number,
+  kRows: number,
+  halves: 1 | 2,
+  bias: boolean,
+  numExperts: number,
+  maxBytes: number,
+  dtype: WeightDtype,
+): Omit<Projection, "shards"> & { slabsPerShard: number } {
   const tileN = tileWidth(cols);
   const words = halves * wordsPerColumn(dtype, kRows) + (bias ? 1 : 0);
   const maxSlabN = Math.floor(maxBytes / (4 * words) / tileN) * tileN;
   if (maxSlabN < tileN) {
-    throw new MoEError("GPU_ERROR", `one weight column block (${kRows} rows × ${tileN} columns, ${dtype}) exceeds this adapter's maxStorageBufferBindingSize (${maxBytes} bytes); use backend "cpu"`);
+    throw new MoEError(
+      "GPU_ERROR",
+      `one weight column block (${kRows} rows × ${tileN} columns, ${dtype}) exceeds this adapter's maxStorageBufferBindingSize (${maxBytes} bytes); use backend "cpu"`,
+    );
   }
   const slabsPerExpert = Math.ceil(roundUp(cols, tileN) / maxSlabN);
   const slabN = roundUp(Math.ceil(cols / slabsPerExpert), tileN);
   const slabFloats = words * slabN;
   const slabsPerShard = Math.min(numExperts * slabsPerExpert, Math.floor(maxBytes / (4 * slabFloats)));
-  return { kRows, halfWords: wordsPerColumn(dtype, kRows) * slabN, halves, bias, tileN, slabN, slabsPerExpert, slabFloats, width: slabsPerExpert * slabN, slabsPerShard };
+  return {
+    kRows,
+    halfWords: wordsPerColumn(dtype, kRows) * slabN,
+    halves,
+    bias,
+    tileN,
+    slabN,
+    slabsPerExpert,
+    slabFloats,
+    width: slabsPerExpert * slabN,
+    slabsPerShard,
+  };
 }
 
 /**
@@ -107,7 +133,10 @@ const isPacked = (weights: Map<keyof MoEWeights, Float32Array> | PackedExperts):
 /** Byte ranges of the per-call input buffer, for a capacity of `rows` rows. */
 interface InputLayout {
   rows: number;
-  x: number; pairOf: number; posOf: number; gates: number;
+  x: number;
+  pairOf: number;
+  posOf: number;
+  gates: number;
   /** Tile tables, one per weight buffer of each projection: byte offset and entries (header included). */
   upTiles: Array<{ offset: number; entries: number }>;
   downTiles: Array<{ offset: number; entries: number }>;
@@ -219,7 +248,14 @@ export class GpuExperts implements ExpertBackend {
       const up = allocate(upPlan);
       const down = allocate(downPlan);
       const gemm = (p: Projection, gather: boolean, activation: number): TemplateValues => ({
-        TILE_M, TILE_N: p.tileN, TILE_K, THREAD_M, GATHER: gather, ACTIVATION: activation, HAS_BIAS: p.bias, DTYPE: DTYPE_CODE[dtype],
+        TILE_M,
+        TILE_N: p.tileN,
+        TILE_K,
+        THREAD_M,
+        GATHER: gather,
+        ACTIVATION: activation,
+        HAS_BIAS: p.bias,
+        DTYPE: DTYPE_CODE[dtype],
       });
       const [upPipe, downPipe, combinePipe] = await Promise.all([
         pipelineFor(device, "grouped_gemm", gemm(up, true, KIND_CODE[expert])),
@@ -293,7 +329,12 @@ export class GpuExperts implements ExpertBackend {
     const u32 = new Uint32Array(heap);
     const swiglu = this.spec.expert === "swiglu";
     /** One matrix of one expert: its first panel, the stride between its panels, rows (real and padded). */
-    interface Source { base: number; step: number; rows: number; kPad: number }
+    interface Source {
+      base: number;
+      step: number;
+      rows: number;
+      kPad: number;
+    }
     const write = (p: Projection, halves: (e: number) => Source[], bias: { ptr: number; padded: number } | undefined, srcCols: number) => {
       const slab = new Uint32Array(p.slabFloats);
       const n = p.slabN;
@@ -315,9 +356,10 @@ export class GpuExperts implements ExpertBackend {
                 for (let r = 0; r < rows; r++) slab[at + r * (n / 4) + (c >> 2)] |= u8[panel + 8 * r + j] << (8 * (c & 3));
                 slab[at + p.kRows * (n / 4) + c] = u32[(panel + 8 * kPad + 4 * j) / 4];
               } else {
-                const blockBytes = Q4_BLOCK * PANEL / 2 + 4 * PANEL;
+                const blockBytes = (Q4_BLOCK * PANEL) / 2 + 4 * PANEL;
                 for (let o = 0; o < Math.ceil(rows / 8); o++) slab[at + o * n + c] = u32[(panel + (o >> 2) * blockBytes + 32 * (o & 3) + 4 * j) / 4];
-                for (let b = 0; b < Math.ceil(rows / Q4_BLOCK); b++) slab[at + (p.kRows / 8 + b) * n + c] = u32[(panel + b * blockBytes + Q4_BLOCK * PANEL / 2 + 4 * j) / 4];
+                for (let b = 0; b < Math.ceil(rows / Q4_BLOCK); b++)
+                  slab[at + (p.kRows / 8 + b) * n + c] = u32[(panel + b * blockBytes + (Q4_BLOCK * PANEL) / 2 + 4 * j) / 4];
               }
             }
           });
@@ -406,7 +448,11 @@ export class GpuExperts implements ExpertBackend {
         }),
       );
     this.call = {
-      layout, inputs, act, out, y,
+      layout,
+      inputs,
+      act,
+      out,
+      y,
       upGroups: gemmGroups(this.pipelines.up, this.up, layout.upTiles, range(layout.x, 4 * capacity * this.xStride), act, this.upShape),
       downGroups: gemmGroups(this.pipelines.down, this.down, layout.downTiles, { buffer: act }, out, this.downShape),
       combineGroup: this.device.createBindGroup({
@@ -596,7 +642,9 @@ export class GpuExperts implements ExpertBackend {
  * where "auto" gets the reason there is none.
  */
 export async function openGpuExperts(
-  spec: LayerSpec, weights: Map<keyof MoEWeights, Float32Array> | PackedExperts, given: unknown,
+  spec: LayerSpec,
+  weights: Map<keyof MoEWeights, Float32Array> | PackedExperts,
+  given: unknown,
 ): Promise<{ experts: GpuExperts } | { reason: string; error?: unknown }> {
   let gpu: GpuDevice | undefined;
   if (given !== undefined) {

@@ -3,8 +3,13 @@
 // ranged reads of just their bytes (neighbouring tensors of one file in one read when the gap
 // between them is small), so one layer of a large checkpoint costs its own bytes.
 import {
-  decodeTensor, parseSafetensorsHeader, parseSafetensorsIndex, safetensorsHeaderLength,
-  type SafetensorsEntry, type SafetensorsHeader, type SafetensorsTensor,
+  decodeTensor,
+  parseSafetensorsHeader,
+  parseSafetensorsIndex,
+  safetensorsHeaderLength,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type SafetensorsTensor,
 } from "../safetensors.ts";
 import { loadError } from "./errors.ts";
 import { checkAborted, openSource, readWhole, type ByteSource, type FileValue, type LoadProgress, type SourceOptions } from "./sources.ts";
@@ -61,7 +66,8 @@ export async function openCheckpoint(files: Record<string, FileValue> | Map<stri
   const source = (file: string): ByteSource => {
     let s = sources.get(file);
     if (!s) {
-      if (!given.has(file)) throw loadError("MISSING_FILE", `the checkpoint needs ${file}, which is not in files (given: ${[...given.keys()].join(", ") || "none"})`);
+      if (!given.has(file))
+        throw loadError("MISSING_FILE", `the checkpoint needs ${file}, which is not in files (given: ${[...given.keys()].join(", ") || "none"})`);
       s = openSource(file, given.get(file)!, sourceOptions);
       sources.set(file, s);
     }

@@ -136,14 +136,22 @@ function place(layer: number | string, numbered: (i: number) => string, suffix: 
     if (!Number.isSafeInteger(layer) || layer < 0) throw loadError("INVALID_CONFIG", `layer must be a layer index ≥ 0 or a tensor-name prefix, got ${layer}`);
     return { prefix: numbered(layer), layer };
   }
-  if (typeof layer !== "string" || layer === "") throw loadError("INVALID_CONFIG", `layer must be a layer index ≥ 0 or a tensor-name prefix, got ${JSON.stringify(layer)}`);
+  if (typeof layer !== "string" || layer === "")
+    throw loadError("INVALID_CONFIG", `layer must be a layer index ≥ 0 or a tensor-name prefix, got ${JSON.stringify(layer)}`);
   const trimmed = layer.replace(/\.+$/, "");
   const prefix = trimmed.endsWith(`.${suffix}`) || trimmed === suffix ? trimmed : `${trimmed}.${suffix}`;
   const m = pattern.exec(prefix);
   return { prefix, layer: m ? Number(m[1]) : undefined };
 }
 
-const swigluExperts = (p: string, n: number, d: number, h: number, names: [string, string, string], expertPath = (j: number) => `${p}.experts.${j}`): PlannedTensor[] => {
+const swigluExperts = (
+  p: string,
+  n: number,
+  d: number,
+  h: number,
+  names: [string, string, string],
+  expertPath = (j: number) => `${p}.experts.${j}`,
+): PlannedTensor[] => {
   const out: PlannedTensor[] = [];
   for (let j = 0; j < n; j++) {
     const e = expertPath(j);
@@ -181,13 +189,24 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
       // softmax over all experts in float32, top-k, divided by the top-k sum) and MixtralBlockSparseTop2MLP
       // (w2(act(w1 x) · w3 x)). Every decoder layer is sparse.
       silu(config);
-      const d = int(config, "hidden_size"), h = int(config, "intermediate_size");
-      const n = int(config, "num_local_experts"), k = int(config, "num_experts_per_tok");
+      const d = int(config, "hidden_size"),
+        h = int(config, "intermediate_size");
+      const n = int(config, "num_local_experts"),
+        k = int(config, "num_experts_per_tok");
       const { prefix: p, layer: i } = place(layer, (l) => `model.layers.${l}.block_sparse_moe`, "block_sparse_moe", /layers\.(\d+)\./);
       return finish({
-        family, prefix: p, layer: i, dModel: d, dHidden: h, numExperts: n, k, expert: "swiglu", routing: softmax(true),
+        family,
+        prefix: p,
+        layer: i,
+        dModel: d,
+        dHidden: h,
+        numExperts: n,
+        k,
+        expert: "swiglu",
+        routing: softmax(true),
         tensors: [{ name: `${p}.gate.weight`, role: "router", shape: [n, d], transpose: true }, ...swigluExperts(p, n, d, h, ["w1", "w3", "w2"])],
-        denseProbe: [], notes: [],
+        denseProbe: [],
+        notes: [],
       });
     }
     case "qwen2_moe":
@@ -205,7 +224,8 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
       silu(config);
       const d = int(config, "hidden_size");
       const h = family === "olmoe" ? int(config, "intermediate_size") : int(config, "moe_intermediate_size");
-      const n = int(config, "num_experts", undefined, 0), k = int(config, "num_experts_per_tok");
+      const n = int(config, "num_experts", undefined, 0),
+        k = int(config, "num_experts_per_tok");
       const { prefix: p, layer: i } = place(layer, (l) => `model.layers.${l}.mlp`, "mlp", /layers\.(\d+)\./);
       if (family !== "olmoe" && i !== undefined) {
         const only = config.mlp_only_layers ?? [];
@@ -216,16 +236,35 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
         if ((i + 1) % step !== 0) dense(family, i, `(layer + 1) % decoder_sparse_step = ${(i + 1) % step}, not 0`);
       }
       if (n === 0) configError("num_experts must be ≥ 1");
-      const tensors: PlannedTensor[] = [{ name: `${p}.gate.weight`, role: "router", shape: [n, d], transpose: true }, ...swigluExperts(p, n, d, h, ["gate_proj", "up_proj", "down_proj"])];
+      const tensors: PlannedTensor[] = [
+        { name: `${p}.gate.weight`, role: "router", shape: [n, d], transpose: true },
+        ...swigluExperts(p, n, d, h, ["gate_proj", "up_proj", "down_proj"]),
+      ];
       let shared: FamilyDescription["shared"];
       if (family === "qwen2_moe") {
         const hs = int(config, "shared_expert_intermediate_size");
         shared = { dHidden: hs, gated: true };
-        tensors.push(...sharedMlp(`${p}.shared_expert`, d, hs), { name: `${p}.shared_expert_gate.weight`, role: "sharedExpertGate", shape: [1, d], transpose: false });
+        tensors.push(...sharedMlp(`${p}.shared_expert`, d, hs), {
+          name: `${p}.shared_expert_gate.weight`,
+          role: "sharedExpertGate",
+          shape: [1, d],
+          transpose: false,
+        });
       }
       return finish({
-        family, prefix: p, layer: i, dModel: d, dHidden: h, numExperts: n, k, expert: "swiglu", routing: softmax(bool(config, "norm_topk_prob", false)),
-        shared, tensors, denseProbe: [`${p}.gate_proj.weight`], notes: [],
+        family,
+        prefix: p,
+        layer: i,
+        dModel: d,
+        dHidden: h,
+        numExperts: n,
+        k,
+        expert: "swiglu",
+        routing: softmax(bool(config, "norm_topk_prob", false)),
+        shared,
+        tensors,
+        denseProbe: [`${p}.gate_proj.weight`],
+        notes: [],
       });
     }
     case "deepseek_v3": {
@@ -237,9 +276,12 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
       // experts: one MLP of width moe_intermediate_size · n_shared_experts, added ungated),
       // DeepseekV3DecoderLayer.__init__ (layers < first_k_dense_replace are dense).
       silu(config);
-      const d = int(config, "hidden_size"), h = int(config, "moe_intermediate_size");
-      const n = int(config, "n_routed_experts"), k = int(config, "num_experts_per_tok");
-      const nGroup = int(config, "n_group", 1), topkGroup = int(config, "topk_group", 1);
+      const d = int(config, "hidden_size"),
+        h = int(config, "moe_intermediate_size");
+      const n = int(config, "n_routed_experts"),
+        k = int(config, "num_experts_per_tok");
+      const nGroup = int(config, "n_group", 1),
+        topkGroup = int(config, "topk_group", 1);
       const nShared = int(config, "n_shared_experts", 0, 0);
       const firstDense = int(config, "first_k_dense_replace", 0, 0);
       if (n % nGroup !== 0) configError(`n_routed_experts (${n}) must be a multiple of n_group (${nGroup})`);
@@ -259,12 +301,25 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
         tensors.push(...sharedMlp(`${p}.shared_experts`, d, h * nShared));
       }
       return finish({
-        family, prefix: p, layer: i, dModel: d, dHidden: h, numExperts: n, k, expert: "swiglu",
+        family,
+        prefix: p,
+        layer: i,
+        dModel: d,
+        dHidden: h,
+        numExperts: n,
+        k,
+        expert: "swiglu",
         routing: {
-          score: "sigmoid", renormalize: bool(config, "norm_topk_prob", true), renormEpsilon: 1e-20,
-          scale: num(config, "routed_scaling_factor", 1), groups: { nGroup, topkGroup },
+          score: "sigmoid",
+          renormalize: bool(config, "norm_topk_prob", true),
+          renormEpsilon: 1e-20,
+          scale: num(config, "routed_scaling_factor", 1),
+          groups: { nGroup, topkGroup },
         },
-        shared, tensors, denseProbe: [`${p}.gate_proj.weight`], notes: [],
+        shared,
+        tensors,
+        denseProbe: [`${p}.gate_proj.weight`],
+        notes: [],
       });
     }
     case "switch_transformers": {
@@ -276,11 +331,11 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
       // sparse_step == 1). Encoder blocks by default; "decoder.block.N" for the decoder.
       const act = config.dense_act_fn ?? "relu";
       if (act !== "relu") configError(`dense_act_fn is ${JSON.stringify(act)}; edge-moe loads switch_transformers experts with relu`);
-      const d = int(config, "d_model"), h = int(config, "d_ff"), n = int(config, "num_experts");
+      const d = int(config, "d_model"),
+        h = int(config, "d_ff"),
+        n = int(config, "num_experts");
       const decoder = typeof layer === "string" && layer.startsWith("decoder.");
-      const { prefix: p, layer: i } = place(
-        layer, (l) => `encoder.block.${l}.layer.1.mlp`, decoder ? "layer.2.mlp" : "layer.1.mlp", /block\.(\d+)\./,
-      );
+      const { prefix: p, layer: i } = place(layer, (l) => `encoder.block.${l}.layer.1.mlp`, decoder ? "layer.2.mlp" : "layer.1.mlp", /block\.(\d+)\./);
       const step = decoder ? int(config, "decoder_sparse_step", 1, 0) : int(config, "encoder_sparse_step", 1, 0);
       if (i !== undefined && !(step > 0 && (i % step === 1 || step === 1))) {
         dense(family, i, step > 0 ? `block ${i} % ${decoder ? "decoder" : "encoder"}_sparse_step ${step} is not 1` : "the sparse step is 0");
@@ -293,18 +348,24 @@ export function describeFamily(configJson: unknown, layer: number | string): Fam
         );
       }
       return finish({
-        family, prefix: p, layer: i, dModel: d, dHidden: h, numExperts: n, k: 1, expert: "relu", routing: softmax(false),
-        tensors, denseProbe: [`${p}.wi.weight`],
+        family,
+        prefix: p,
+        layer: i,
+        dModel: d,
+        dHidden: h,
+        numExperts: n,
+        k: 1,
+        expert: "relu",
+        routing: softmax(false),
+        tensors,
+        denseProbe: [`${p}.wi.weight`],
         notes: [
           `expert_capacity (${String(config.expert_capacity ?? "unset")}) is ignored: every token goes to its expert (no token dropping), as at inference with enough capacity`,
         ],
       });
     }
     default:
-      throw loadError(
-        "UNKNOWN_MODEL_TYPE",
-        `config.model_type is ${JSON.stringify(family)}; edge-moe loads ${FAMILIES.join(", ")}`,
-      );
+      throw loadError("UNKNOWN_MODEL_TYPE", `config.model_type is ${JSON.stringify(family)}; edge-moe loads ${FAMILIES.join(", ")}`);
   }
 }
 
@@ -318,7 +379,10 @@ function finish(description: FamilyDescription): FamilyDescription {
 /** Checks a tensor the checkpoint holds against the plan (WEIGHT_SHAPE names it and both shapes). */
 export function checkShape(planned: PlannedTensor, shape: number[]): void {
   if (shape.length !== planned.shape.length || shape.some((s, i) => s !== planned.shape[i])) {
-    throw loadError("WEIGHT_SHAPE", `tensor ${planned.name} has shape [${shape}]; the config gives [${planned.shape}] (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`})`);
+    throw loadError(
+      "WEIGHT_SHAPE",
+      `tensor ${planned.name} has shape [${shape}]; the config gives [${planned.shape}] (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`})`,
+    );
   }
 }
 
@@ -338,31 +402,62 @@ export function convertLayer(description: FamilyDescription, tensors: Map<string
   const { dModel: d, dHidden: h, numExperts: n, expert } = description;
   for (const planned of description.tensors) {
     const t = tensors.get(planned.name);
-    if (!t) throw loadError("MISSING_WEIGHT", `tensor ${planned.name} (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`}) is not in the checkpoint`);
-    if (!(t.data instanceof Float32Array)) throw loadError("WEIGHT_SHAPE", `tensor ${planned.name} has dtype ${t.dtype}; a floating-point weight (F32, F16, BF16) is needed`);
+    if (!t)
+      throw loadError(
+        "MISSING_WEIGHT",
+        `tensor ${planned.name} (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`}) is not in the checkpoint`,
+      );
+    if (!(t.data instanceof Float32Array))
+      throw loadError("WEIGHT_SHAPE", `tensor ${planned.name} has dtype ${t.dtype}; a floating-point weight (F32, F16, BF16) is needed`);
     checkShape(planned, t.shape);
   }
   const get = (p: PlannedTensor) => tensors.get(p.name)!.data as Float32Array;
   const weights: ConvertedLayer["config"]["weights"] = { wGate: new Float32Array(d * n) };
-  const up = new Float32Array(n * d * h), gate = expert === "swiglu" ? new Float32Array(n * d * h) : undefined, down = new Float32Array(n * h * d);
+  const up = new Float32Array(n * d * h),
+    gate = expert === "swiglu" ? new Float32Array(n * d * h) : undefined,
+    down = new Float32Array(n * h * d);
   let routing = description.routing;
   const shared = description.shared
-    ? { dHidden: description.shared.dHidden, wGateProj: new Float32Array(d * description.shared.dHidden), wUp: new Float32Array(d * description.shared.dHidden), wDown: new Float32Array(description.shared.dHidden * d), gate: description.shared.gated ? new Float32Array(d) : undefined }
+    ? {
+        dHidden: description.shared.dHidden,
+        wGateProj: new Float32Array(d * description.shared.dHidden),
+        wUp: new Float32Array(d * description.shared.dHidden),
+        wDown: new Float32Array(description.shared.dHidden * d),
+        gate: description.shared.gated ? new Float32Array(d) : undefined,
+      }
     : undefined;
   const hs = shared?.dHidden ?? 0;
   for (const p of description.tensors) {
     const src = get(p);
     const j = p.expert ?? 0;
     switch (p.role) {
-      case "router": transposeInto(src, n, d, weights.wGate, 0); break;
-      case "choiceBias": routing = { ...routing, choiceBias: new Float32Array(src) }; break;
-      case "gate": transposeInto(src, h, d, gate!, j * d * h); break;
-      case "up": transposeInto(src, h, d, up, j * d * h); break;
-      case "down": transposeInto(src, d, h, down, j * h * d); break;
-      case "sharedGate": transposeInto(src, hs, d, shared!.wGateProj, 0); break;
-      case "sharedUp": transposeInto(src, hs, d, shared!.wUp, 0); break;
-      case "sharedDown": transposeInto(src, d, hs, shared!.wDown, 0); break;
-      case "sharedExpertGate": shared!.gate!.set(src); break;
+      case "router":
+        transposeInto(src, n, d, weights.wGate, 0);
+        break;
+      case "choiceBias":
+        routing = { ...routing, choiceBias: new Float32Array(src) };
+        break;
+      case "gate":
+        transposeInto(src, h, d, gate!, j * d * h);
+        break;
+      case "up":
+        transposeInto(src, h, d, up, j * d * h);
+        break;
+      case "down":
+        transposeInto(src, d, h, down, j * h * d);
+        break;
+      case "sharedGate":
+        transposeInto(src, hs, d, shared!.wGateProj, 0);
+        break;
+      case "sharedUp":
+        transposeInto(src, hs, d, shared!.wUp, 0);
+        break;
+      case "sharedDown":
+        transposeInto(src, d, hs, shared!.wDown, 0);
+        break;
+      case "sharedExpertGate":
+        shared!.gate!.set(src);
+        break;
     }
   }
   if (expert === "swiglu") Object.assign(weights, { wGateProj: gate, wUp: up, wDown: down });

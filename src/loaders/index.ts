@@ -32,19 +32,31 @@ async function verify(description: FamilyDescription, checkpoint: Checkpoint): P
   if (!(await checkpoint.info(router.name))) {
     for (const probe of description.denseProbe) {
       if (await checkpoint.info(probe)) {
-        throw loadError("DENSE_LAYER", `${description.prefix} is a dense MLP in this checkpoint (it holds ${probe}, no router ${router.name}); pick a sparse layer`);
+        throw loadError(
+          "DENSE_LAYER",
+          `${description.prefix} is a dense MLP in this checkpoint (it holds ${probe}, no router ${router.name}); pick a sparse layer`,
+        );
       }
     }
-    throw loadError("MISSING_WEIGHT", `the checkpoint has no router ${router.name}: is layer ${JSON.stringify(description.layer ?? description.prefix)} in this model (and in these files)?`);
+    throw loadError(
+      "MISSING_WEIGHT",
+      `the checkpoint has no router ${router.name}: is layer ${JSON.stringify(description.layer ?? description.prefix)} in this model (and in these files)?`,
+    );
   }
   for (const planned of description.tensors) {
     const found = await checkpoint.info(planned.name);
     if (!found) {
-      throw loadError("MISSING_WEIGHT", `tensor ${planned.name} (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`}, shape [${planned.shape}]) is not in the checkpoint`);
+      throw loadError(
+        "MISSING_WEIGHT",
+        `tensor ${planned.name} (${planned.role}${planned.expert === undefined ? "" : ` of expert ${planned.expert}`}, shape [${planned.shape}]) is not in the checkpoint`,
+      );
     }
     checkShape(planned, found.entry.shape);
     if (!["F32", "F16", "BF16"].includes(found.entry.dtype)) {
-      throw loadError("WEIGHT_SHAPE", `tensor ${planned.name} in ${found.file} has dtype ${found.entry.dtype}; edge-moe reads F32, F16 and BF16 weights (dequantize or convert the checkpoint)`);
+      throw loadError(
+        "WEIGHT_SHAPE",
+        `tensor ${planned.name} in ${found.file} has dtype ${found.entry.dtype}; edge-moe reads F32, F16 and BF16 weights (dequantize or convert the checkpoint)`,
+      );
     }
   }
 }

@@ -82,7 +82,11 @@ async function readBody(response: Response, file: string, options: SourceOptions
 }
 
 class MemorySource implements ByteSource {
-  constructor(readonly file: string, private bytes: Uint8Array, private options: SourceOptions) {}
+  constructor(
+    readonly file: string,
+    private bytes: Uint8Array,
+    private options: SourceOptions,
+  ) {}
   async size() {
     return this.bytes.byteLength;
   }
@@ -96,7 +100,11 @@ class MemorySource implements ByteSource {
 }
 
 class BlobSource implements ByteSource {
-  constructor(readonly file: string, private blob: Blob, private options: SourceOptions) {}
+  constructor(
+    readonly file: string,
+    private blob: Blob,
+    private options: SourceOptions,
+  ) {}
   async size() {
     return this.blob.size;
   }
@@ -114,11 +122,16 @@ class BlobSource implements ByteSource {
 /** A Response: the whole body, read once, on first use. */
 class ResponseSource implements ByteSource {
   private body: Promise<Uint8Array> | undefined;
-  constructor(readonly file: string, private response: Response, private options: SourceOptions) {}
+  constructor(
+    readonly file: string,
+    private response: Response,
+    private options: SourceOptions,
+  ) {}
   private whole(): Promise<Uint8Array> {
     if (!this.body) {
       if (!this.response.ok) throw loadError("SOURCE_ERROR", `${this.file}: the Response has HTTP status ${this.response.status}`);
-      if (this.response.bodyUsed) throw loadError("SOURCE_ERROR", `${this.file}: the Response's body was already read; pass a fresh Response, its bytes, or its URL`);
+      if (this.response.bodyUsed)
+        throw loadError("SOURCE_ERROR", `${this.file}: the Response's body was already read; pass a fresh Response, its bytes, or its URL`);
       this.body = readBody(this.response, this.file, this.options);
     }
     return this.body;
@@ -140,7 +153,11 @@ class UrlSource implements ByteSource {
   private total: number | undefined;
   private full: Uint8Array | undefined;
   private head: Uint8Array | undefined;
-  constructor(readonly file: string, private url: string, private options: SourceOptions) {}
+  constructor(
+    readonly file: string,
+    private url: string,
+    private options: SourceOptions,
+  ) {}
 
   private async get(begin: number, end: number): Promise<Uint8Array> {
     const fetchFn = this.options.fetch ?? globalThis.fetch;
@@ -164,7 +181,9 @@ class UrlSource implements ByteSource {
       return bytes;
     }
     if (response.status === 200) {
-      this.options.onNote?.(`${this.url} does not answer range requests (status 200 instead of 206): its whole body (${response.headers.get("content-length") ?? "unknown size"} bytes) is downloaded once to read ${this.file}`);
+      this.options.onNote?.(
+        `${this.url} does not answer range requests (status 200 instead of 206): its whole body (${response.headers.get("content-length") ?? "unknown size"} bytes) is downloaded once to read ${this.file}`,
+      );
       this.full = await readBody(response, this.file, this.options);
       this.total = this.full.byteLength;
       rangeCheck(this.file, begin, end, this.total);
@@ -172,7 +191,10 @@ class UrlSource implements ByteSource {
     }
     if (response.status === 416 && begin === end) return new Uint8Array(0);
     response.body?.cancel().catch(() => {});
-    throw loadError("SOURCE_ERROR", `${this.file}: ${this.url} answered HTTP ${response.status} ${response.statusText} to a request for bytes ${begin}-${end - 1}`);
+    throw loadError(
+      "SOURCE_ERROR",
+      `${this.file}: ${this.url} answered HTTP ${response.status} ${response.statusText} to a request for bytes ${begin}-${end - 1}`,
+    );
   }
 
   async size() {
@@ -189,7 +211,10 @@ class UrlSource implements ByteSource {
         checkAborted(this.options.signal, `fetching ${this.file}`);
       }
       if (length === null || !/^\d+$/.test(length)) {
-        throw loadError("SOURCE_ERROR", `${this.file}: ${this.url} tells neither its size in Content-Range (bytes a-b/size; cross-origin servers must expose it) nor in a HEAD request's Content-Length`);
+        throw loadError(
+          "SOURCE_ERROR",
+          `${this.file}: ${this.url} tells neither its size in Content-Range (bytes a-b/size; cross-origin servers must expose it) nor in a HEAD request's Content-Length`,
+        );
       }
       this.total = Number(length);
     }
@@ -216,7 +241,10 @@ interface FileHandleLike {
 }
 
 interface DenoLike {
-  open(path: string, options: { read: boolean }): Promise<{
+  open(
+    path: string,
+    options: { read: boolean },
+  ): Promise<{
     stat(): Promise<{ size: number }>;
     seek(offset: number, whence: number): Promise<number>;
     read(p: Uint8Array): Promise<number | null>;
@@ -253,7 +281,11 @@ async function openPath(path: string): Promise<FileHandleLike> {
 class PathSource implements ByteSource {
   private handle: Promise<FileHandleLike> | undefined;
   private total: number | undefined;
-  constructor(readonly file: string, private path: string, private options: SourceOptions) {}
+  constructor(
+    readonly file: string,
+    private path: string,
+    private options: SourceOptions,
+  ) {}
   private open(): Promise<FileHandleLike> {
     this.handle ??= openPath(this.path).catch((error: Error) => {
       throw loadError(
@@ -316,7 +348,7 @@ export function openSource(file: string, value: FileValue, options: SourceOption
   }
   throw loadError(
     "SOURCE_ERROR",
-    `${file}: got ${value === null ? "null" : typeof value === "object" ? (value as object).constructor?.name ?? "an object" : typeof value}; give a Uint8Array, ArrayBuffer, Blob, Response, URL or a path/URL string`,
+    `${file}: got ${value === null ? "null" : typeof value === "object" ? ((value as object).constructor?.name ?? "an object") : typeof value}; give a Uint8Array, ArrayBuffer, Blob, Response, URL or a path/URL string`,
   );
 }
 

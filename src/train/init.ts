@@ -22,7 +22,9 @@ const DOWN_PROJECTIONS: ReadonlyArray<keyof MoEWeights> = ["w2", "wDown", "share
  * only when initSeed is set).
  */
 export function completeWeights(
-  engine: CpuEngine, given: Map<keyof MoEWeights, Float32Array>, initSeed: number | undefined,
+  engine: CpuEngine,
+  given: Map<keyof MoEWeights, Float32Array>,
+  initSeed: number | undefined,
 ): Map<keyof MoEWeights, Float32Array> {
   const { dModel: d, dHidden: h } = engine.spec;
   const all = new Map(given);

@@ -31,9 +31,7 @@ export function unpackTensors(engine: CpuEngine, offset: number): MoEWeights {
   if (sharedGateCol >= 0) out.sharedGate = columns(sharedGateCol, 1);
 
   // Experts: one [d, h] or [h, d] matrix at a time through the staging area.
-  const unpackEach = (
-    ptr: number, perExpert: number, rows: number, cols: number, kPad: number, panelStep: number,
-  ): Float32Array => {
+  const unpackEach = (ptr: number, perExpert: number, rows: number, cols: number, kPad: number, panelStep: number): Float32Array => {
     const all = new Float32Array(n * rows * cols);
     for (let e = 0; e < n; e++) {
       // quantized weights (only the weights themselves: gradients exist for f32 layers alone)

@@ -11,11 +11,55 @@
 // A layer with threads > 1 runs both on its worker pool (assembly/backward-threads.ts): every
 // gradient and weight gets the bits of the single-threaded pass.
 import {
-  CTL_ACT, CTL_ADAM_M, CTL_ADAM_V, CTL_B1, CTL_B2, CTL_BATCH, CTL_BC1, CTL_BC2, CTL_BETA1, CTL_BETA2, CTL_D, CTL_DGATES,
-  CTL_DLOGITS, CTL_DX, CTL_DY, CTL_EPS, CTL_EXPERT_OFFSETS, CTL_GATE_W, CTL_GATHERED, CTL_GATING_MODE, CTL_GRAD_OFFSET,
-  CTL_H, CTL_IMPORTANCE_GRAD, CTL_K, CTL_KIND, CTL_LDL, CTL_LOAD_GRAD, CTL_LOGITS, CTL_LR, CTL_N, CTL_NEXT_IDX, CTL_NOISE,
-  CTL_NOISY_H, CTL_OPTIMIZER, CTL_OUT, CTL_PAIR_OF, CTL_POS_OF, CTL_PRE, CTL_SLOTS, CTL_STD, CTL_STEP_LEN, CTL_STEP_W,
-  CTL_TOPK_GATES, CTL_TOPK_IDX, CTL_W1, CTL_W2, CTL_X, JOB_BACKWARD, JOB_STEP,
+  CTL_ACT,
+  CTL_ADAM_M,
+  CTL_ADAM_V,
+  CTL_B1,
+  CTL_B2,
+  CTL_BATCH,
+  CTL_BC1,
+  CTL_BC2,
+  CTL_BETA1,
+  CTL_BETA2,
+  CTL_D,
+  CTL_DGATES,
+  CTL_DLOGITS,
+  CTL_DX,
+  CTL_DY,
+  CTL_EPS,
+  CTL_EXPERT_OFFSETS,
+  CTL_GATE_W,
+  CTL_GATHERED,
+  CTL_GATING_MODE,
+  CTL_GRAD_OFFSET,
+  CTL_H,
+  CTL_IMPORTANCE_GRAD,
+  CTL_K,
+  CTL_KIND,
+  CTL_LDL,
+  CTL_LOAD_GRAD,
+  CTL_LOGITS,
+  CTL_LR,
+  CTL_N,
+  CTL_NEXT_IDX,
+  CTL_NOISE,
+  CTL_NOISY_H,
+  CTL_OPTIMIZER,
+  CTL_OUT,
+  CTL_PAIR_OF,
+  CTL_POS_OF,
+  CTL_PRE,
+  CTL_SLOTS,
+  CTL_STD,
+  CTL_STEP_LEN,
+  CTL_STEP_W,
+  CTL_TOPK_GATES,
+  CTL_TOPK_IDX,
+  CTL_W1,
+  CTL_W2,
+  CTL_X,
+  JOB_BACKWARD,
+  JOB_STEP,
 } from "../abi.ts";
 import type { Arena, CpuEngine } from "../cpu/engine.ts";
 import type { KernelExports } from "../cpu/wasm.ts";
@@ -28,27 +72,81 @@ interface TrainKernels extends KernelExports {
   expertOutputGrads(out: number, d: number, dy: number, b: number, k: number, pairOf: number, topkGates: number, dGates: number): void;
   cvSquaredGrad(v: number, n: number, weight: number): void;
   gatingBackward(
-    probMode: number, noisy: number, b: number, n: number, k: number,
-    logits: number, ldl: number, std: number, h: number, noise: number,
-    topkIdx: number, topkGates: number, nextIdx: number, dGates: number,
-    importanceGrad: number, loadGrad: number, dLogits: number,
+    probMode: number,
+    noisy: number,
+    b: number,
+    n: number,
+    k: number,
+    logits: number,
+    ldl: number,
+    std: number,
+    h: number,
+    noise: number,
+    topkIdx: number,
+    topkGates: number,
+    nextIdx: number,
+    dGates: number,
+    importanceGrad: number,
+    loadGrad: number,
+    dLogits: number,
   ): void;
   gemmAtB(a: number, lda: number, m: number, kRows: number, b: number, ldb: number, panels: number, kPad: number, c: number): void;
   gemmABt(a: number, lda: number, m: number, bp: number, panels: number, kPad: number, rows: number, c: number, ldc: number): void;
   expertsBackward(
-    kind: number, d: number, h: number, eBegin: number, eEnd: number,
-    w1: number, w2: number, expertOffsets: number, gathered: number, pre: number, act: number, gdy: number,
-    dw1: number, db1: number, dw2: number, db2: number,
+    kind: number,
+    d: number,
+    h: number,
+    eBegin: number,
+    eEnd: number,
+    w1: number,
+    w2: number,
+    expertOffsets: number,
+    gathered: number,
+    pre: number,
+    act: number,
+    gdy: number,
+    dw1: number,
+    db1: number,
+    dw2: number,
+    db2: number,
   ): void;
   scatterAddRows(src: number, d: number, b: number, k: number, pairOf: number, dx: number): void;
   routedGatingBackward(
-    score: number, probMode: number, noisy: number, b: number, n: number, k: number, slots: number,
-    logits: number, ldl: number, std: number, h: number, noise: number,
-    topkIdx: number, topkGates: number, nextIdx: number, dGates: number,
-    importanceGrad: number, loadGrad: number,
-    renormalize: number, eps: number, scale: number, sharedGateCol: number, dLogits: number,
+    score: number,
+    probMode: number,
+    noisy: number,
+    b: number,
+    n: number,
+    k: number,
+    slots: number,
+    logits: number,
+    ldl: number,
+    std: number,
+    h: number,
+    noise: number,
+    topkIdx: number,
+    topkGates: number,
+    nextIdx: number,
+    dGates: number,
+    importanceGrad: number,
+    loadGrad: number,
+    renormalize: number,
+    eps: number,
+    scale: number,
+    sharedGateCol: number,
+    dLogits: number,
   ): void;
-  writeRoutingBlock(block: number, score: number, n: number, k: number, slots: number, renormalize: number, eps: number, scale: number, sharedGateCol: number): void;
+  writeRoutingBlock(
+    block: number,
+    score: number,
+    n: number,
+    k: number,
+    slots: number,
+    renormalize: number,
+    eps: number,
+    scale: number,
+    sharedGateCol: number,
+  ): void;
   sgdStep(w: number, g: number, len: number, lr: number): void;
   adamStep(w: number, g: number, m: number, v: number, len: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number): void;
 }
@@ -92,8 +190,15 @@ export class Trainer {
       // the pool finds it in CTL_GATING_MODE's bits 6 and up: it must be 64-byte aligned
       if (this.routingBlock % 64 !== 0) throw new Error(`edge-moe: the routing block at ${this.routingBlock} is not 64-byte aligned`);
       this.kernels.writeRoutingBlock(
-        this.routingBlock, SCORE_CODE[routing.score], numExperts, k, slots, routing.renormalize ? 1 : 0,
-        routing.renormEpsilon, routing.scale, sharedGateCol,
+        this.routingBlock,
+        SCORE_CODE[routing.score],
+        numExperts,
+        k,
+        slots,
+        routing.renormalize ? 1 : 0,
+        routing.renormEpsilon,
+        routing.scale,
+        sharedGateCol,
       );
     }
   }
@@ -137,30 +242,91 @@ export class Trainer {
     if (pool) {
       // the same pass in chunks across the threads (assembly/backward-threads.ts): same bits
       const c = pool.control;
-      c[CTL_KIND] = engine.kind; c[CTL_D] = d; c[CTL_H] = h; c[CTL_N] = experts; c[CTL_K] = slots; c[CTL_BATCH] = batch;
-      c[CTL_X] = s.x; c[CTL_W1] = w.w1; c[CTL_B1] = w.b1; c[CTL_W2] = w.w2; c[CTL_B2] = w.b2;
-      c[CTL_EXPERT_OFFSETS] = s.expertOffsets; c[CTL_PAIR_OF] = s.pairOf; c[CTL_POS_OF] = s.posOf;
-      c[CTL_TOPK_GATES] = s.topkGates; c[CTL_GATHERED] = s.gathered; c[CTL_PRE] = s.pre; c[CTL_ACT] = s.act;
-      c[CTL_OUT] = s.out; c[CTL_GATE_W] = w.gate; c[CTL_LOGITS] = s.logits; c[CTL_LDL] = ldl;
-      c[CTL_DY] = s.dy; c[CTL_DX] = s.dx; c[CTL_DGATES] = s.dGates; c[CTL_DLOGITS] = s.dLogits;
-      c[CTL_STD] = s.std; c[CTL_NOISY_H] = s.h; c[CTL_NOISE] = s.noise; c[CTL_TOPK_IDX] = s.topkIdx;
-      c[CTL_NEXT_IDX] = s.nextIdx; c[CTL_IMPORTANCE_GRAD] = importanceGrad; c[CTL_LOAD_GRAD] = loadGrad;
+      c[CTL_KIND] = engine.kind;
+      c[CTL_D] = d;
+      c[CTL_H] = h;
+      c[CTL_N] = experts;
+      c[CTL_K] = slots;
+      c[CTL_BATCH] = batch;
+      c[CTL_X] = s.x;
+      c[CTL_W1] = w.w1;
+      c[CTL_B1] = w.b1;
+      c[CTL_W2] = w.w2;
+      c[CTL_B2] = w.b2;
+      c[CTL_EXPERT_OFFSETS] = s.expertOffsets;
+      c[CTL_PAIR_OF] = s.pairOf;
+      c[CTL_POS_OF] = s.posOf;
+      c[CTL_TOPK_GATES] = s.topkGates;
+      c[CTL_GATHERED] = s.gathered;
+      c[CTL_PRE] = s.pre;
+      c[CTL_ACT] = s.act;
+      c[CTL_OUT] = s.out;
+      c[CTL_GATE_W] = w.gate;
+      c[CTL_LOGITS] = s.logits;
+      c[CTL_LDL] = ldl;
+      c[CTL_DY] = s.dy;
+      c[CTL_DX] = s.dx;
+      c[CTL_DGATES] = s.dGates;
+      c[CTL_DLOGITS] = s.dLogits;
+      c[CTL_STD] = s.std;
+      c[CTL_NOISY_H] = s.h;
+      c[CTL_NOISE] = s.noise;
+      c[CTL_TOPK_IDX] = s.topkIdx;
+      c[CTL_NEXT_IDX] = s.nextIdx;
+      c[CTL_IMPORTANCE_GRAD] = importanceGrad;
+      c[CTL_LOAD_GRAD] = loadGrad;
       // bits 6 and up: the routing block (64-byte aligned), read by the rows phase
-      c[CTL_GATING_MODE] = probMode | (noisyGating ? 2 : 0) | this.routingBlock; c[CTL_GRAD_OFFSET] = g;
+      c[CTL_GATING_MODE] = probMode | (noisyGating ? 2 : 0) | this.routingBlock;
+      c[CTL_GRAD_OFFSET] = g;
       pool.runTraining(JOB_BACKWARD);
     } else {
       // dJ/dG from the experts (⟨E(x), dy⟩), and the experts' upstream gradient gate·dy over out
       K.expertOutputGrads(s.out, d, s.dy, batch, slots, s.pairOf, s.topkGates, s.dGates);
       if (this.routingBlock === 0) {
         K.gatingBackward(
-          probMode, noisyGating ? 1 : 0, batch, n, k, s.logits, ldl, s.std, s.h, s.noise,
-          s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad, s.dLogits,
+          probMode,
+          noisyGating ? 1 : 0,
+          batch,
+          n,
+          k,
+          s.logits,
+          ldl,
+          s.std,
+          s.h,
+          s.noise,
+          s.topkIdx,
+          s.topkGates,
+          s.nextIdx,
+          s.dGates,
+          importanceGrad,
+          loadGrad,
+          s.dLogits,
         );
       } else {
         K.routedGatingBackward(
-          SCORE_CODE[routing.score], probMode, noisyGating ? 1 : 0, batch, n, k, slots, s.logits, ldl, s.std, s.h, s.noise,
-          s.topkIdx, s.topkGates, s.nextIdx, s.dGates, importanceGrad, loadGrad,
-          routing.renormalize ? 1 : 0, routing.renormEpsilon, routing.scale, engine.packed.sharedGateCol, s.dLogits,
+          SCORE_CODE[routing.score],
+          probMode,
+          noisyGating ? 1 : 0,
+          batch,
+          n,
+          k,
+          slots,
+          s.logits,
+          ldl,
+          s.std,
+          s.h,
+          s.noise,
+          s.topkIdx,
+          s.topkGates,
+          s.nextIdx,
+          s.dGates,
+          importanceGrad,
+          loadGrad,
+          routing.renormalize ? 1 : 0,
+          routing.renormEpsilon,
+          routing.scale,
+          engine.packed.sharedGateCol,
+          s.dLogits,
         );
       }
       // gating GEMM backward: d[W_g | W_noise | shared gate] = xᵀ·dLogits, dx = dLogits·[…]ᵀ
@@ -169,8 +335,22 @@ export class Trainer {
       // experts, then each row's share of dx from its experts
       const bias = engine.spec.expert !== "swiglu";
       K.expertsBackward(
-        engine.kind, d, h, 0, experts, w.w1, w.w2, s.expertOffsets, s.gathered, s.pre, s.act, s.out,
-        w.w1 + g, bias ? w.b1 + g : 0, w.w2 + g, bias ? w.b2 + g : 0,
+        engine.kind,
+        d,
+        h,
+        0,
+        experts,
+        w.w1,
+        w.w2,
+        s.expertOffsets,
+        s.gathered,
+        s.pre,
+        s.act,
+        s.out,
+        w.w1 + g,
+        bias ? w.b1 + g : 0,
+        w.w2 + g,
+        bias ? w.b2 + g : 0,
       );
       K.scatterAddRows(s.gathered, d, batch, slots, s.pairOf, s.dx);
     }
@@ -195,11 +375,19 @@ export class Trainer {
     if (pool && floats >= THREADED_STEP_FLOATS) {
       const c = pool.control;
       const f = new Float32Array(c.buffer, c.byteOffset, CTL_SLOTS);
-      c[CTL_STEP_W] = w; c[CTL_STEP_LEN] = floats; c[CTL_GRAD_OFFSET] = this.gradOffset;
-      c[CTL_OPTIMIZER] = adam ? 1 : 0; c[CTL_ADAM_M] = adam ? this.adam!.m : 0; c[CTL_ADAM_V] = adam ? this.adam!.v : 0;
+      c[CTL_STEP_W] = w;
+      c[CTL_STEP_LEN] = floats;
+      c[CTL_GRAD_OFFSET] = this.gradOffset;
+      c[CTL_OPTIMIZER] = adam ? 1 : 0;
+      c[CTL_ADAM_M] = adam ? this.adam!.m : 0;
+      c[CTL_ADAM_V] = adam ? this.adam!.v : 0;
       // stored as the f32 the kernels' parameters would round them to
-      f[CTL_LR] = options.lr; f[CTL_BETA1] = options.beta1; f[CTL_BETA2] = options.beta2; f[CTL_EPS] = options.eps;
-      f[CTL_BC1] = bc1; f[CTL_BC2] = bc2;
+      f[CTL_LR] = options.lr;
+      f[CTL_BETA1] = options.beta1;
+      f[CTL_BETA2] = options.beta2;
+      f[CTL_EPS] = options.eps;
+      f[CTL_BC1] = bc1;
+      f[CTL_BC2] = bc2;
       pool.runTraining(JOB_STEP);
       return;
     }

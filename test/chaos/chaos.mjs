@@ -11,9 +11,17 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Waits for `promise` at most DEADLINE_MS: { value } or { error }, or throws when it did not settle. */
 async function settled(promise, what, deadline = DEADLINE_MS) {
   let timer;
-  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} did not settle within ${deadline} ms`)), deadline); });
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${deadline} ms`)), deadline);
+  });
   try {
-    return await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
+    return await Promise.race([
+      promise.then(
+        (value) => ({ value }),
+        (error) => ({ error }),
+      ),
+      late,
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -28,10 +36,15 @@ function expectCode(outcome, code, what) {
 
 export async function runChaos({ createMoE, createMoEWorker, spawn }) {
   const lines = [];
-  let passed = 0, failed = 0;
+  let passed = 0,
+    failed = 0;
   const workers = [];
   /** `handled`: the caller watches the worker's errors itself (needed when they fire before createMoEWorker listens). */
-  const make = (kind, options = {}) => { const w = spawn(kind, options); workers.push(w); return w; };
+  const make = (kind, options = {}) => {
+    const w = spawn(kind, options);
+    workers.push(w);
+    return w;
+  };
   const config = { dModel: 64, dHidden: 64, numExperts: 8, k: 2, expert: "relu", init: { seed: 5 }, wasmBuild: "simd" };
   const small = Float32Array.from({ length: 4 * 64 }, (_, i) => Math.sin(i));
   // a batch that keeps the worker busy for a while (tens of ms or more)
@@ -86,7 +99,10 @@ export async function runChaos({ createMoE, createMoEWorker, spawn }) {
     const until = Date.now() + DEADLINE_MS;
     for (;;) {
       const out = await settled(layer.forward(small), "a call after the crash");
-      if (out.error) { expectCode(out, "WORKER_ERROR", "a call after the crash"); break; }
+      if (out.error) {
+        expectCode(out, "WORKER_ERROR", "a call after the crash");
+        break;
+      }
       if (Date.now() > until) throw new Error("calls still succeed after the crash");
       await sleep(20);
     }

@@ -3,7 +3,10 @@
 import "../../dist/worker.js";
 
 const crash = (data) => {
-  if (data === "crash") setTimeout(() => { throw new Error("chaos: crashed on purpose"); });
+  if (data === "crash")
+    setTimeout(() => {
+      throw new Error("chaos: crashed on purpose");
+    });
 };
 const threads = globalThis.process?.getBuiltinModule?.("node:worker_threads");
 if (threads && !threads.isMainThread && threads.parentPort) threads.parentPort.on("message", crash);

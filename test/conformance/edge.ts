@@ -20,7 +20,12 @@ g.__conformance = (async () => {
     try {
       await createMoE({
         wasm: g.__edgeMoEBytes,
-        dModel: 1, dHidden: 1, numExperts: 1, k: 1, expert: "relu", noisyGating: false,
+        dModel: 1,
+        dHidden: 1,
+        numExperts: 1,
+        k: 1,
+        expert: "relu",
+        noisyGating: false,
         weights: { wGate: new Float32Array(1), w1: new Float32Array(1), b1: new Float32Array(1), w2: new Float32Array(1), b2: new Float32Array(1) },
       });
     } catch (error) {

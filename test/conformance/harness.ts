@@ -151,10 +151,12 @@ export async function bundleEntries(consumer: Consumer): Promise<void> {
     entryPoints: { "loader-worker": join(HERE, "loader-worker.ts") },
     outdir: consumer.dir,
     outExtension: { ".js": ".mjs" },
-    plugins: [{
-      name: "browser-package",
-      setup: (b) => b.onResolve({ filter: /^edge-moe$/ }, () => ({ path: `/node_modules/edge-moe/${browserEntry.replace(/^\.\//, "")}`, external: true })),
-    }],
+    plugins: [
+      {
+        name: "browser-package",
+        setup: (b) => b.onResolve({ filter: /^edge-moe$/ }, () => ({ path: `/node_modules/edge-moe/${browserEntry.replace(/^\.\//, "")}`, external: true })),
+      },
+    ],
   });
   await build({
     ...common,
@@ -198,7 +200,13 @@ async function serveFixture(path: string, request: IncomingMessage, response: Se
   if (m[1] === "range" && range) {
     const begin = Number(range[1]);
     const end = Math.min(Number(range[2]), body.length - 1);
-    response.writeHead(206, { "content-range": `bytes ${begin}-${end}/${body.length}`, "content-length": String(end + 1 - begin), "access-control-allow-origin": "*" }).end(body.subarray(begin, end + 1));
+    response
+      .writeHead(206, {
+        "content-range": `bytes ${begin}-${end}/${body.length}`,
+        "content-length": String(end + 1 - begin),
+        "access-control-allow-origin": "*",
+      })
+      .end(body.subarray(begin, end + 1));
   } else {
     response.writeHead(200, { "content-length": String(body.length), "access-control-allow-origin": "*" }).end(body);
   }
@@ -240,7 +248,8 @@ export async function runCli(
   await copyFile(join(FAMILY_FIXTURES, LOADER_MODEL), join(consumer.dir, "fixtures", LOADER_MODEL));
   const server = await fixtureServer();
   const urls = [server.urls.range, server.urls.whole];
-  const args = runtime === "deno" ? ["run", "--allow-read", "--allow-net=127.0.0.1", "--no-lock", ...flags, script, mode, ...urls] : [...flags, script, mode, ...urls];
+  const args =
+    runtime === "deno" ? ["run", "--allow-read", "--allow-net=127.0.0.1", "--no-lock", ...flags, script, mode, ...urls] : [...flags, script, mode, ...urls];
   const env = { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1", DENO_DIR: join(consumer.tmp, "deno-cache"), BUN_INSTALL_CACHE_DIR: join(consumer.tmp, "bun-cache") };
   const result = await runCommand(command, args, { cwd: consumer.dir, env }).finally(() => server.close());
   let report: ParsedReport;

@@ -22,7 +22,12 @@ export async function buildSelectionChecks(report: Report): Promise<void> {
   });
   await report.check("build selection: an unknown wasmBuild is INVALID_CONFIG; a build the host lacks is WASM_LOAD", async () => {
     const tiny = {
-      dModel: 1, dHidden: 1, numExperts: 2, k: 1, expert: "relu" as const, noisyGating: false,
+      dModel: 1,
+      dHidden: 1,
+      numExperts: 2,
+      k: 1,
+      expert: "relu" as const,
+      noisyGating: false,
       weights: { wGate: new Float32Array(2), w1: new Float32Array(2), b1: new Float32Array(2), w2: new Float32Array(2), b2: new Float32Array(2) },
     };
     const codeOf = async (config: object) => {

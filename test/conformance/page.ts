@@ -6,7 +6,12 @@ import { Report, runConformance, runLoaderChecks } from "./suite.ts";
 import { buildSelectionChecks, hostVariants } from "./host.ts";
 
 const TINY: MoEConfig = {
-  dModel: 1, dHidden: 1, numExperts: 2, k: 1, expert: "relu", noisyGating: false,
+  dModel: 1,
+  dHidden: 1,
+  numExperts: 2,
+  k: 1,
+  expert: "relu",
+  noisyGating: false,
   weights: { wGate: new Float32Array(2), w1: new Float32Array(2), b1: new Float32Array(2), w2: new Float32Array(2), b2: new Float32Array(2) },
 };
 

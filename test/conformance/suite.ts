@@ -45,8 +45,15 @@ export class Report {
 // ---- golden cases --------------------------------------------------------------------------------
 
 const WEIGHT_NAMES: ReadonlyArray<[string, keyof MoEWeights]> = [
-  ["w_gate", "wGate"], ["w_noise", "wNoise"], ["w1", "w1"], ["b1", "b1"], ["w2", "w2"], ["b2", "b2"],
-  ["w_gate_proj", "wGateProj"], ["w_up", "wUp"], ["w_down", "wDown"],
+  ["w_gate", "wGate"],
+  ["w_noise", "wNoise"],
+  ["w1", "w1"],
+  ["b1", "b1"],
+  ["w2", "w2"],
+  ["b2", "b2"],
+  ["w_gate_proj", "wGateProj"],
+  ["w_up", "wUp"],
+  ["w_down", "wDown"],
 ];
 
 interface GoldenCase {
@@ -73,9 +80,16 @@ function loadCase(name: string, bytes: Uint8Array): GoldenCase {
   return {
     name,
     config: {
-      dModel: Number(m.d), dHidden: Number(m.h), numExperts: Number(m.n), k: Number(m.k),
-      expert: m.expert as MoEConfig["expert"], noisyGating: noisy, noiseEpsilon: Number(m.noise_epsilon),
-      wImportance: Number(m.w_importance), wLoad: Number(m.w_load), weights,
+      dModel: Number(m.d),
+      dHidden: Number(m.h),
+      numExperts: Number(m.n),
+      k: Number(m.k),
+      expert: m.expert as MoEConfig["expert"],
+      noisyGating: noisy,
+      noiseEpsilon: Number(m.noise_epsilon),
+      wImportance: Number(m.w_importance),
+      wLoad: Number(m.w_load),
+      weights,
     },
     x: data("x") as Float32Array,
     noise: noisy ? (data("noise") as Float32Array) : undefined,
@@ -197,7 +211,7 @@ export async function runConformance(create: CreateLayer, variants: Array<Varian
         if (!sameBits(first, fresh)) throw new Error("seed 42 on a fresh layer gave different bits");
         const other = await a.forward(seeded.x, { train: true, seed: 43 });
         if (sameBits(first, other)) throw new Error("seeds 42 and 43 gave the same outputs: the seed is not used");
-        const clean = await a.forward(seeded.x, { train: true, noise: new Float32Array(seeded.x.length / seeded.config.dModel * seeded.config.numExperts) });
+        const clean = await a.forward(seeded.x, { train: true, noise: new Float32Array((seeded.x.length / seeded.config.dModel) * seeded.config.numExperts) });
         if (sameBits(first, clean)) throw new Error("seed 42 gave the outputs of zero noise: no noise was drawn");
         hashed.push(...resultBytes(first), ...resultBytes(other));
       } finally {
@@ -252,7 +266,8 @@ export async function runConformance(create: CreateLayer, variants: Array<Varian
         const out = { y: new Float32Array(c.x.length), topkIndices: new Int32Array(batch * c.config.k), topkGates: new Float32Array(batch * c.config.k) };
         const fresh = await layer.forward(c.x, { train: true, noise: c.noise });
         const into = await layer.forward(c.x, { train: true, noise: c.noise, out });
-        if (into.y !== out.y || into.topkIndices !== out.topkIndices || into.topkGates !== out.topkGates) throw new Error("the result does not return the caller's buffers");
+        if (into.y !== out.y || into.topkIndices !== out.topkIndices || into.topkGates !== out.topkGates)
+          throw new Error("the result does not return the caller's buffers");
         if (!sameBits(fresh, into)) throw new Error("out buffers hold other values than a fresh result");
       } finally {
         layer.dispose();
@@ -301,14 +316,19 @@ export async function runLoaderChecks(report: Report, places: LoaderPlaces): Pro
   const load = async (what: string, model: Uint8Array | string, expectNote: boolean) => {
     const notes: string[] = [];
     const layer = await loadMoE({
-      ...places.config, config: DEEPSEEK_V3_CONFIG, files: { "model.safetensors": model }, layer: golden.layer, onNote: (note) => notes.push(note),
+      ...places.config,
+      config: DEEPSEEK_V3_CONFIG,
+      files: { "model.safetensors": model },
+      layer: golden.layer,
+      onNote: (note) => notes.push(note),
     });
     try {
       const r = await layer.forward(golden.x);
       expectExact(`${what}: topk_indices`, r.topkIndices, golden.topkIndices);
       expectClose(`${what}: topk_gates`, r.topkGates, golden.topkGates);
       expectClose(`${what}: y`, r.y, golden.y);
-      if (expectNote !== notes.length > 0) throw new Error(`${what}: notes ${JSON.stringify(notes)}, expected ${expectNote ? "one about the missing Range support" : "none"}`);
+      if (expectNote !== notes.length > 0)
+        throw new Error(`${what}: notes ${JSON.stringify(notes)}, expected ${expectNote ? "one about the missing Range support" : "none"}`);
       if (reference && !sameBits(r, reference)) throw new Error(`${what}: other bits than the same checkpoint from bytes`);
       reference ??= r;
     } finally {
@@ -324,6 +344,8 @@ export async function runLoaderChecks(report: Report, places: LoaderPlaces): Pro
   if (places.urls) {
     const { range, whole } = places.urls;
     await report.check("loader: loadMoE from a URL (server with Range) gives the same bits", () => load("url with Range", range, false));
-    await report.check("loader: loadMoE from a URL (server without Range: a note, the whole file once) gives the same bits", () => load("url without Range", whole, true));
+    await report.check("loader: loadMoE from a URL (server without Range: a note, the whole file once) gives the same bits", () =>
+      load("url without Range", whole, true),
+    );
   }
 }

@@ -33,7 +33,16 @@ const cases: CaseReport[] = [];
 let adapterName = "";
 for (const info of listCases()) {
   const golden = loadCase(info);
-  const report: CaseReport = { name: info.name, ok: false, backend: "", topkExact: false, gatesErr: Infinity, yErr: Infinity, cpuErr: Infinity, evalErr: Infinity };
+  const report: CaseReport = {
+    name: info.name,
+    ok: false,
+    backend: "",
+    topkExact: false,
+    gatesErr: Infinity,
+    yErr: Infinity,
+    cpuErr: Infinity,
+    evalErr: Infinity,
+  };
   try {
     const layer = await createMoE({ ...golden.config, backend: "gpu" });
     adapterName = layer.gpuStatus.adapter ?? "";
@@ -57,7 +66,15 @@ for (const info of listCases()) {
   cases.push(report);
 }
 // Device loss with a caller's device: destroyed right after forward() is called.
-const loss = { ok: false, injectedBackend: "", lostBackend: "", laterBackend: "", yErr: Infinity, warnings: [] as string[], error: undefined as string | undefined };
+const loss = {
+  ok: false,
+  injectedBackend: "",
+  lostBackend: "",
+  laterBackend: "",
+  yErr: Infinity,
+  warnings: [] as string[],
+  error: undefined as string | undefined,
+};
 try {
   const golden = loadCase(listCases()[0]);
   const device = await (await navigator.gpu.requestAdapter())!.requestDevice();

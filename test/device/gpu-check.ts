@@ -60,13 +60,22 @@ try {
     const e = (v: number) => v.toExponential(1);
     console.log(`${c.passed ? "pass" : "FAIL"} ${c.name}: y ${e(c.yErr)}, gates ${e(c.gatesErr)}, gpu−cpu ${e(c.gpuVsCpu)} (eval ${e(c.evalGpuVsCpu)})`);
   }
-  console.log(`golden vectors on the GPU (${report.adapter}${report.software ? ", software" : ""}): ${report.cases.length - report.failed}/${report.cases.length} passed`);
+  console.log(
+    `golden vectors on the GPU (${report.adapter}${report.software ? ", software" : ""}): ${report.cases.length - report.failed}/${report.cases.length} passed`,
+  );
 
   // the router's crossover on the benchmark shapes: B·k above which a forward goes to the GPU
   for (const shape of SHAPES) {
     for (const expert of EXPERTS) {
       const layer = await createMoE({
-        dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert, weights: makeWeights(shape, expert), backend: "auto", threads: "auto",
+        dModel: shape.d,
+        dHidden: shape.h,
+        numExperts: shape.n,
+        k: shape.k,
+        expert,
+        weights: makeWeights(shape, expert),
+        backend: "auto",
+        threads: "auto",
       });
       const calibration = await layer.calibrate({ batchSizes: [1, 8, 32, 128, 512], repeats: 3 });
       layer.dispose();

@@ -14,14 +14,20 @@ WebAssembly.Memory.prototype.grow = function (delta) {
 };
 
 const failures = [];
-const check = (what, ok, detail = "") => { if (!ok) failures.push(`${what}${detail ? `: ${detail}` : ""}`); };
+const check = (what, ok, detail = "") => {
+  if (!ok) failures.push(`${what}${detail ? `: ${detail}` : ""}`);
+};
 const close = (got, want, tol) => Math.abs(got - want) <= tol * Math.max(1, Math.abs(want));
 
 /** A small deterministic generator (xorshift32) for weights and inputs. */
 function rng(seed) {
   let s = seed >>> 0 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 2 ** 31 - 1;
   };
 }
@@ -34,8 +40,12 @@ function refRow(cfg, w, xRow, noiseRow) {
   const { dModel: d, dHidden: h, numExperts: n, k } = cfg;
   const H = new Float64Array(n);
   for (let e = 0; e < n; e++) {
-    let clean = 0, raw = 0;
-    for (let i = 0; i < d; i++) { clean += xRow[i] * w.wGate[i * n + e]; raw += xRow[i] * w.wNoise[i * n + e]; }
+    let clean = 0,
+      raw = 0;
+    for (let i = 0; i < d; i++) {
+      clean += xRow[i] * w.wGate[i * n + e];
+      raw += xRow[i] * w.wNoise[i * n + e];
+    }
     const std = Math.log1p(Math.exp(raw)) + 1e-2;
     H[e] = noiseRow ? clean + noiseRow[e] * std : clean;
   }
@@ -66,7 +76,14 @@ async function scratchCase(threads) {
   const cfg = { dModel: 8, dHidden: 64, numExperts: 6, k: 2, expert: "relu" };
   const r = rng(7);
   const { dModel: d, dHidden: h, numExperts: n } = cfg;
-  const w = { wGate: fill(d * n, r), wNoise: fill(d * n, r, 0.3), w1: fill(n * d * h, r, 0.5), b1: fill(n * h, r, 0.1), w2: fill(n * h * d, r, 0.5), b2: fill(n * d, r, 0.1) };
+  const w = {
+    wGate: fill(d * n, r),
+    wNoise: fill(d * n, r, 0.3),
+    w1: fill(n * d * h, r, 0.5),
+    b1: fill(n * h, r, 0.1),
+    w2: fill(n * h * d, r, 0.5),
+    b2: fill(n * d, r, 0.1),
+  };
   const B = 1_700_000;
   const x = new Float32Array(B * d);
   for (let i = 0; i < x.length; i++) x[i] = hash(i);
@@ -76,7 +93,8 @@ async function scratchCase(threads) {
   const out = await big.forward(x);
   for (const row of sampleRows(B)) {
     const ref = refRow(cfg, w, x.subarray(row * d, row * d + d));
-    for (let s = 0; s < cfg.k; s++) check(`eval row ${row} slot ${s} expert`, out.topkIndices[row * cfg.k + s] === ref.order[s], `${out.topkIndices[row * cfg.k + s]} vs ${ref.order[s]}`);
+    for (let s = 0; s < cfg.k; s++)
+      check(`eval row ${row} slot ${s} expert`, out.topkIndices[row * cfg.k + s] === ref.order[s], `${out.topkIndices[row * cfg.k + s]} vs ${ref.order[s]}`);
     for (let o = 0; o < d; o++) check(`eval y[${row}, ${o}]`, close(out.y[row * d + o], ref.y[o], 1e-5), `${out.y[row * d + o]} vs ${ref.y[o]}`);
   }
   // Training: a forward with given noise, then backward: the last rows' y and dx must match the same
@@ -105,10 +123,14 @@ async function scratchCase(threads) {
 function wideWeights(h, n, seed) {
   const r = rng(seed);
   const STRIDE = 4099;
-  const w1 = new Float32Array(n * h), b1 = new Float32Array(n * h), w2 = new Float32Array(n * h);
+  const w1 = new Float32Array(n * h),
+    b1 = new Float32Array(n * h),
+    w2 = new Float32Array(n * h);
   for (let e = 0; e < n; e++) {
     for (let j = h - 1; j >= 0; j -= STRIDE) {
-      w1[e * h + j] = r(); b1[e * h + j] = 0.1 * r(); w2[e * h + j] = r();
+      w1[e * h + j] = r();
+      b1[e * h + j] = 0.1 * r();
+      w2[e * h + j] = r();
     }
   }
   // the top two experts for x > 0 are 7 and 6: the ones whose panels lie highest in memory
@@ -118,7 +140,8 @@ function wideWeights(h, n, seed) {
 
 async function weightsCase() {
   // w2 alone is n·hp·dp·4 = 8·2^23·8·4 bytes = 2 GiB (dModel 1 pads to 8): the last experts lie past 2 GiB.
-  const n = 8, h = 2 ** 23;
+  const n = 8,
+    h = 2 ** 23;
   const cfg = { dModel: 1, dHidden: h, numExperts: n, k: 2, expert: "relu" };
   const w = wideWeights(h, n, 11);
   const layer = await createMoE({ ...cfg, weights: w, wasmBuild: "simd" });
@@ -130,7 +153,8 @@ async function weightsCase() {
   check("y", close(out.y[0], ref.y[0], 1e-5), `${out.y[0]} vs ${ref.y[0]}`);
   const back = await layer.getWeights();
   for (const name of ["w1", "b1", "w2", "b2", "wGate"]) {
-    const a = back[name], b = w[name];
+    const a = back[name],
+      b = w[name];
     let same = a.length === b.length;
     for (let i = 0; same && i < a.length; i++) same = Object.is(a[i], b[i]);
     check(`getWeights().${name} round trip`, same);
@@ -138,7 +162,11 @@ async function weightsCase() {
   // Gradients need as much memory again: past 4 GiB, refused with a typed error, the layer intact.
   await layer.forward(x, { train: true, noise: new Float32Array(n) });
   let error;
-  try { await layer.backward(new Float32Array([1])); } catch (e) { error = e; }
+  try {
+    await layer.backward(new Float32Array([1]));
+  } catch (e) {
+    error = e;
+  }
   check("backward past 4 GiB: a typed INVALID_CONFIG", error instanceof MoEError && error.code === "INVALID_CONFIG", String(error));
   const again = await layer.forward(x);
   check("the layer still works after the refusal", again.y[0] === out.y[0], `${again.y[0]} vs ${out.y[0]}`);
@@ -150,13 +178,15 @@ async function weightsCase() {
  * beside them: the moments end past 2 GiB.
  */
 async function trainCase(optimizer) {
-  const n = 8, h = optimizer === "adam" ? 2 ** 21 : 2 ** 22;
+  const n = 8,
+    h = optimizer === "adam" ? 2 ** 21 : 2 ** 22;
   const cfg = { dModel: 1, dHidden: h, numExperts: n, k: 2, expert: "relu", wImportance: 0, wLoad: 0 };
   const w = wideWeights(h, n, 13);
   const layer = await createMoE({ ...cfg, weights: w, wasmBuild: "simd" });
   const x = new Float32Array([0.5]);
   const out = await layer.forward(x, { train: true, noise: new Float32Array(n) });
-  const dy = 0.25, lr = 0.5;
+  const dy = 0.25,
+    lr = 0.5;
   await layer.backward(new Float32Array([dy]));
   await layer.step({ lr, optimizer });
   check("the gradients ended past 2 GiB", maxMemory > 2 * GiB, `${maxMemory}`);

@@ -9,7 +9,9 @@ import { createMoE } from "../../dist/index.js";
 const mode = (globalThis.Deno ? Deno.args : process.argv.slice(2))[0];
 const config = { dModel: 8, dHidden: 16, numExperts: 4, k: 2, expert: "relu", init: { seed: 1 } };
 const x = Float32Array.from({ length: 256 * 8 }, (_, i) => Math.sin(i));
-const fail = (message) => { throw new Error(message); };
+const fail = (message) => {
+  throw new Error(message);
+};
 
 if (mode === "undisposed") {
   const layer = await createMoE({ ...config, threads: 2 });
@@ -20,7 +22,8 @@ if (mode === "undisposed") {
   globalThis.Worker = (await import("node:worker_threads")).Worker;
   const threaded = await createMoE({ ...config, threads: 2, wasmBuild: "simd-threads" });
   const single = await createMoE({ ...config, wasmBuild: "simd" });
-  const a = await threaded.forward(x), b = await single.forward(x);
+  const a = await threaded.forward(x),
+    b = await single.forward(x);
   if (!a.y.every((v, i) => Object.is(v, b.y[i]))) fail("threads: 2 differs from threads: 1");
   threaded.dispose();
   single.dispose();
