@@ -6,7 +6,11 @@
 // readback:  the same chain with Float32Array I/O, as a caller without the resident path writes
 //            it: x read back after the layer norm, y uploaded again for the matmul
 //
-// Both chains end with z read back, and their z are compared. Runs on whatever adapter exists
+// onnxruntime:  where onnxruntime-web is installed, the same chain with ONNX Runtime's WebGPU
+//            execution provider in place of the layer (MatMul for the router logits, then
+//            com.microsoft::MoE), Float32Array I/O; on its own device, as ONNX Runtime makes one
+//
+// The chains end with z read back, and their z are compared. Runs on whatever adapter exists
 // (navigator.gpu in Deno and browsers; in Node, Dawn from the `webgpu` package, on the SwiftShader
 // Vulkan driver where there is no GPU). On a software adapter the times say nothing about GPUs.
 //   node bench/gpu-chain.mjs [--d=256] [--h=512] [--n=16] [--k=2] [--batch=64] [--samples=20] [--expert=relu]
@@ -142,9 +146,97 @@ async function readBack(source, bytes) {
   return out;
 }
 
+// ---- ONNX Runtime's com.microsoft::MoE on its WebGPU execution provider (where installed) ----------
+
+// A minimal protobuf (proto3 wire format) writer for one ModelProto.
+class Pb {
+  parts = [];
+  varint(v) {
+    let x = BigInt.asUintN(64, BigInt(v));
+    do {
+      const byte = Number(x & 0x7fn);
+      x >>= 7n;
+      this.parts.push(x ? byte | 0x80 : byte);
+    } while (x);
+  }
+  key(field, wire) { this.varint((field << 3) | wire); }
+  int(field, v) { this.key(field, 0); this.varint(v); return this; }
+  bytes(field, v) { this.key(field, 2); this.varint(v.length); for (const b of v) this.parts.push(b); return this; }
+  string(field, v) { return this.bytes(field, new TextEncoder().encode(v)); }
+  message(field, m) { return this.bytes(field, m.done()); }
+  done() { return Uint8Array.from(this.parts); }
+}
+
+/** y = MoE(x, x·W_g): the layer's eval forward as an ONNX graph (softmax over the top k = softmax over all, renormalised over the top k). */
+function ortModel(w) {
+  const { d, h, n } = shape;
+  // [n, in, out] → the operator's [n, out, in]
+  const transpose = (src, rows, cols) => {
+    const out = new Float32Array(n * rows * cols);
+    for (let e = 0; e < n; e++) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[e * rows * cols + c * rows + r] = src[e * rows * cols + r * cols + c];
+    return out;
+  };
+  const tensor = (name, dims, data) => {
+    const t = new Pb();
+    for (const v of dims) t.int(1, v);
+    return t.int(2, 1).string(8, name).bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  };
+  const valueInfo = (name, dims) => {
+    const dimsPb = new Pb();
+    for (const v of dims) dimsPb.message(1, typeof v === "string" ? new Pb().string(2, v) : new Pb().int(1, v));
+    return new Pb().string(1, name).message(2, new Pb().message(1, new Pb().int(1, 1).message(2, dimsPb)));
+  };
+  const gate = new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul");
+  const moe = new Pb().string(1, "input").string(1, "router_logits").string(1, "fc1").string(1, "fc1_bias").string(1, "fc2").string(1, "fc2_bias")
+    .string(2, "output").string(3, "moe").string(4, "MoE").string(7, "com.microsoft")
+    .message(5, new Pb().string(1, "k").int(3, k).int(20, 2))
+    .message(5, new Pb().string(1, "normalize_routing_weights").int(3, 1).int(20, 2))
+    .message(5, new Pb().string(1, "activation_type").bytes(4, new TextEncoder().encode("relu")).int(20, 3));
+  const graph = new Pb().message(1, gate).message(1, moe).string(2, "moe")
+    .message(5, tensor("w_gate", [d, n], w.wGate))
+    .message(5, tensor("fc1", [n, h, d], transpose(w.w1, d, h)))
+    .message(5, tensor("fc1_bias", [n, h], w.b1))
+    .message(5, tensor("fc2", [n, d, h], transpose(w.w2, h, d)))
+    .message(5, tensor("fc2_bias", [n, d], w.b2))
+    .message(11, valueInfo("input", ["B", d]))
+    .message(12, valueInfo("output", ["B", d]));
+  return new Pb().int(1, 8).string(2, "edge-moe bench").message(7, graph)
+    .message(8, new Pb().string(1, "").int(2, 17)).message(8, new Pb().string(1, "com.microsoft").int(2, 1)).done();
+}
+
+/** The ONNX Runtime chain, or why there is none. */
+async function ortChain() {
+  if (expert !== "relu") return { reason: "the ONNX Runtime row is built for relu experts (--expert=relu)" };
+  const specifier = "onnxruntime-web/webgpu";
+  let ort;
+  try {
+    ort = await import(specifier);
+  } catch (error) {
+    return { reason: `onnxruntime-web is not installed (${error.message.split("\n")[0]})` };
+  }
+  try {
+    ort.env.wasm.numThreads = 1;
+    ort.env.logLevel = "error";
+    const session = await ort.InferenceSession.create(ortModel(weights), { executionProviders: ["webgpu"] });
+    const chain = async () => {
+      runPass(layerNorm, normGroup, B);
+      const x = await readBack(xBuf, 4 * B * d);
+      const out = await session.run({ input: new ort.Tensor("float32", x, [B, d]) });
+      device.queue.writeBuffer(yBuf, 0, out.output.data);
+      runPass(matmul, mmGroup, Math.ceil((B * d) / 64));
+      return readBack(zBuf, 4 * B * d);
+    };
+    await chain();
+    return { chain, version: ort.env.versions?.web ?? "" };
+  } catch (error) {
+    return { reason: `onnxruntime-web's WebGPU execution provider failed here: ${String(error?.message ?? error).split("\n")[0]}` };
+  }
+}
+
 // ---- the chains ---------------------------------------------------------------------------------
 
-const layer = await createMoE({ dModel: d, dHidden: shape.h, numExperts: shape.n, k, expert, weights: makeWeights(shape, expert), backend: "gpu", gpu: device });
+const weights = makeWeights(shape, expert);
+const layer = await createMoE({ dModel: d, dHidden: shape.h, numExperts: shape.n, k, expert, weights, backend: "gpu", gpu: device });
 
 async function resident() {
   runPass(layerNorm, normGroup, B);
@@ -187,6 +279,14 @@ for (let i = 0; i < zResident.length; i++) {
 }
 
 const rows = [await time("resident (GPUBuffer in and out)", resident), await time("Float32Array I/O (readback + upload)", withReadback)];
+const ort = await ortChain();
+let ortDiff;
+if (ort.chain) {
+  const zOrt = await ort.chain();
+  ortDiff = 0;
+  for (let i = 0; i < zOrt.length; i++) ortDiff = Math.max(ortDiff, Math.abs(zOrt[i] - zReadback[i]));
+  rows.push(await time(`onnxruntime-web ${ort.version} MoE (WebGPU EP)`, ort.chain));
+}
 
 console.log(`gpu-chain: layer norm → MoE ${expert} d=${d} h=${shape.h} n=${shape.n} k=${k} → matmul [${d}×${d}], B=${B}, ${SAMPLES} samples`);
 console.log(`adapter: ${adapterName}${software ? " (software)" : ""}; subgroups: ${features.length ? "yes" : "no"}`);
@@ -194,9 +294,10 @@ if (software) {
   console.log("NOTE: a software adapter (a CPU implementation of WebGPU): these times measure that emulation, not a GPU; they only show that the chain runs.");
 }
 console.log(`z agrees: max |resident − readback| = ${maxDiff.toExponential(2)} (max |z| = ${maxZ.toExponential(2)})`);
-for (const r of rows) console.log(`${r.name.padEnd(40)} median ${r.median.toFixed(2).padStart(9)} ms   p90 ${r.p90.toFixed(2).padStart(9)} ms`);
+for (const r of rows) console.log(`${r.name.padEnd(44)} median ${r.median.toFixed(2).padStart(9)} ms   p90 ${r.p90.toFixed(2).padStart(9)} ms`);
 console.log(`resident / readback (median): ${(rows[0].median / rows[1].median).toFixed(2)}`);
-console.log("onnxruntime-web (com.microsoft::MoE on its WebGPU EP): not a row here; see docs/gpu-resident.md");
+if (ortDiff !== undefined) console.log(`onnxruntime z agrees: max |onnxruntime − readback| = ${ortDiff.toExponential(2)}`);
+else console.log(`onnxruntime-web (com.microsoft::MoE, WebGPU EP): no row: ${ort.reason}`);
 
 layer.dispose();
 for (const b of [x0, wOut, params, xBuf, yBuf, zBuf]) b.destroy();
