@@ -354,6 +354,8 @@ gpuSuite("the resident path: GPUBuffer in, GPUBuffers out (Node, Dawn)", probe, 
 interface DenoResidentReport {
   noAdapter?: string;
   adapter?: string;
+  /** Whether the Deno device had the subgroups feature (the subgroup variants ran). */
+  subgroups?: boolean;
   cases?: Array<{ name: string; ok: boolean; topkExact: boolean; evalTopkExact: boolean; seededExact: boolean; gatesErr: number; yErr: number; evalErr: number; importanceErr: number; loadErr: number; error?: string }>;
   loss?: { ok: boolean; code: string; laterCode: string; error?: string };
 }
@@ -391,7 +393,8 @@ describe("the resident path in Deno (built-in WebGPU)", () => {
     expect(report, output.slice(-4000)).toBeDefined();
     expect(report!.cases!.length).toBe(19);
     expect(status, output.slice(-4000)).toBe(0);
-    console.log(`Deno resident path ran on: ${report!.adapter}`);
+    expect(typeof report!.subgroups).toBe("boolean");
+    console.log(`Deno resident path ran on: ${report!.adapter} (${report!.subgroups ? "subgroup variants" : "no subgroups: the plain passes"})`);
   });
 
   it("a device destroyed right after forward() was called: GPU_LOST, and at the next call", () => {

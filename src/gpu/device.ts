@@ -79,9 +79,11 @@ async function requestDevice(): Promise<GpuDevice | NoGpu> {
     maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
     maxBufferSize: limits.maxBufferSize,
   };
+  // Subgroups where the adapter offers them: the resident path's top-k and statistics use them.
+  const requiredFeatures: GPUFeatureName[] = adapter.features?.has("subgroups") ? ["subgroups" as GPUFeatureName] : [];
   let device: GPUDevice;
   try {
-    device = await adapter.requestDevice({ label: "edge-moe", requiredLimits });
+    device = await adapter.requestDevice({ label: "edge-moe", requiredLimits, requiredFeatures });
   } catch (error) {
     return { reason: `requestDevice() failed: ${(error as Error).message}` };
   }

@@ -28,6 +28,11 @@ const GATING_TILE = 16;
 /** Invocations of a workgroup of the element-wise passes. */
 const WORKGROUP = 64;
 
+/** Whether the resident path uses the subgroup variants of top-k and the statistics on this device. */
+export function usesSubgroups(device: GPUDevice): boolean {
+  return device.features?.has("subgroups") === true;
+}
+
 /** Workgroups g as (x, y) under the per-dimension limit (the shaders index x + y·65535). */
 const split = (g: number): [number, number] => [Math.min(g, MAX_DISPATCH), Math.ceil(g / MAX_DISPATCH)];
 
@@ -104,6 +109,8 @@ class Resident {
   readonly experts: ExpertsView;
   gatingStale = true;
   lost: string | undefined;
+  /** The top-k and statistics passes are the subgroup variants. */
+  readonly subgroups: boolean;
   private disposed = false;
   private readonly ldl: number;
   private readonly gateWeights: GPUBuffer;
@@ -112,8 +119,9 @@ class Resident {
   private call: CallBuffers | undefined;
   private stamp = 0;
 
-  private constructor(spec: LayerSpec, experts: ExpertsView, pipelines: Pipelines, gateWeights: GPUBuffer) {
+  private constructor(spec: LayerSpec, experts: ExpertsView, pipelines: Pipelines, gateWeights: GPUBuffer, subgroups: boolean) {
     this.spec = spec;
+    this.subgroups = subgroups;
     this.experts = experts;
     this.device = experts.device;
     this.pipelines = pipelines;
@@ -156,19 +164,35 @@ class Resident {
     let gateWeights: GPUBuffer | undefined;
     try {
       gateWeights = device.createBuffer({ label: "edge-moe gating weights", size: roundUp(Math.max(16, 4 * d * ldl), 16), usage: STORAGE | COPY_DST });
-      const [gemm, noise, topk, stats, losses, scan, scatter, pad] = await Promise.all([
+      const keep = Math.min(k + 1, n);
+      // The subgroup variants where the device has them; the plain passes where it has not, or
+      // where its compiler rejects them.
+      const gatingPasses = (subgroups: boolean) =>
+        Promise.all(subgroups
+          ? [compile("gating_topk_subgroup", { K: k, KEEP: keep }), compile("gating_stats_subgroup"), compile("gating_losses_subgroup")]
+          : [compile("gating_topk", { K: k, KEEP: keep }), compile("gating_stats"), compile("gating_losses")]);
+      let subgroups = usesSubgroups(device);
+      const tryGatingPasses = async () => {
+        if (!subgroups) return gatingPasses(false);
+        // their own error scope: a rejected subgroup shader must not fail the setup
+        device.pushErrorScope("validation");
+        const passes = gatingPasses(true);
+        const [error, ready] = await Promise.all([device.popErrorScope(), passes.then((p) => p, () => undefined)]);
+        if (!error && ready) return ready;
+        subgroups = false;
+        return gatingPasses(false);
+      };
+      const [[topk, stats, losses], gemm, noise, scan, scatter, pad] = await Promise.all([
+        tryGatingPasses(),
         compile("gating_gemm", { TILE: GATING_TILE }),
         compile("gating_noise"),
-        compile("gating_topk", { K: k, KEEP: Math.min(k + 1, n) }),
-        compile("gating_stats"),
-        compile("gating_losses"),
         compile("plan_scan", { TILE_M: TILE_M }),
         compile("plan_scatter"),
         compile("pad_rows"),
       ]);
       const error = await device.popErrorScope();
       if (error) throw new Error(error.message);
-      resident = new Resident(spec, view, { gemm, noise, topk, stats, losses, scan, scatter, pad }, gateWeights);
+      resident = new Resident(spec, view, { gemm, noise, topk, stats, losses, scan, scatter, pad }, gateWeights, subgroups);
     } catch (error) {
       gateWeights?.destroy();
       throw new MoEError("GPU_ERROR", `setting up the resident GPU path failed: ${(error as Error).message}`, { cause: error });

@@ -7,6 +7,9 @@ import gatingNoiseTemplate from "../../shaders/gating_noise.wgsl";
 import gatingTopkTemplate from "../../shaders/gating_topk.wgsl";
 import gatingStatsTemplate from "../../shaders/gating_stats.wgsl";
 import gatingLossesTemplate from "../../shaders/gating_losses.wgsl";
+import gatingTopkSubgroupTemplate from "../../shaders/gating_topk_subgroup.wgsl";
+import gatingStatsSubgroupTemplate from "../../shaders/gating_stats_subgroup.wgsl";
+import gatingLossesSubgroupTemplate from "../../shaders/gating_losses_subgroup.wgsl";
 import planScanTemplate from "../../shaders/plan_scan.wgsl";
 import planScatterTemplate from "../../shaders/plan_scatter.wgsl";
 import padRowsTemplate from "../../shaders/pad_rows.wgsl";
@@ -22,6 +25,10 @@ const TEMPLATES = {
   gating_topk: gatingTopkTemplate,
   gating_stats: gatingStatsTemplate,
   gating_losses: gatingLossesTemplate,
+  // the same passes with subgroup operations, on devices with the `subgroups` feature
+  gating_topk_subgroup: gatingTopkSubgroupTemplate,
+  gating_stats_subgroup: gatingStatsSubgroupTemplate,
+  gating_losses_subgroup: gatingLossesSubgroupTemplate,
   plan_scan: planScanTemplate,
   plan_scatter: planScatterTemplate,
   pad_rows: padRowsTemplate,

@@ -4,7 +4,9 @@
 //   deno run -A --import-map=test/deno/import_map.json test/deno/gpu_resident.ts
 // Then device loss: a device destroyed right after a resident forward() was called must fail that
 // call with GPU_LOST.
-// Prints one JSON line: { adapter, cases: [...], loss } or { noAdapter: reason }; exits 1 when a check fails.
+// The device has the `subgroups` feature where the adapter offers it (the resident path's subgroup
+// variants run then; lavapipe does not offer it).
+// Prints one JSON line: { adapter, subgroups, cases: [...], loss } or { noAdapter: reason }; exits 1 when a check fails.
 import { createMoE } from "edge-moe";
 import { listCases, loadCase, relErr, TOL } from "../helpers.ts";
 
@@ -23,7 +25,9 @@ if (!adapter) {
 
 async function newDevice(): Promise<GPUDevice> {
   const a = (await navigator.gpu.requestAdapter())!;
-  return a.requestDevice({ requiredLimits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize } });
+  // subgroups where the adapter offers them: the resident path then runs its subgroup variants
+  const requiredFeatures: GPUFeatureName[] = a.features.has("subgroups") ? ["subgroups" as GPUFeatureName] : [];
+  return a.requestDevice({ requiredFeatures, requiredLimits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize } });
 }
 
 function upload(device: GPUDevice, data: Float32Array): GPUBuffer {
@@ -125,5 +129,5 @@ try {
 } catch (error) {
   loss.error = String((error as Error)?.stack ?? error);
 }
-console.log(JSON.stringify({ adapter: adapterName, cases, loss }));
+console.log(JSON.stringify({ adapter: adapterName, subgroups: device.features.has("subgroups"), cases, loss }));
 Deno.exit(cases.every((c) => c.ok) && loss.ok ? 0 : 1);
