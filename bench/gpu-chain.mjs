@@ -20,10 +20,12 @@ import { createMoE } from "../dist/index.js";
 import { makeInput, makeWeights } from "./cases.mjs";
 
 const argv = globalThis.Deno ? globalThis.Deno.args : process.argv.slice(2);
-const args = Object.fromEntries(argv.map((a) => {
-  const [k, v] = a.replace(/^--/, "").split("=");
-  return [k, v ?? true];
-}));
+const args = Object.fromEntries(
+  argv.map((a) => {
+    const [k, v] = a.replace(/^--/, "").split("=");
+    return [k, v ?? true];
+  }),
+);
 const shape = { d: Number(args.d ?? 256), h: Number(args.h ?? 512), n: Number(args.n ?? 16), k: Number(args.k ?? 2) };
 const expert = String(args.expert ?? "relu");
 const B = Number(args.batch ?? 64);
@@ -116,14 +118,24 @@ const buffer = (bytes, usage = STORAGE | COPY_SRC | COPY_DST) => device.createBu
 const x0 = buffer(4 * B * d);
 device.queue.writeBuffer(x0, 0, makeInput(B, d));
 const wOut = buffer(4 * d * d);
-device.queue.writeBuffer(wOut, 0, makeInput(d, d, 7).map((v) => v / Math.sqrt(d)));
+device.queue.writeBuffer(
+  wOut,
+  0,
+  makeInput(d, d, 7).map((v) => v / Math.sqrt(d)),
+);
 const params = buffer(16, UNIFORM | COPY_DST);
 device.queue.writeBuffer(params, 0, Uint32Array.from([B, d, 0, 0]));
 const xBuf = buffer(4 * B * d);
 const yBuf = buffer(4 * B * d);
 const zBuf = buffer(4 * B * d);
-const normGroup = device.createBindGroup({ layout: layerNorm.getBindGroupLayout(0), entries: [x0, xBuf, params].map((b, binding) => ({ binding, resource: { buffer: b } })) });
-const mmGroup = device.createBindGroup({ layout: matmul.getBindGroupLayout(0), entries: [yBuf, wOut, zBuf, params].map((b, binding) => ({ binding, resource: { buffer: b } })) });
+const normGroup = device.createBindGroup({
+  layout: layerNorm.getBindGroupLayout(0),
+  entries: [x0, xBuf, params].map((b, binding) => ({ binding, resource: { buffer: b } })),
+});
+const mmGroup = device.createBindGroup({
+  layout: matmul.getBindGroupLayout(0),
+  entries: [yBuf, wOut, zBuf, params].map((b, binding) => ({ binding, resource: { buffer: b } })),
+});
 
 function runPass(pipeline, group, workgroups) {
   const encoder = device.createCommandEncoder();
@@ -159,12 +171,29 @@ class Pb {
       this.parts.push(x ? byte | 0x80 : byte);
     } while (x);
   }
-  key(field, wire) { this.varint((field << 3) | wire); }
-  int(field, v) { this.key(field, 0); this.varint(v); return this; }
-  bytes(field, v) { this.key(field, 2); this.varint(v.length); for (const b of v) this.parts.push(b); return this; }
-  string(field, v) { return this.bytes(field, new TextEncoder().encode(v)); }
-  message(field, m) { return this.bytes(field, m.done()); }
-  done() { return Uint8Array.from(this.parts); }
+  key(field, wire) {
+    this.varint((field << 3) | wire);
+  }
+  int(field, v) {
+    this.key(field, 0);
+    this.varint(v);
+    return this;
+  }
+  bytes(field, v) {
+    this.key(field, 2);
+    this.varint(v.length);
+    for (const b of v) this.parts.push(b);
+    return this;
+  }
+  string(field, v) {
+    return this.bytes(field, new TextEncoder().encode(v));
+  }
+  message(field, m) {
+    return this.bytes(field, m.done());
+  }
+  done() {
+    return Uint8Array.from(this.parts);
+  }
 }
 
 /** y = MoE(x, x·W_g): the layer's eval forward as an ONNX graph (softmax over the top k = softmax over all, renormalised over the top k). */
@@ -173,13 +202,17 @@ function ortModel(w) {
   // [n, in, out] → the operator's [n, out, in]
   const transpose = (src, rows, cols) => {
     const out = new Float32Array(n * rows * cols);
-    for (let e = 0; e < n; e++) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[e * rows * cols + c * rows + r] = src[e * rows * cols + r * cols + c];
+    for (let e = 0; e < n; e++)
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[e * rows * cols + c * rows + r] = src[e * rows * cols + r * cols + c];
     return out;
   };
   const tensor = (name, dims, data) => {
     const t = new Pb();
     for (const v of dims) t.int(1, v);
-    return t.int(2, 1).string(8, name).bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return t
+      .int(2, 1)
+      .string(8, name)
+      .bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   };
   const valueInfo = (name, dims) => {
     const dimsPb = new Pb();
@@ -187,12 +220,24 @@ function ortModel(w) {
     return new Pb().string(1, name).message(2, new Pb().message(1, new Pb().int(1, 1).message(2, dimsPb)));
   };
   const gate = new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul");
-  const moe = new Pb().string(1, "input").string(1, "router_logits").string(1, "fc1").string(1, "fc1_bias").string(1, "fc2").string(1, "fc2_bias")
-    .string(2, "output").string(3, "moe").string(4, "MoE").string(7, "com.microsoft")
+  const moe = new Pb()
+    .string(1, "input")
+    .string(1, "router_logits")
+    .string(1, "fc1")
+    .string(1, "fc1_bias")
+    .string(1, "fc2")
+    .string(1, "fc2_bias")
+    .string(2, "output")
+    .string(3, "moe")
+    .string(4, "MoE")
+    .string(7, "com.microsoft")
     .message(5, new Pb().string(1, "k").int(3, k).int(20, 2))
     .message(5, new Pb().string(1, "normalize_routing_weights").int(3, 1).int(20, 2))
     .message(5, new Pb().string(1, "activation_type").bytes(4, new TextEncoder().encode("relu")).int(20, 3));
-  const graph = new Pb().message(1, gate).message(1, moe).string(2, "moe")
+  const graph = new Pb()
+    .message(1, gate)
+    .message(1, moe)
+    .string(2, "moe")
     .message(5, tensor("w_gate", [d, n], w.wGate))
     .message(5, tensor("fc1", [n, h, d], transpose(w.w1, d, h)))
     .message(5, tensor("fc1_bias", [n, h], w.b1))
@@ -200,8 +245,13 @@ function ortModel(w) {
     .message(5, tensor("fc2_bias", [n, d], w.b2))
     .message(11, valueInfo("input", ["B", d]))
     .message(12, valueInfo("output", ["B", d]));
-  return new Pb().int(1, 8).string(2, "edge-moe bench").message(7, graph)
-    .message(8, new Pb().string(1, "").int(2, 17)).message(8, new Pb().string(1, "com.microsoft").int(2, 1)).done();
+  return new Pb()
+    .int(1, 8)
+    .string(2, "edge-moe bench")
+    .message(7, graph)
+    .message(8, new Pb().string(1, "").int(2, 17))
+    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
+    .done();
 }
 
 /** The ONNX Runtime chain, or why there is none. */

@@ -98,7 +98,10 @@ fn normals(@builtin(global_invocation_id) g: vec3<u32>) {
   const uniform = upload(device, new Float32Array(params.buffer), UNIFORM | COPY_DST);
   const group = device.createBindGroup({
     layout: pipeline.getBindGroupLayout(0),
-    entries: [{ binding: 3, resource: { buffer: out } }, { binding: 5, resource: { buffer: uniform } }],
+    entries: [
+      { binding: 3, resource: { buffer: out } },
+      { binding: 5, resource: { buffer: uniform } },
+    ],
   });
   const encoder = device.createCommandEncoder();
   const pass = encoder.beginComputePass();
@@ -173,7 +176,11 @@ gpuSuite("the resident path: GPUBuffer in, GPUBuffers out (Node, Dawn)", probe, 
   describe("seeded noise: the CPU's normals", () => {
     it("normal(i) of the shader equals the CPU generator's within 1e-6 (2^18 normals, three keys)", async () => {
       const count = 2 ** 18;
-      for (const [stream, seed] of [[0, 0], [1, 12345], [7, 2 ** 40 + 99]]) {
+      for (const [stream, seed] of [
+        [0, 0],
+        [1, 12345],
+        [7, 2 ** 40 + 99],
+      ]) {
         const got = await shaderNormals(device, count, stream, seed);
         const want = referenceNormals(count, stream, seed);
         let worst = 0;
@@ -356,7 +363,19 @@ interface DenoResidentReport {
   adapter?: string;
   /** Whether the Deno device had the subgroups feature (the subgroup variants ran). */
   subgroups?: boolean;
-  cases?: Array<{ name: string; ok: boolean; topkExact: boolean; evalTopkExact: boolean; seededExact: boolean; gatesErr: number; yErr: number; evalErr: number; importanceErr: number; loadErr: number; error?: string }>;
+  cases?: Array<{
+    name: string;
+    ok: boolean;
+    topkExact: boolean;
+    evalTopkExact: boolean;
+    seededExact: boolean;
+    gatesErr: number;
+    yErr: number;
+    evalErr: number;
+    importanceErr: number;
+    loadErr: number;
+    error?: string;
+  }>;
   loss?: { ok: boolean; code: string; laterCode: string; error?: string };
 }
 
@@ -366,9 +385,17 @@ const deno = `${root}node_modules/.bin/deno`;
 function runDeno(): { report: DenoResidentReport | undefined; output: string; status: number | null } {
   const env = { ...process.env };
   if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
-  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_resident.ts"], { cwd: root, env, encoding: "utf8", timeout: 600_000 });
+  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_resident.ts"], {
+    cwd: root,
+    env,
+    encoding: "utf8",
+    timeout: 600_000,
+  });
   const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
-  const line = (child.stdout ?? "").split("\n").reverse().find((l) => l.startsWith("{"));
+  const line = (child.stdout ?? "")
+    .split("\n")
+    .reverse()
+    .find((l) => l.startsWith("{"));
   return { report: line ? (JSON.parse(line) as DenoResidentReport) : undefined, output, status: child.status };
 }
 

@@ -129,8 +129,15 @@ class Resident {
     this.ldl = spec.noisyGating ? 2 * spec.numExperts : spec.numExperts;
     const uniform = (label: string) => this.buffer(`edge-moe resident ${label}`, 48, UNIFORM | COPY_DST);
     this.uniforms = {
-      gemm: uniform("gemm"), noise: uniform("noise"), topk: uniform("topk"), stats: uniform("stats"), losses: uniform("losses"),
-      scan: uniform("scan"), scatter: uniform("scatter"), pad: uniform("pad"), combine: uniform("combine"),
+      gemm: uniform("gemm"),
+      noise: uniform("noise"),
+      topk: uniform("topk"),
+      stats: uniform("stats"),
+      losses: uniform("losses"),
+      scan: uniform("scan"),
+      scatter: uniform("scatter"),
+      pad: uniform("pad"),
+      combine: uniform("combine"),
     };
     void this.device.lost.then((info) => {
       this.lost ??= `the GPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ""})`;
@@ -158,7 +165,10 @@ class Resident {
     const compile = (name: ShaderName, values: TemplateValues = {}) => pipelineFor(device, name, values);
     const maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
     if (4 * d * ldl > maxBinding) {
-      throw new MoEError("GPU_ERROR", `the gating weights (${4 * d * ldl} bytes) exceed this adapter's maxStorageBufferBindingSize (${maxBinding}); pass x as a Float32Array (gating on the CPU)`);
+      throw new MoEError(
+        "GPU_ERROR",
+        `the gating weights (${4 * d * ldl} bytes) exceed this adapter's maxStorageBufferBindingSize (${maxBinding}); pass x as a Float32Array (gating on the CPU)`,
+      );
     }
     device.pushErrorScope("validation");
     let gateWeights: GPUBuffer | undefined;
@@ -168,16 +178,24 @@ class Resident {
       // The subgroup variants where the device has them; the plain passes where it has not, or
       // where its compiler rejects them.
       const gatingPasses = (subgroups: boolean) =>
-        Promise.all(subgroups
-          ? [compile("gating_topk_subgroup", { K: k, KEEP: keep }), compile("gating_stats_subgroup"), compile("gating_losses_subgroup")]
-          : [compile("gating_topk", { K: k, KEEP: keep }), compile("gating_stats"), compile("gating_losses")]);
+        Promise.all(
+          subgroups
+            ? [compile("gating_topk_subgroup", { K: k, KEEP: keep }), compile("gating_stats_subgroup"), compile("gating_losses_subgroup")]
+            : [compile("gating_topk", { K: k, KEEP: keep }), compile("gating_stats"), compile("gating_losses")],
+        );
       let subgroups = usesSubgroups(device);
       const tryGatingPasses = async () => {
         if (!subgroups) return gatingPasses(false);
         // their own error scope: a rejected subgroup shader must not fail the setup
         device.pushErrorScope("validation");
         const passes = gatingPasses(true);
-        const [error, ready] = await Promise.all([device.popErrorScope(), passes.then((p) => p, () => undefined)]);
+        const [error, ready] = await Promise.all([
+          device.popErrorScope(),
+          passes.then(
+            (p) => p,
+            () => undefined,
+          ),
+        ]);
         if (!error && ready) return ready;
         subgroups = false;
         return gatingPasses(false);
@@ -267,7 +285,8 @@ class Resident {
       out: b("out", 4 * pairs * e.down.width),
       y: b("y", 4 * (capacity * d + 1), S | COPY_SRC),
       stats: b("statistics", 4 * (2 * n + 2), S | COPY_SRC),
-      upTables, downTables,
+      upTables,
+      downTables,
       groups: undefined as unknown as CallBuffers["groups"],
       upGroups: undefined,
       downGroups: [],
@@ -281,7 +300,16 @@ class Resident {
     call.groups = {
       noise: group(p.noise, [buf(call.logits), buf(call.noise), buf(call.std), buf(call.h), buf(call.flags), buf(u.noise)]),
       topk: group(p.topk, [buf(call.h), buf(call.topkIdx), buf(call.topkGates), buf(call.nextIdx), buf(call.counts), buf(u.topk)]),
-      stats: group(p.stats, [buf(call.logits), buf(call.std), buf(call.h), buf(call.topkIdx), buf(call.topkGates), buf(call.nextIdx), buf(call.stats), buf(u.stats)]),
+      stats: group(p.stats, [
+        buf(call.logits),
+        buf(call.std),
+        buf(call.h),
+        buf(call.topkIdx),
+        buf(call.topkGates),
+        buf(call.nextIdx),
+        buf(call.stats),
+        buf(u.stats),
+      ]),
       losses: group(p.losses, [buf(call.stats), buf(u.losses)]),
       scan: group(p.scan, [buf(call.counts), buf(call.descriptors), buf(call.offsets), buf(call.tiles), buf(call.indirect), buf(u.scan)]),
       scatter: group(p.scatter, [buf(call.topkIdx), buf(call.offsets), buf(call.cursors), buf(call.pairOf), buf(call.posOf), buf(u.scatter)]),
@@ -317,7 +345,30 @@ class Resident {
   private releaseCall(): void {
     const c = this.call;
     if (!c) return;
-    for (const b of [c.xPad, c.logits, c.noise, c.std, c.h, c.topkIdx, c.topkGates, c.nextIdx, c.counts, c.cursors, c.flags, c.offsets, c.pairOf, c.posOf, c.descriptors, c.tiles, c.indirect, c.act, c.out, c.y, c.stats]) b?.destroy();
+    for (const b of [
+      c.xPad,
+      c.logits,
+      c.noise,
+      c.std,
+      c.h,
+      c.topkIdx,
+      c.topkGates,
+      c.nextIdx,
+      c.counts,
+      c.cursors,
+      c.flags,
+      c.offsets,
+      c.pairOf,
+      c.posOf,
+      c.descriptors,
+      c.tiles,
+      c.indirect,
+      c.act,
+      c.out,
+      c.y,
+      c.stats,
+    ])
+      b?.destroy();
     this.call = undefined;
   }
 
@@ -325,7 +376,14 @@ class Resident {
    * Encodes and submits one call (synchronously: x may be written by the caller right after this
    * returns; the queue orders it), then awaits its few bytes of readback.
    */
-  run(x: GPUBuffer, batch: number, train: boolean, noise: Float32Array | undefined, seed: { key: number; stream: number }, out: ResidentForwardOptions["out"]): Promise<ResidentForwardResult> {
+  run(
+    x: GPUBuffer,
+    batch: number,
+    train: boolean,
+    noise: Float32Array | undefined,
+    seed: { key: number; stream: number },
+    out: ResidentForwardOptions["out"],
+  ): Promise<ResidentForwardResult> {
     const device = this.device;
     const { dModel: d, numExperts: n, k, noisyGating } = this.spec;
     const e = this.experts;
@@ -353,8 +411,18 @@ class Resident {
       if (noise) queue.writeBuffer(call.noise, 0, noise);
       words(u.pad, [batch, "u"], [d, "u"], [e.xStride, "u"]);
       words(u.gemm, [batch, "u"], [d, "u"], [noisy ? 2 * n : n, "u"], [this.ldl, "u"]);
-      words(u.noise, [batch, "u"], [n, "u"], [this.ldl, "u"], [mode, "u"], [seed.key >>> 0, "u"], [Math.floor(seed.key / 2 ** 32) >>> 0, "u"],
-        [seed.stream >>> 0, "u"], [this.spec.checkFinite ? 1 : 0, "u"], [this.spec.noiseEpsilon, "f"]);
+      words(
+        u.noise,
+        [batch, "u"],
+        [n, "u"],
+        [this.ldl, "u"],
+        [mode, "u"],
+        [seed.key >>> 0, "u"],
+        [Math.floor(seed.key / 2 ** 32) >>> 0, "u"],
+        [seed.stream >>> 0, "u"],
+        [this.spec.checkFinite ? 1 : 0, "u"],
+        [this.spec.noiseEpsilon, "f"],
+      );
       words(u.topk, [batch, "u"], [n, "u"]);
       words(u.stats, [batch, "u"], [n, "u"], [k, "u"], [this.ldl, "u"], [noisy && k < n ? 1 : 0, "u"]);
       words(u.losses, [n, "u"], [this.spec.wImportance, "f"], [this.spec.wLoad, "f"]);
@@ -397,10 +465,18 @@ class Resident {
       };
       const p = this.pipelines;
       if (call.xPad) {
-        dispatch(p.pad, device.createBindGroup({
-          layout: p.pad.getBindGroupLayout(0),
-          entries: [{ binding: 0, resource: xBinding }, { binding: 1, resource: { buffer: call.xPad } }, { binding: 2, resource: { buffer: u.pad } }],
-        }), ...split(Math.ceil((batch * e.xStride) / WORKGROUP)));
+        dispatch(
+          p.pad,
+          device.createBindGroup({
+            layout: p.pad.getBindGroupLayout(0),
+            entries: [
+              { binding: 0, resource: xBinding },
+              { binding: 1, resource: { buffer: call.xPad } },
+              { binding: 2, resource: { buffer: u.pad } },
+            ],
+          }),
+          ...split(Math.ceil((batch * e.xStride) / WORKGROUP)),
+        );
       }
       const rowTiles = Math.ceil(batch / GATING_TILE);
       dispatch(p.gemm, gemmGroup, Math.ceil((noisy ? 2 * n : n) / GATING_TILE), ...split(rowTiles));
@@ -442,11 +518,21 @@ class Resident {
   }
 
   /** Awaits the call's readback: the stamp says the work ran, the flags and statistics come with it. */
-  private async finish(readback: GPUBuffer, scopes: Promise<Array<GPUError | null>>, stamp: number, result: ResidentForwardResult, train: boolean, created: GPUBuffer[]): Promise<ResidentForwardResult> {
+  private async finish(
+    readback: GPUBuffer,
+    scopes: Promise<Array<GPUError | null>>,
+    stamp: number,
+    result: ResidentForwardResult,
+    train: boolean,
+    created: GPUBuffer[],
+  ): Promise<ResidentForwardResult> {
     const n = this.spec.numExperts;
     const [errors, mapped] = await Promise.all([
       scopes.catch(() => [] as Array<GPUError | null>),
-      readback.mapAsync(MAP_MODE_READ).then(() => true, () => false),
+      readback.mapAsync(MAP_MODE_READ).then(
+        () => true,
+        () => false,
+      ),
     ]);
     const fault = (error: MoEError) => {
       for (const b of created) b.destroy();
@@ -454,7 +540,12 @@ class Resident {
     };
     const error = errors.find((e) => e);
     if (error) {
-      throw fault(new MoEError("GPU_ERROR", `a GPU operation of the resident call failed: ${error.message} (x and out buffers must be buffers of the layer's device, unmapped, not destroyed)`));
+      throw fault(
+        new MoEError(
+          "GPU_ERROR",
+          `a GPU operation of the resident call failed: ${error.message} (x and out buffers must be buffers of the layer's device, unmapped, not destroyed)`,
+        ),
+      );
     }
     let words: ArrayBuffer | undefined;
     if (mapped) {
@@ -465,10 +556,20 @@ class Resident {
     // A lost device can resolve the mapping of a buffer its work never wrote: only the stamp says the call ran.
     if (!words || new Float32Array(words, 0, 1)[0] !== stamp) {
       this.lost ??= "the GPU device was lost during the call";
-      throw fault(new MoEError("GPU_LOST", `${this.lost}; the call's input lived on it, so it cannot finish on the CPU. Make a layer on a new device: createMoE({ ...config, gpu: newDevice, weights: await layer.getWeights() })`));
+      throw fault(
+        new MoEError(
+          "GPU_LOST",
+          `${this.lost}; the call's input lived on it, so it cannot finish on the CPU. Make a layer on a new device: createMoE({ ...config, gpu: newDevice, weights: await layer.getWeights() })`,
+        ),
+      );
     }
     if (new Uint32Array(words, 4, 1)[0] !== 0) {
-      throw fault(new MoEError("NON_FINITE_INPUT", "x holds NaN or ±Infinity, or x·W_g overflowed float32; the outputs of this call are not valid (inputs must be finite)"));
+      throw fault(
+        new MoEError(
+          "NON_FINITE_INPUT",
+          "x holds NaN or ±Infinity, or x·W_g overflowed float32; the outputs of this call are not valid (inputs must be finite)",
+        ),
+      );
     }
     if (train) {
       const stats = new Float32Array(words, 16, 2 * n + 2);
@@ -508,14 +609,20 @@ export async function forwardResident(host: ResidentHost, x: GPUBufferLike, opti
   const { dModel: d, numExperts: n, k } = spec;
   const backend = options.backend;
   if (backend !== undefined && backend !== "gpu" && backend !== "auto") {
-    fail("INVALID_CONFIG", `options.backend must be "gpu" or "auto" when x is a GPUBuffer (it runs where x lives), got ${JSON.stringify(backend)}; read x back into a Float32Array to run on the CPU`);
+    fail(
+      "INVALID_CONFIG",
+      `options.backend must be "gpu" or "auto" when x is a GPUBuffer (it runs where x lives), got ${JSON.stringify(backend)}; read x back into a Float32Array to run on the CPU`,
+    );
   }
   const experts = host.experts;
   const resident = experts && residents.get(experts);
   if (!experts || resident?.lost) {
     const reason = resident?.lost ?? host.status.reason ?? "the layer has no GPU";
     if (resident?.lost || (host.status.adapter !== undefined && /lost/i.test(reason))) {
-      fail("GPU_LOST", `${reason}; a GPUBuffer x of that device cannot be read any more. Make a layer on a new device: createMoE({ ...config, gpu: newDevice, weights: await layer.getWeights() })`);
+      fail(
+        "GPU_LOST",
+        `${reason}; a GPUBuffer x of that device cannot be read any more. Make a layer on a new device: createMoE({ ...config, gpu: newDevice, weights: await layer.getWeights() })`,
+      );
     }
     if (host.status.adapter !== undefined) fail("GPU_ERROR", `the layer's GPU can no longer be used (${reason}); make a new layer`);
     fail("NO_GPU", `x is a GPUBuffer, and this layer has no GPU (${reason}); create it with backend "gpu" or "auto" and gpu: x's device`);
@@ -525,7 +632,8 @@ export async function forwardResident(host: ResidentHost, x: GPUBufferLike, opti
   let batch: number;
   if (options.batch !== undefined) {
     batch = options.batch;
-    if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 1) fail("INPUT_SHAPE", `options.batch must be a positive integer (rows of x), got ${String(batch)}`);
+    if (typeof batch !== "number" || !Number.isInteger(batch) || batch < 1)
+      fail("INPUT_SHAPE", `options.batch must be a positive integer (rows of x), got ${String(batch)}`);
     if (4 * batch * d > x.size) fail("INPUT_SHAPE", `x holds ${x.size} bytes, fewer than options.batch·dModel·4 = ${batch}·${d}·4 = ${4 * batch * d}`);
   } else {
     if (x.size === 0 || x.size % (4 * d) !== 0) {
@@ -533,14 +641,21 @@ export async function forwardResident(host: ResidentHost, x: GPUBufferLike, opti
     }
     batch = x.size / (4 * d);
   }
-  const maxRows = (experts).maxRows;
-  if (batch > maxRows) fail("INPUT_SHAPE", `B = ${batch} rows is more than this GPU takes in one resident call (${maxRows}, from its maxStorageBufferBindingSize); split the batch`);
+  const maxRows = experts.maxRows;
+  if (batch > maxRows)
+    fail(
+      "INPUT_SHAPE",
+      `B = ${batch} rows is more than this GPU takes in one resident call (${maxRows}, from its maxStorageBufferBindingSize); split the batch`,
+    );
   const train = options.train ?? false;
   if (typeof train !== "boolean") fail("INVALID_CONFIG", "options.train must be a boolean");
   const noise = options.noise;
   if (noise !== undefined) {
     if (!(noise instanceof Float32Array) || noise.length !== batch * n) {
-      fail("NOISE_SHAPE", `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${noise instanceof Float32Array ? `length ${noise.length}` : Object.prototype.toString.call(noise)}`);
+      fail(
+        "NOISE_SHAPE",
+        `noise must be a Float32Array of B·n = ${batch}·${n} = ${batch * n} standard normals, got ${noise instanceof Float32Array ? `length ${noise.length}` : Object.prototype.toString.call(noise)}`,
+      );
     }
     for (let i = 0; i < noise.length; i++) {
       if (!Number.isFinite(noise[i])) fail("NOISE_SHAPE", `noise[${i}] is ${noise[i]}; noise must be finite`);
@@ -548,7 +663,8 @@ export async function forwardResident(host: ResidentHost, x: GPUBufferLike, opti
   }
   const givenSeed = options.seed === undefined ? undefined : checkSeed("options.seed", options.seed);
   const out = options.out;
-  if (out !== undefined && (typeof out !== "object" || out === null)) fail("OUTPUT_SHAPE", "options.out must be an object { y?, topkIndices?, topkGates? } of GPUBuffers");
+  if (out !== undefined && (typeof out !== "object" || out === null))
+    fail("OUTPUT_SHAPE", "options.out must be an object { y?, topkIndices?, topkGates? } of GPUBuffers");
   checkOutBuffer("y", out?.y, batch * d);
   checkOutBuffer("topkIndices", out?.topkIndices, batch * k);
   checkOutBuffer("topkGates", out?.topkGates, batch * k);

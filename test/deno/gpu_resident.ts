@@ -27,7 +27,10 @@ async function newDevice(): Promise<GPUDevice> {
   const a = (await navigator.gpu.requestAdapter())!;
   // subgroups where the adapter offers them: the resident path then runs its subgroup variants
   const requiredFeatures: GPUFeatureName[] = a.features.has("subgroups") ? ["subgroups" as GPUFeatureName] : [];
-  return a.requestDevice({ requiredFeatures, requiredLimits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize } });
+  return a.requestDevice({
+    requiredFeatures,
+    requiredLimits: { maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize, maxBufferSize: a.limits.maxBufferSize },
+  });
 }
 
 function upload(device: GPUDevice, data: Float32Array): GPUBuffer {
@@ -67,7 +70,18 @@ let adapterName = "";
 const cases: CaseReport[] = [];
 for (const info of listCases()) {
   const golden = loadCase(info);
-  const report: CaseReport = { name: info.name, ok: false, topkExact: false, gatesErr: Infinity, yErr: Infinity, importanceErr: Infinity, loadErr: Infinity, evalTopkExact: false, evalErr: Infinity, seededExact: false };
+  const report: CaseReport = {
+    name: info.name,
+    ok: false,
+    topkExact: false,
+    gatesErr: Infinity,
+    yErr: Infinity,
+    importanceErr: Infinity,
+    loadErr: Infinity,
+    evalTopkExact: false,
+    evalErr: Infinity,
+    seededExact: false,
+  };
   try {
     const layer = await createMoE({ ...golden.config, backend: "gpu", gpu: device });
     adapterName = layer.gpuStatus.adapter ?? "";
@@ -96,8 +110,15 @@ for (const info of listCases()) {
     for (const b of [seeded.y, seeded.topkIndices, seeded.topkGates]) (b as GPUBuffer).destroy();
     for (const b of [x, got.y, got.topkIndices, got.topkGates, evalGot.y, evalGot.topkIndices, evalGot.topkGates]) (b as GPUBuffer).destroy();
     layer.dispose();
-    report.ok = report.topkExact && report.evalTopkExact && report.gatesErr <= TOL && report.yErr <= TOL && report.evalErr <= TOL &&
-      report.importanceErr <= 1e-5 && report.loadErr <= 1e-5 && report.seededExact;
+    report.ok =
+      report.topkExact &&
+      report.evalTopkExact &&
+      report.gatesErr <= TOL &&
+      report.yErr <= TOL &&
+      report.evalErr <= TOL &&
+      report.importanceErr <= 1e-5 &&
+      report.loadErr <= 1e-5 &&
+      report.seededExact;
   } catch (error) {
     report.error = String((error as Error)?.stack ?? error);
   }
