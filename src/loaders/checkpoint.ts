@@ -77,7 +77,10 @@ export async function openCheckpoint(files: Record<string, FileValue> | Map<stri
   let weightMap: Map<string, string> | undefined;
   let shardFiles: string[];
   if (given.has(INDEX_FILE)) {
-    const index = parseSafetensorsIndex(await readWhole(source(INDEX_FILE)));
+    const indexSource = source(INDEX_FILE);
+    const index = await readWhole(indexSource)
+      .then(parseSafetensorsIndex)
+      .finally(() => indexSource.close()); // read whole: its file handle is not needed again
     weightMap = index.weightMap;
     shardFiles = [...new Set(weightMap.values())];
     const missing = shardFiles.filter((f) => !given.has(f));
