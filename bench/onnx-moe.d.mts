@@ -26,6 +26,7 @@ export function quantizeExperts(
   out: number,
   inDim: number,
   bits: 8 | 4,
+  blockSize?: number,
 ): { q: Uint8Array; scales: Float32Array; dequantized: Float32Array };
 export interface QMoEModelSpec {
   batch: number | string;
@@ -39,6 +40,7 @@ export interface QMoEModelSpec {
   fc1Scales: Float32Array;
   fc2: Uint8Array;
   fc2Scales: Float32Array;
+  blockSize?: number;
   fc1Bias?: Float32Array;
   fc2Bias?: Float32Array;
   wGate?: Float32Array;

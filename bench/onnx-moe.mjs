@@ -256,35 +256,43 @@ export function caseModel({ d, h, n, k }, expert, w, batch = "batch") {
 // the range). 4-bit values are packed two per byte, the even column in the low nibble.
 
 /**
- * Symmetric per-output-row quantization of expert matrices [n, out, in] (the operator's layout)
- * to ORT's QMoE convention: scale = max|row| / (2^(bits−1) − 1), q = clamp(round(w / scale),
- * −2^(bits−1), 2^(bits−1) − 1) + 2^(bits−1); an all-zero row gets scale 1.
+ * Symmetric quantization of expert matrices [n, out, in] (the operator's layout) to ORT's QMoE
+ * convention, one scale per output row (blockSize 0) or per row and block of blockSize input
+ * columns: scale = max|w| / (2^(bits−1) − 1), q = clamp(round(w / scale), −2^(bits−1),
+ * 2^(bits−1) − 1) + 2^(bits−1); an all-zero row or block gets scale 1.
  * @param {Float32Array} w [n, out, in] @param {number} n @param {number} out @param {number} inDim
- * @param {8 | 4} bits
- * @returns {{ q: Uint8Array, scales: Float32Array, dequantized: Float32Array }} q [n, out, in·bits/8]
+ * @param {8 | 4} bits @param {number} [blockSize] 0 (default), or a power of two ≥ 16 dividing inDim
+ * @returns {{ q: Uint8Array, scales: Float32Array, dequantized: Float32Array }} q [n, out, in·bits/8],
+ *   scales [n, out] or [n, out, in / blockSize]
  */
-export function quantizeExperts(w, n, out, inDim, bits) {
+export function quantizeExperts(w, n, out, inDim, bits, blockSize = 0) {
   if (bits !== 8 && bits !== 4) throw new RangeError(`quantizeExperts: bits must be 8 or 4, not ${bits}`);
   if (bits === 4 && inDim % 2 !== 0) throw new RangeError(`quantizeExperts: 4-bit packing needs an even input width, not ${inDim}`);
   if (w.length !== n * out * inDim) throw new RangeError(`quantizeExperts: w must hold ${n}·${out}·${inDim} values, not ${w.length}`);
+  if (blockSize !== 0 && (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0 || inDim % blockSize !== 0))
+    throw new RangeError(`quantizeExperts: blockSize must be 0 or a power of two ≥ 16 that divides the input width ${inDim}, not ${blockSize}`);
+  const block = blockSize || inDim;
   const half = 1 << (bits - 1);
   const qmax = half - 1;
   const rowBytes = (inDim * bits) / 8;
   const q = new Uint8Array(n * out * rowBytes);
-  const scales = new Float32Array(n * out);
+  const scales = new Float32Array((n * out * inDim) / block);
   const dequantized = new Float32Array(w.length);
   for (let r = 0; r < n * out; r++) {
-    const o = r * inDim;
-    let amax = 0;
-    for (let i = 0; i < inDim; i++) amax = Math.max(amax, Math.abs(w[o + i]));
-    const scale = Math.fround(amax > 0 ? amax / qmax : 1);
-    scales[r] = scale;
-    for (let i = 0; i < inDim; i++) {
-      const v = Math.min(qmax, Math.max(-half, Math.round(w[o + i] / scale)));
-      dequantized[o + i] = v * scale;
-      const u = v + half;
-      if (bits === 8) q[r * rowBytes + i] = u;
-      else q[r * rowBytes + (i >> 1)] |= (i & 1) === 0 ? u : u << 4;
+    for (let b0 = 0; b0 < inDim; b0 += block) {
+      const o = r * inDim + b0;
+      let amax = 0;
+      for (let i = 0; i < block; i++) amax = Math.max(amax, Math.abs(w[o + i]));
+      const scale = Math.fround(amax > 0 ? amax / qmax : 1);
+      scales[(r * inDim + b0) / block] = scale;
+      for (let i = 0; i < block; i++) {
+        const v = Math.min(qmax, Math.max(-half, Math.round(w[o + i] / scale)));
+        dequantized[o + i] = v * scale;
+        const u = v + half;
+        const col = b0 + i;
+        if (bits === 8) q[r * rowBytes + col] = u;
+        else q[r * rowBytes + (col >> 1)] |= (col & 1) === 0 ? u : u << 4;
+      }
     }
   }
   return { q, scales, dequantized };
@@ -300,9 +308,10 @@ export function quantizeExperts(w, n, out, inDim, bits) {
  * @property {"relu" | "swiglu"} activation
  * @property {8 | 4} bits              expert_weight_bits
  * @property {Uint8Array} fc1          [n, fc1Out, d·bits/8] (quantizeExperts of the MoE layout)
- * @property {Float32Array} fc1Scales  [n, fc1Out]
+ * @property {Float32Array} fc1Scales  [n, fc1Out], or [n, fc1Out, d / blockSize]
  * @property {Uint8Array} fc2          [n, d, h·bits/8]
- * @property {Float32Array} fc2Scales  [n, d]
+ * @property {Float32Array} fc2Scales  [n, d], or [n, d, h / blockSize]
+ * @property {number} [blockSize]      0 (default): one scale per output row; else the attribute block_size
  * @property {Float32Array} [fc1Bias]  [n, fc1Out]
  * @property {Float32Array} [fc2Bias]  [n, d]
  * @property {Float32Array} [wGate]    [d, n]; without it the router logits are an input
@@ -316,20 +325,23 @@ export function quantizeExperts(w, n, out, inDim, bits) {
  * @returns {Uint8Array} the serialized ModelProto
  */
 export function qmoeModel(spec) {
-  const { batch, d, h, n, k, activation, bits, fc1, fc1Scales, fc2, fc2Scales, fc1Bias, fc2Bias, wGate, normalize = 1 } = spec;
+  const { batch, d, h, n, k, activation, bits, fc1, fc1Scales, fc2, fc2Scales, fc1Bias, fc2Bias, wGate, normalize = 1, blockSize = 0 } = spec;
   if (bits !== 8 && bits !== 4) throw new RangeError(`qmoeModel: bits must be 8 or 4, not ${bits}`);
   const swiglu = activation === "swiglu";
   const fc1Out = swiglu ? 2 * h : h;
   if (fc1.length !== (n * fc1Out * d * bits) / 8 || fc2.length !== (n * d * h * bits) / 8)
     throw new RangeError(`qmoeModel: fc1 must hold ${n}·${fc1Out}·${d}·${bits}/8 bytes and fc2 ${n}·${d}·${h}·${bits}/8`);
-  if (fc1Scales.length !== n * fc1Out || fc2Scales.length !== n * d)
-    throw new RangeError(`qmoeModel: fc1Scales must hold ${n}·${fc1Out} values and fc2Scales ${n}·${d}`);
+  const blocks1 = blockSize ? d / blockSize : 1;
+  const blocks2 = blockSize ? h / blockSize : 1;
+  if (fc1Scales.length !== n * fc1Out * blocks1 || fc2Scales.length !== n * d * blocks2)
+    throw new RangeError(`qmoeModel: fc1Scales must hold ${n}·${fc1Out}·${blocks1} values and fc2Scales ${n}·${d}·${blocks2}`);
   const attrs = /** @type {Record<string, Attr>} */ ({
     k: ["int", k],
     normalize_routing_weights: ["int", normalize],
     activation_type: ["string", swiglu ? "swiglu" : "relu"],
     expert_weight_bits: ["int", bits],
   });
+  if (blockSize) attrs.block_size = ["int", blockSize];
   if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
 
   const graph = new Pb();
@@ -350,10 +362,10 @@ export function qmoeModel(spec) {
   graph.message(1, moe).string(2, "qmoe");
   if (wGate) graph.message(5, tensorProto("w_gate", [d, n], wGate));
   graph.message(5, tensorProto("fc1", [n, fc1Out, (d * bits) / 8], fc1));
-  graph.message(5, tensorProto("fc1_scales", [n, fc1Out], fc1Scales));
+  graph.message(5, tensorProto("fc1_scales", blockSize ? [n, fc1Out, blocks1] : [n, fc1Out], fc1Scales));
   if (fc1Bias) graph.message(5, tensorProto("fc1_bias", [n, fc1Out], fc1Bias));
   graph.message(5, tensorProto("fc2", [n, d, (h * bits) / 8], fc2));
-  graph.message(5, tensorProto("fc2_scales", [n, d], fc2Scales));
+  graph.message(5, tensorProto("fc2_scales", blockSize ? [n, d, blocks2] : [n, d], fc2Scales));
   if (fc2Bias) graph.message(5, tensorProto("fc2_bias", [n, d], fc2Bias));
   graph.message(11, valueInfo("input", [batch, d]));
   if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
