@@ -90,7 +90,8 @@ async function runOrt(model: Uint8Array, x: Float32Array, logits: Float32Array, 
   for (let b = 0; b < B; b++) input.set(x.subarray(b * d, b * d + d), b * dp);
   const session = await ort.InferenceSession.create(model, { executionProviders: ["cpu"] });
   try {
-    const out = (await session.run({ input: new ort.Tensor("float32", input, [B, dp]), router_logits: new ort.Tensor("float32", logits, [B, n]) })).output.data as Float32Array;
+    const out = (await session.run({ input: new ort.Tensor("float32", input, [B, dp]), router_logits: new ort.Tensor("float32", logits, [B, n]) })).output
+      .data as Float32Array;
     const y = new Float32Array(B * d);
     for (let b = 0; b < B; b++) y.set(out.subarray(b * dp, b * dp + d), b * d);
     return y;
@@ -141,7 +142,15 @@ async function runCase(golden: GoldenCase): Promise<CaseRun> {
     const q1 = quantizeExperts(fc1, n, fc1Out, dp, bits, blockSize);
     const q2 = quantizeExperts(fc2, n, dp, hp, bits, blockSize);
     const shape = { batch: B, d: dp, h: hp, n, k, activation: expert };
-    qmoe[variant] = await runOrt(qmoeModel({ ...shape, bits, blockSize, fc1: q1.q, fc1Scales: q1.scales, fc2: q2.q, fc2Scales: q2.scales, fc1Bias, fc2Bias }), golden.x, logits, B, d, dp, n);
+    qmoe[variant] = await runOrt(
+      qmoeModel({ ...shape, bits, blockSize, fc1: q1.q, fc1Scales: q1.scales, fc2: q2.q, fc2Scales: q2.scales, fc1Bias, fc2Bias }),
+      golden.x,
+      logits,
+      B,
+      d,
+      dp,
+      n,
+    );
     dequantMoE[variant] = await runOrt(moeModel({ ...shape, fc1: q1.dequantized, fc2: q2.dequantized, fc1Bias, fc2Bias }), golden.x, logits, B, d, dp, n);
   }
   return { refY, edge, qmoe, dequantMoE };
@@ -197,7 +206,14 @@ describe("onnxruntime-node com.microsoft::QMoE beside edge-moe's int8/int4, gold
     // 7, −3, 0, 1; stored +8, column 0 in the low nibble
     expect([...q4.q]).toEqual([15 | (5 << 4), 8 | (9 << 4)]);
     expect(Array.from(q4.dequantized, (v) => Math.round(v * 10))).toEqual([7, -3, 0, 1]);
-    const blocked = quantizeExperts(Float32Array.from({ length: 32 }, (_, i) => (i < 16 ? 1 : 0.5)), 1, 1, 32, 8, 16);
+    const blocked = quantizeExperts(
+      Float32Array.from({ length: 32 }, (_, i) => (i < 16 ? 1 : 0.5)),
+      1,
+      1,
+      32,
+      8,
+      16,
+    );
     expect([...blocked.scales]).toEqual([Math.fround(1 / 127), Math.fround(0.5 / 127)]);
     expect(() => quantizeExperts(w, 1, 1, 4, 6 as 8)).toThrow(/bits/);
     expect(() => quantizeExperts(new Float32Array(3), 1, 1, 3, 4)).toThrow(/even/);
