@@ -1,4 +1,4 @@
-// Types of bench/onnx-moe.mjs for the TypeScript that imports it (test/ort-moe.test.ts).
+// Types of bench/onnx-moe.mjs for the TypeScript that imports it (test/ort-moe.test.ts, test/ort-qmoe.test.ts).
 import type { BenchShape } from "./cases.d.mts";
 
 export interface MoEModelSpec {

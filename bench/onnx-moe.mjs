@@ -1,7 +1,8 @@
 // ONNX models of one Mixture-of-Experts layer around ONNX Runtime's fused operator
 // com.microsoft::MoE, written by a minimal protobuf (proto3 wire format) writer. Plain ESM, no
 // host APIs: the benchmark's ORT peer (bench/peer-ort.mjs) uses it in every runtime, and
-// test/ort-moe.test.ts checks the operator against float64 references with it.
+// test/ort-moe.test.ts checks the operator against float64 references with it. qmoeModel writes
+// the quantized com.microsoft::QMoE (test/ort-qmoe.test.ts).
 //
 // The operator's layout: expert weights [experts, out, in]; fc1 of SwiGLU with swiglu_fusion = 1
 // holds gate and up rows interleaved (row 2r = gate r, row 2r+1 = up r); biases [experts, out].
