@@ -1,7 +1,8 @@
 // ONNX models of one Mixture-of-Experts layer around ONNX Runtime's fused operator
 // com.microsoft::MoE, written by a minimal protobuf (proto3 wire format) writer. Plain ESM, no
 // host APIs: the benchmark's ORT peer (bench/peer-ort.mjs) uses it in every runtime, and
-// test/ort-moe.test.ts checks the operator against float64 references with it.
+// test/ort-moe.test.ts checks the operator against float64 references with it. qmoeModel writes
+// the quantized com.microsoft::QMoE (test/ort-qmoe.test.ts).
 //
 // The operator's layout: expert weights [experts, out, in]; fc1 of SwiGLU with swiglu_fusion = 1
 // holds gate and up rows interleaved (row 2r = gate r, row 2r+1 = up r); biases [experts, out].
@@ -87,13 +88,14 @@ class Pb {
 }
 
 const FLOAT = 1;
+const UINT8 = 2;
 
-/** @param {string} name @param {number[]} dims @param {Float32Array} data */
+/** @param {string} name @param {number[]} dims @param {Float32Array | Uint8Array} data float32, or uint8 for a Uint8Array */
 function tensorProto(name, dims, data) {
   const t = new Pb();
   for (const d of dims) t.int(1, d);
   return t
-    .int(2, FLOAT)
+    .int(2, data instanceof Uint8Array ? UINT8 : FLOAT)
     .string(8, name)
     .bytes(9, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
 }
@@ -245,4 +247,135 @@ export function caseModel({ d, h, n, k }, expert, w, batch = "batch") {
     fc2Bias: w.b2,
     wGate: w.wGate,
   });
+}
+
+// ---- com.microsoft::QMoE ------------------------------------------------------------------------
+//
+// The quantized operator takes the same routing and layout with uint8 expert weights
+// [experts, out, in / (8 / bits)] and one float scale per output row [experts, out]; with no
+// zero-point inputs a stored value q means (q − 2^(bits−1)) · scale (symmetric, offset by half
+// the range). 4-bit values are packed two per byte, the even column in the low nibble.
+
+/**
+ * Symmetric quantization of expert matrices [n, out, in] (the operator's layout) to ORT's QMoE
+ * convention, one scale per output row (blockSize 0) or per row and block of blockSize input
+ * columns: scale = max|w| / (2^(bits−1) − 1), q = clamp(round(w / scale), −2^(bits−1),
+ * 2^(bits−1) − 1) + 2^(bits−1); an all-zero row or block gets scale 1.
+ * @param {Float32Array} w [n, out, in] @param {number} n @param {number} out @param {number} inDim
+ * @param {8 | 4} bits @param {number} [blockSize] 0 (default), or a power of two ≥ 16 dividing inDim
+ * @returns {{ q: Uint8Array, scales: Float32Array, dequantized: Float32Array }} q [n, out, in·bits/8],
+ *   scales [n, out] or [n, out, in / blockSize]
+ */
+export function quantizeExperts(w, n, out, inDim, bits, blockSize = 0) {
+  if (bits !== 8 && bits !== 4) throw new RangeError(`quantizeExperts: bits must be 8 or 4, not ${bits}`);
+  if (bits === 4 && inDim % 2 !== 0) throw new RangeError(`quantizeExperts: 4-bit packing needs an even input width, not ${inDim}`);
+  if (w.length !== n * out * inDim) throw new RangeError(`quantizeExperts: w must hold ${n}·${out}·${inDim} values, not ${w.length}`);
+  if (blockSize !== 0 && (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0 || inDim % blockSize !== 0))
+    throw new RangeError(`quantizeExperts: blockSize must be 0 or a power of two ≥ 16 that divides the input width ${inDim}, not ${blockSize}`);
+  const block = blockSize || inDim;
+  const half = 1 << (bits - 1);
+  const qmax = half - 1;
+  const rowBytes = (inDim * bits) / 8;
+  const q = new Uint8Array(n * out * rowBytes);
+  const scales = new Float32Array((n * out * inDim) / block);
+  const dequantized = new Float32Array(w.length);
+  for (let r = 0; r < n * out; r++) {
+    for (let b0 = 0; b0 < inDim; b0 += block) {
+      const o = r * inDim + b0;
+      let amax = 0;
+      for (let i = 0; i < block; i++) amax = Math.max(amax, Math.abs(w[o + i]));
+      const scale = Math.fround(amax > 0 ? amax / qmax : 1);
+      scales[(r * inDim + b0) / block] = scale;
+      for (let i = 0; i < block; i++) {
+        const v = Math.min(qmax, Math.max(-half, Math.round(w[o + i] / scale)));
+        dequantized[o + i] = v * scale;
+        const u = v + half;
+        const col = b0 + i;
+        if (bits === 8) q[r * rowBytes + col] = u;
+        else q[r * rowBytes + (col >> 1)] |= (col & 1) === 0 ? u : u << 4;
+      }
+    }
+  }
+  return { q, scales, dequantized };
+}
+
+/**
+ * @typedef {object} QMoEModelSpec
+ * @property {number | string} batch   rows of x; a string makes it a symbolic dimension
+ * @property {number} d                model width
+ * @property {number} h                expert hidden width
+ * @property {number} n                experts
+ * @property {number} k                experts per row
+ * @property {"relu" | "swiglu"} activation
+ * @property {8 | 4} bits              expert_weight_bits
+ * @property {Uint8Array} fc1          [n, fc1Out, d·bits/8] (quantizeExperts of the MoE layout)
+ * @property {Float32Array} fc1Scales  [n, fc1Out], or [n, fc1Out, d / blockSize]
+ * @property {Uint8Array} fc2          [n, d, h·bits/8]
+ * @property {Float32Array} fc2Scales  [n, d], or [n, d, h / blockSize]
+ * @property {number} [blockSize]      0 (default): one scale per output row; else the attribute block_size
+ * @property {Float32Array} [fc1Bias]  [n, fc1Out]
+ * @property {Float32Array} [fc2Bias]  [n, d]
+ * @property {Float32Array} [wGate]    [d, n]; without it the router logits are an input
+ * @property {0 | 1} [normalize]       normalize_routing_weights (default 1)
+ */
+
+/**
+ * One ONNX model: x [batch, d] (→ MatMul(wGate) →) com.microsoft::QMoE → output [batch, d].
+ * Inputs are named "input" (and "router_logits" without wGate).
+ * @param {QMoEModelSpec} spec
+ * @returns {Uint8Array} the serialized ModelProto
+ */
+export function qmoeModel(spec) {
+  const { batch, d, h, n, k, activation, bits, fc1, fc1Scales, fc2, fc2Scales, fc1Bias, fc2Bias, wGate, normalize = 1, blockSize = 0 } = spec;
+  if (bits !== 8 && bits !== 4) throw new RangeError(`qmoeModel: bits must be 8 or 4, not ${bits}`);
+  const swiglu = activation === "swiglu";
+  const fc1Out = swiglu ? 2 * h : h;
+  if (fc1.length !== (n * fc1Out * d * bits) / 8 || fc2.length !== (n * d * h * bits) / 8)
+    throw new RangeError(`qmoeModel: fc1 must hold ${n}·${fc1Out}·${d}·${bits}/8 bytes and fc2 ${n}·${d}·${h}·${bits}/8`);
+  const blocks1 = blockSize ? d / blockSize : 1;
+  const blocks2 = blockSize ? h / blockSize : 1;
+  if (fc1Scales.length !== n * fc1Out * blocks1 || fc2Scales.length !== n * d * blocks2)
+    throw new RangeError(`qmoeModel: fc1Scales must hold ${n}·${fc1Out}·${blocks1} values and fc2Scales ${n}·${d}·${blocks2}`);
+  const attrs = /** @type {Record<string, Attr>} */ ({
+    k: ["int", k],
+    normalize_routing_weights: ["int", normalize],
+    activation_type: ["string", swiglu ? "swiglu" : "relu"],
+    expert_weight_bits: ["int", bits],
+  });
+  if (blockSize) attrs.block_size = ["int", blockSize];
+  if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
+
+  const graph = new Pb();
+  if (wGate) {
+    graph.message(1, new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul"));
+  }
+  const moe = new Pb()
+    .string(1, "input")
+    .string(1, "router_logits")
+    .string(1, "fc1")
+    .string(1, "fc1_scales")
+    .string(1, fc1Bias ? "fc1_bias" : "")
+    .string(1, "fc2")
+    .string(1, "fc2_scales");
+  if (fc2Bias) moe.string(1, "fc2_bias");
+  moe.string(2, "output").string(3, "qmoe").string(4, "QMoE").string(7, "com.microsoft");
+  for (const [name, value] of Object.entries(attrs)) moe.message(5, attribute(name, value));
+  graph.message(1, moe).string(2, "qmoe");
+  if (wGate) graph.message(5, tensorProto("w_gate", [d, n], wGate));
+  graph.message(5, tensorProto("fc1", [n, fc1Out, (d * bits) / 8], fc1));
+  graph.message(5, tensorProto("fc1_scales", blockSize ? [n, fc1Out, blocks1] : [n, fc1Out], fc1Scales));
+  if (fc1Bias) graph.message(5, tensorProto("fc1_bias", [n, fc1Out], fc1Bias));
+  graph.message(5, tensorProto("fc2", [n, d, (h * bits) / 8], fc2));
+  graph.message(5, tensorProto("fc2_scales", blockSize ? [n, d, blocks2] : [n, d], fc2Scales));
+  if (fc2Bias) graph.message(5, tensorProto("fc2_bias", [n, d], fc2Bias));
+  graph.message(11, valueInfo("input", [batch, d]));
+  if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
+  graph.message(12, valueInfo("output", [batch, d]));
+  return new Pb()
+    .int(1, 8) // ir_version
+    .string(2, "edge-moe")
+    .message(7, graph)
+    .message(8, new Pb().string(1, "").int(2, 17))
+    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
+    .done();
 }
