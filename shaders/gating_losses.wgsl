@@ -3,7 +3,8 @@
 //   L_importance = w_imp · CV(importance)²,   L_load = w_load · CV(load)²,
 //   CV² = population variance / (mean² + 1e-10),
 //
-// written to stats[2n] and stats[2n + 1].
+// written to stats[2n] and stats[2n + 1]. Composed with workgroup_sum.wgsl or, on devices with
+// subgroups, workgroup_sum_subgroup.wgsl (src/gpu/shaders.ts), which define total().
 
 const WORKGROUP: u32 = 256u;
 
@@ -15,23 +16,6 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(1) var<uniform> params: Params;
-
-var<workgroup> part: array<vec2<f32>, WORKGROUP>;
-
-// Σ over the workgroup of each invocation's v (the result in every invocation).
-fn total(li: u32, v: vec2<f32>) -> vec2<f32> {
-  part[li] = v;
-  workgroupBarrier();
-  for (var half = WORKGROUP / 2u; half > 0u; half /= 2u) {
-    if (li < half) {
-      part[li] += part[li + half];
-    }
-    workgroupBarrier();
-  }
-  let sum = part[0];
-  workgroupBarrier();
-  return sum;
-}
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(local_invocation_index) li: u32) {

@@ -6,7 +6,8 @@
 //                = Σ_x [i among x's top k]                                                   (counts)
 //   kth_excluding = the (k+1)-th largest H when H_i is above it, else the k-th largest.
 //
-// Writes stats[i] = importance_i and stats[n + i] = load_i.
+// Writes stats[i] = importance_i and stats[n + i] = load_i. Composed with workgroup_sum.wgsl or,
+// on devices with subgroups, workgroup_sum_subgroup.wgsl (src/gpu/shaders.ts), which define total().
 
 const WORKGROUP: u32 = 256u;
 
@@ -26,9 +27,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> nextIdx: array<u32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(7) var<uniform> params: Params;
-
-var<workgroup> partImp: array<f32, WORKGROUP>;
-var<workgroup> partLoad: array<f32, WORKGROUP>;
 
 // Φ(z) = ½·(1 + erf(z/√2)), erf by Abramowitz & Stegun 7.1.26 as the CPU kernels (assembly/vmath.ts).
 fn normalCdf(z: f32) -> f32 {
@@ -67,18 +65,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       }
     }
   }
-  partImp[li] = imp;
-  partLoad[li] = load;
-  workgroupBarrier();
-  for (var half = WORKGROUP / 2u; half > 0u; half /= 2u) {
-    if (li < half) {
-      partImp[li] += partImp[li + half];
-      partLoad[li] += partLoad[li + half];
-    }
-    workgroupBarrier();
-  }
+  let sums = total(li, vec2<f32>(imp, load));
   if (li == 0u && e < n) {
-    stats[e] = partImp[0];
-    stats[n + e] = partLoad[0];
+    stats[e] = sums.x;
+    stats[n + e] = sums.y;
   }
 }

@@ -1,5 +1,5 @@
 // The subgroup variants of the resident path's top-k and statistics passes
-// (shaders/gating_topk_subgroup.wgsl, gating_stats_subgroup.wgsl, gating_losses_subgroup.wgsl),
+// (shaders/gating_topk_subgroup.wgsl, and the statistics and losses with workgroup_sum_subgroup.wgsl),
 // used when the device has the `subgroups` feature, against the plain passes (the fallback) and
 // the CPU: the same top-k exactly (ties included), the statistics within float rounding.
 // Which variant runs is read from the shader modules the layer compiles on its device.

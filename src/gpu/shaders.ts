@@ -8,8 +8,8 @@ import gatingTopkTemplate from "../../shaders/gating_topk.wgsl";
 import gatingStatsTemplate from "../../shaders/gating_stats.wgsl";
 import gatingLossesTemplate from "../../shaders/gating_losses.wgsl";
 import gatingTopkSubgroupTemplate from "../../shaders/gating_topk_subgroup.wgsl";
-import gatingStatsSubgroupTemplate from "../../shaders/gating_stats_subgroup.wgsl";
-import gatingLossesSubgroupTemplate from "../../shaders/gating_losses_subgroup.wgsl";
+import workgroupSum from "../../shaders/workgroup_sum.wgsl";
+import workgroupSumSubgroup from "../../shaders/workgroup_sum_subgroup.wgsl";
 import planScanTemplate from "../../shaders/plan_scan.wgsl";
 import planScatterTemplate from "../../shaders/plan_scatter.wgsl";
 import padRowsTemplate from "../../shaders/pad_rows.wgsl";
@@ -23,12 +23,13 @@ const TEMPLATES = {
   gating_gemm: gatingGemmTemplate,
   gating_noise: gatingNoiseTemplate,
   gating_topk: gatingTopkTemplate,
-  gating_stats: gatingStatsTemplate,
-  gating_losses: gatingLossesTemplate,
-  // the same passes with subgroup operations, on devices with the `subgroups` feature
+  // the statistics and losses reduce through total(): a tree sum, or subgroup sums where the
+  // device has the `subgroups` feature (its module goes first: `enable` must lead a module)
+  gating_stats: `${gatingStatsTemplate}\n${workgroupSum}`,
+  gating_losses: `${gatingLossesTemplate}\n${workgroupSum}`,
+  gating_stats_subgroup: `${workgroupSumSubgroup}\n${gatingStatsTemplate}`,
+  gating_losses_subgroup: `${workgroupSumSubgroup}\n${gatingLossesTemplate}`,
   gating_topk_subgroup: gatingTopkSubgroupTemplate,
-  gating_stats_subgroup: gatingStatsSubgroupTemplate,
-  gating_losses_subgroup: gatingLossesSubgroupTemplate,
   plan_scan: planScanTemplate,
   plan_scatter: planScatterTemplate,
   pad_rows: padRowsTemplate,
