@@ -527,30 +527,7 @@ export class CpuEngine {
     const dtype = this.packed.dtypeCode;
     if (this.pool) {
       // The same pass split across the threads (assembly/experts.ts, poolThread): same bits.
-      const c = this.pool.control;
-      c[CTL_KIND] = this.kind;
-      c[CTL_DTYPE] = dtype;
-      c[CTL_D] = d;
-      c[CTL_H] = h;
-      c[CTL_N] = n;
-      c[CTL_K] = k;
-      c[CTL_BATCH] = batch;
-      c[CTL_X] = s.x;
-      c[CTL_W1] = w.w1;
-      c[CTL_B1] = w.b1;
-      c[CTL_W2] = w.w2;
-      c[CTL_B2] = w.b2;
-      c[CTL_EXPERT_OFFSETS] = s.expertOffsets;
-      c[CTL_PAIR_OF] = s.pairOf;
-      c[CTL_POS_OF] = s.posOf;
-      c[CTL_TOPK_GATES] = s.topkGates;
-      c[CTL_GATHERED] = s.gathered;
-      c[CTL_PRE] = s.pre;
-      c[CTL_ACT] = s.act;
-      c[CTL_OUT] = s.out;
-      c[CTL_Y] = s.y;
-      c[CTL_QA] = s.qa;
-      c[CTL_QA_SCALES] = s.qaScales;
+      this.writeExpertSlots(this.pool.control, arena, batch);
       this.pool.runExperts();
       return;
     }
@@ -560,6 +537,38 @@ export class CpuEngine {
     else if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
+  }
+
+  /**
+   * The expert pass's slots of the pool's control block, for the plan and buffers in `arena`: what
+   * the forward's pass reads, and the backward's too (it reads the same expert layout).
+   */
+  writeExpertSlots(c: Int32Array, arena: Arena, batch: number): void {
+    const w = this.weightPtr;
+    const s = arena.ptr;
+    c[CTL_KIND] = this.kind;
+    c[CTL_DTYPE] = this.packed.dtypeCode;
+    c[CTL_D] = this.spec.dModel;
+    c[CTL_H] = this.spec.dHidden;
+    c[CTL_N] = this.packed.experts;
+    c[CTL_K] = this.packed.slots;
+    c[CTL_BATCH] = batch;
+    c[CTL_X] = s.x;
+    c[CTL_W1] = w.w1;
+    c[CTL_B1] = w.b1;
+    c[CTL_W2] = w.w2;
+    c[CTL_B2] = w.b2;
+    c[CTL_EXPERT_OFFSETS] = s.expertOffsets;
+    c[CTL_PAIR_OF] = s.pairOf;
+    c[CTL_POS_OF] = s.posOf;
+    c[CTL_TOPK_GATES] = s.topkGates;
+    c[CTL_GATHERED] = s.gathered;
+    c[CTL_PRE] = s.pre;
+    c[CTL_ACT] = s.act;
+    c[CTL_OUT] = s.out;
+    c[CTL_Y] = s.y;
+    c[CTL_QA] = s.qa;
+    c[CTL_QA_SCALES] = s.qaScales;
   }
 
   // ---- threads ------------------------------------------------------------------------------

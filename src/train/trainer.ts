@@ -11,53 +11,34 @@
 // A layer with threads > 1 runs both on its worker pool (assembly/backward-threads.ts): every
 // gradient and weight gets the bits of the single-threaded pass.
 import {
-  CTL_ACT,
   CTL_ADAM_M,
   CTL_ADAM_V,
-  CTL_B1,
-  CTL_B2,
-  CTL_BATCH,
   CTL_BC1,
   CTL_BC2,
   CTL_BETA1,
   CTL_BETA2,
-  CTL_D,
   CTL_DGATES,
   CTL_DLOGITS,
   CTL_DX,
   CTL_DY,
   CTL_EPS,
-  CTL_EXPERT_OFFSETS,
   CTL_GATE_W,
-  CTL_GATHERED,
   CTL_GATING_MODE,
   CTL_GRAD_OFFSET,
-  CTL_H,
   CTL_IMPORTANCE_GRAD,
-  CTL_K,
-  CTL_KIND,
   CTL_LDL,
   CTL_LOAD_GRAD,
   CTL_LOGITS,
   CTL_LR,
-  CTL_N,
   CTL_NEXT_IDX,
   CTL_NOISE,
   CTL_NOISY_H,
   CTL_OPTIMIZER,
-  CTL_OUT,
-  CTL_PAIR_OF,
-  CTL_POS_OF,
-  CTL_PRE,
   CTL_SLOTS,
   CTL_STD,
   CTL_STEP_LEN,
   CTL_STEP_W,
-  CTL_TOPK_GATES,
   CTL_TOPK_IDX,
-  CTL_W1,
-  CTL_W2,
-  CTL_X,
   JOB_BACKWARD,
   JOB_STEP,
 } from "../abi.ts";
@@ -242,25 +223,7 @@ export class Trainer {
     if (pool) {
       // the same pass in chunks across the threads (assembly/backward-threads.ts): same bits
       const c = pool.control;
-      c[CTL_KIND] = engine.kind;
-      c[CTL_D] = d;
-      c[CTL_H] = h;
-      c[CTL_N] = experts;
-      c[CTL_K] = slots;
-      c[CTL_BATCH] = batch;
-      c[CTL_X] = s.x;
-      c[CTL_W1] = w.w1;
-      c[CTL_B1] = w.b1;
-      c[CTL_W2] = w.w2;
-      c[CTL_B2] = w.b2;
-      c[CTL_EXPERT_OFFSETS] = s.expertOffsets;
-      c[CTL_PAIR_OF] = s.pairOf;
-      c[CTL_POS_OF] = s.posOf;
-      c[CTL_TOPK_GATES] = s.topkGates;
-      c[CTL_GATHERED] = s.gathered;
-      c[CTL_PRE] = s.pre;
-      c[CTL_ACT] = s.act;
-      c[CTL_OUT] = s.out;
+      engine.writeExpertSlots(c, arena, batch);
       c[CTL_GATE_W] = w.gate;
       c[CTL_LOGITS] = s.logits;
       c[CTL_LDL] = ldl;
