@@ -336,14 +336,15 @@ function gemmChunk(ctl: usize, phase: i32, chunk: i32, chunks: i32): void {
       if (phase == PHASE_UP) {
         if (dtype != DTYPE_F32) {
           expertUpQ(dtype, kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
-            <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
+            <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT),
+            <usize>slot(ctl, CTL_QA), <usize>slot(ctl, CTL_QA_SCALES));
         } else {
           expertUp(kind, d, hp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W1), <usize>slot(ctl, CTL_B1),
             <usize>slot(ctl, CTL_GATHERED), <usize>slot(ctl, CTL_PRE), <usize>slot(ctl, CTL_ACT));
         }
       } else if (dtype != DTYPE_F32) {
         expertDownQ(dtype, kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
-          <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT));
+          <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT), <usize>slot(ctl, CTL_QA), <usize>slot(ctl, CTL_QA_SCALES));
       } else {
         expertDown(kind, hp, dp, e, first, m, b0, b1, <usize>slot(ctl, CTL_W2), <usize>slot(ctl, CTL_B2),
           <usize>slot(ctl, CTL_ACT), <usize>slot(ctl, CTL_OUT));

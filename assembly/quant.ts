@@ -21,6 +21,7 @@
 import { madd } from "./gemm";
 import { activateColumns } from "./experts";
 import { KIND_SWIGLU } from "../src/abi";
+import { a16Stride, gemmPanelsA16 } from "./quant-a16";
 
 // dtype codes (src/cpu/layout.ts DTYPE_CODE): 0 is f32, the packPanelsB layout.
 import { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_INT8, DTYPE_INT4, Q4_BLOCK } from "../src/abi";
@@ -480,6 +481,23 @@ export function gemmPanelsQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: 
 }
 
 // ---- the expert pass over quantized weights ----------------------------------------------------
+// int8 and int4 run with 16-bit activations (assembly/quant-a16.ts): qa holds the quantized rows
+// (pairs × a16Stride(max(d, hp)) i16; the up-projection's rows with stride a16Stride(d), the
+// down-projection's with a16Stride(hp)), qs their scales (f32 [pairs]). Every chunk of the thread
+// pool that works on expert e quantizes its rows first; two chunks of one expert may write the
+// same bytes at once, always the same values (a pure function of the rows).
+
+/** The expert GEMM of one dtype: f16/bf16 dequantize to f32 in registers, int8/int4 go through 16-bit activations. */
+// @ts-ignore: decorator
+@inline
+function expertGemm(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize, qa: usize, qs: usize, first: i32): void {
+  if (dtype == DTYPE_INT8 || dtype == DTYPE_INT4) {
+    const ldq = a16Stride(k);
+    gemmPanelsA16(dtype, a, lda, m, k, bp, panels, kPad, c, ldc, bias, qa + ((<usize>first * <usize>ldq) << 1), ldq, qs + (<usize>first << 2));
+  } else {
+    gemmPanelsQ(dtype, a, lda, m, k, bp, panels, kPad, c, ldc, bias);
+  }
+}
 
 /**
  * expertUp (assembly/experts.ts) over quantized w1 panels: hidden-column units [u0, u1) of expert
@@ -487,7 +505,7 @@ export function gemmPanelsQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: 
  */
 export function expertUpQ(
   dtype: i32, kind: i32, d: i32, hp: i32, e: i32, first: i32, m: i32, u0: i32, u1: i32,
-  w1: usize, b1: usize, gathered: usize, pre: usize, act: usize,
+  w1: usize, b1: usize, gathered: usize, pre: usize, act: usize, qa: usize, qs: usize,
 ): void {
   const swiglu = kind == KIND_SWIGLU;
   const hw = swiglu ? hp << 1 : hp;
@@ -498,32 +516,33 @@ export function expertUpQ(
   const preE = pre + ((<usize>first * <usize>hw) << 2);
   const w1E = w1 + <usize>e * (<usize>(hw >> 3) * panelBytes);
   const bias = swiglu ? <usize>0 : b1 + ((<usize>e * <usize>hp + (<usize>u0 << 3)) << 2);
-  gemmPanelsQ(dtype, a, d, m, d, w1E + <usize>p0 * panelBytes, (u1 - u0) * panelsPerUnit, d, preE + (<usize>p0 << 5), hw, bias);
+  expertGemm(dtype, a, d, m, d, w1E + <usize>p0 * panelBytes, (u1 - u0) * panelsPerUnit, d, preE + (<usize>p0 << 5), hw, bias, qa, qs, first);
   activateColumns(kind, preE, hw, m, u0, u1, act + ((<usize>first * <usize>hp) << 2), hp);
 }
 
 /** expertDown over quantized w2 panels: output panels [q0, q1) of expert e (b2 stays f32). */
 export function expertDownQ(
   dtype: i32, kind: i32, hp: i32, dp: i32, e: i32, first: i32, m: i32, q0: i32, q1: i32,
-  w2: usize, b2: usize, act: usize, out: usize,
+  w2: usize, b2: usize, act: usize, out: usize, qa: usize, qs: usize,
 ): void {
   const panelBytes = qPanelBytes(dtype, hp);
   const w2E = w2 + <usize>e * (<usize>(dp >> 3) * panelBytes);
   const bias = kind == KIND_SWIGLU ? <usize>0 : b2 + ((<usize>e * <usize>dp + (<usize>q0 << 3)) << 2);
-  gemmPanelsQ(
+  expertGemm(
     dtype, act + ((<usize>first * <usize>hp) << 2), hp, m, hp, w2E + <usize>q0 * panelBytes, q1 - q0, hp,
-    out + ((<usize>first * <usize>dp + (<usize>q0 << 3)) << 2), dp, bias,
+    out + ((<usize>first * <usize>dp + (<usize>q0 << 3)) << 2), dp, bias, qa, qs, first,
   );
 }
 
 /**
  * expertsForward (assembly/experts.ts) over quantized weights: experts [eBegin, eEnd), one thread.
- * w1/w2 hold packPanelsQ panels of `dtype` (w1: kPad = d; w2: kPad = hp), b1/b2 the f32 biases.
+ * w1/w2 hold packPanelsQ panels of `dtype` (w1: kPad = d; w2: kPad = hp), b1/b2 the f32 biases;
+ * qa/qs: the 16-bit activations' scratch (int8, int4).
  */
 export function expertsForwardQ(
   kind: i32, dtype: i32, d: i32, h: i32, eBegin: i32, eEnd: i32,
   w1: usize, b1: usize, w2: usize, b2: usize,
-  expertOffsets: usize, gathered: usize, pre: usize, act: usize, out: usize,
+  expertOffsets: usize, gathered: usize, pre: usize, act: usize, out: usize, qa: usize, qs: usize,
 ): void {
   const hp = (h + 7) & ~7;
   const dp = (d + 7) & ~7;
@@ -531,7 +550,7 @@ export function expertsForwardQ(
     const first = load<i32>(expertOffsets + (<usize>e << 2));
     const m = load<i32>(expertOffsets + (<usize>(e + 1) << 2)) - first;
     if (m == 0) continue;
-    expertUpQ(dtype, kind, d, hp, e, first, m, 0, hp >> 3, w1, b1, gathered, pre, act);
-    expertDownQ(dtype, kind, hp, dp, e, first, m, 0, dp >> 3, w2, b2, act, out);
+    expertUpQ(dtype, kind, d, hp, e, first, m, 0, hp >> 3, w1, b1, gathered, pre, act, qa, qs);
+    expertDownQ(dtype, kind, hp, dp, e, first, m, 0, dp >> 3, w2, b2, act, out, qa, qs);
   }
 }

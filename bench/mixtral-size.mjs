@@ -2,7 +2,8 @@
 // int8: created from weights given one expert at a time (weights.wGateProj = (e) => slice, …), so
 // the f32 layer (5.6 GB) never exists, then one forward. Checks:
 //   - y against a float64 reference that quantizes each chosen expert's weights by the documented
-//     rule (docs/numerics.md, "Quantized expert weights") in JavaScript, one expert matrix at a time;
+//     rule (docs/numerics.md, "Quantized expert weights") in JavaScript, one expert matrix at a time,
+//     and rounds each GEMM's input rows to 16 bits as the int8 and int4 kernels do;
 //   - the layer's WebAssembly memory ≤ 1.15 × its quantized expert bytes + its gating weights
 //     (f32) + its arena.
 // Prints one JSON line; exits 1 when a check fails. Memory: the wasm memory (~0.9 GiB int4,
@@ -146,6 +147,20 @@ function dequantize(w, rows, cols) {
   return w;
 }
 
+/**
+ * The kernels' 16-bit activations (assembly/quant-a16.ts), row by row, in place: q =
+ * nearest(f32(f32(x / max|x|) · 32767)), x̂ = q · f32(max|x| / 32767).
+ */
+function roundRows(a, inner) {
+  for (let i = 0; i < a.length; i += inner) {
+    let top = 0;
+    for (let j = i; j < i + inner; j++) top = Math.max(top, Math.abs(f(a[j])));
+    const scale = f(top / 32767);
+    for (let j = i; j < i + inner; j++) a[j] = top > 0 ? nearest(f(f(f(a[j]) / top) * 32767)) * scale : 0;
+  }
+  return a;
+}
+
 /** out[rows.length × cols] = in[rows.length × inner] · w[inner × cols], float64. */
 function matmul(input, w, inner, cols) {
   const m = input.length / inner;
@@ -169,9 +184,11 @@ for (let e = 0; e < n; e++) {
   const rows = slots.map((i) => Math.floor(i / k));
   const xe = new Float64Array(rows.length * d);
   rows.forEach((row, j) => xe.set(x.subarray(row * d, (row + 1) * d), j * d));
+  roundRows(xe, d);
   const g = matmul(xe, dequantize(expertMatrix("wGateProj", e), d, h), d, h);
   const u = matmul(xe, dequantize(expertMatrix("wUp", e), d, h), d, h);
   for (let i = 0; i < g.length; i++) g[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
+  roundRows(g, h);
   const out = matmul(g, dequantize(expertMatrix("wDown", e), h, d), h, d);
   slots.forEach((slot, j) => {
     const row = rows[j];

@@ -142,6 +142,28 @@ export interface RefOptions {
   train?: boolean;
   /** [B, n] standard normals (train and noisy only). */
   noise?: ArrayLike<number>;
+  /** Applied to each expert GEMM's input row (x before the up-projection, the activations before the down-projection). */
+  roundActivations?: (row: ArrayLike<number>) => number[];
+}
+
+/** Round half to even (the kernels' `nearest`). */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The int8 and int4 kernels' activations: a row rounded to 16 bits with one scale, in f32 steps
+ * as assembly/quant-a16.ts computes them: q = nearest(f32(f32(x / max|x|) · 32767)), x̂ = q · f32(max|x| / 32767).
+ */
+export function roundActivations16(row: ArrayLike<number>): number[] {
+  let top = 0;
+  for (let i = 0; i < row.length; i++) top = Math.max(top, Math.abs(Math.fround(row[i])));
+  const out = new Array<number>(row.length).fill(0);
+  if (!(top > 0)) return out;
+  const scale = Math.fround(top / 32767);
+  for (let i = 0; i < row.length; i++) out[i] = roundEven(Math.fround(Math.fround(Math.fround(row[i]) / top) * 32767)) * scale;
+  return out;
 }
 
 function need(weights: MoEWeights, name: keyof MoEWeights): Float32Array {
@@ -205,8 +227,9 @@ export function referenceGating(layer: RefLayer, x: ArrayLike<number>, options: 
 }
 
 /** E_e(x_row) for one expert, [d]. */
-export function referenceExpert(layer: RefLayer, e: number, xRow: ArrayLike<number>): Float64Array {
+export function referenceExpert(layer: RefLayer, e: number, xIn: ArrayLike<number>, round?: RefOptions["roundActivations"]): Float64Array {
   const { d, h } = layer;
+  const xRow = round ? round(xIn) : xIn;
   const w = layer.weights;
   const act = new Float64Array(h);
   if (layer.expert === "swiglu") {
@@ -232,10 +255,11 @@ export function referenceExpert(layer: RefLayer, e: number, xRow: ArrayLike<numb
     }
   }
   const down = need(w, layer.expert === "swiglu" ? "wDown" : "w2");
+  const a = round ? round(act) : act;
   const out = new Float64Array(d);
   for (let o = 0; o < d; o++) {
     let s = layer.expert === "swiglu" ? 0 : need(w, "b2")[e * d + o];
-    for (let c = 0; c < h; c++) s += act[c] * down[(e * h + c) * d + o];
+    for (let c = 0; c < h; c++) s += a[c] * down[(e * h + c) * d + o];
     out[o] = s;
   }
   return out;
@@ -264,7 +288,7 @@ export function referenceForward(layer: RefLayer, x: ArrayLike<number>, options:
       const e = topkIndices[b * k + s];
       const gate = topkGates[b * k + s];
       gates[b * n + e] = gate;
-      const out = referenceExpert(layer, e, xRow);
+      const out = referenceExpert(layer, e, xRow, options.roundActivations);
       for (let o = 0; o < d; o++) y[b * d + o] += gate * out[o];
     }
   }

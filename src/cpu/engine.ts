@@ -535,7 +535,7 @@ export class CpuEngine {
     if (dtype === DTYPE_W8A8)
       K.expertsForwardW8A8(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out, s.qa, s.qaScales);
     else if (dtype === 0) K.expertsForward(this.kind, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
-    else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out);
+    else K.expertsForwardQ(this.kind, dtype, d, h, 0, n, w.w1, w.b1, w.w2, w.b2, s.expertOffsets, s.gathered, s.pre, s.act, s.out, s.qa, s.qaScales);
     K.combine(s.out, d, batch, k, s.posOf, s.topkGates, s.y);
   }
 

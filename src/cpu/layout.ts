@@ -168,7 +168,7 @@ export interface ArenaLayout {
   act: number;
   out: number;
   y: number;
-  /** W8A8: the expert GEMMs' quantized A rows (bytes) and their f32 scales; empty otherwise. */
+  /** int8, int4, W8A8: the expert GEMMs' quantized A rows and their f32 scales; empty otherwise. */
   qa: number;
   qaScales: number;
   dy: number;
@@ -176,6 +176,17 @@ export interface ArenaLayout {
   dLogits: number;
   dGates: number;
   bytes: number;
+}
+
+/**
+ * Bytes of one quantized activation row of the expert GEMMs: W8A8 bytes (assembly/quant-dot.ts),
+ * int8 and int4 i16 in rows of whole 32-element blocks (assembly/quant-a16.ts); 0 for the others.
+ */
+function qaRowBytes(packed: PackedLayout, d: number): number {
+  const k = Math.max(d, packed.hp);
+  if (packed.dtypeCode === DTYPE_W8A8) return roundUp(k, 16);
+  if (packed.dtype === "int8" || packed.dtype === "int4") return 2 * roundUp(k, 32);
+  return 0;
 }
 
 export function arenaLayout(spec: Pick<LayerSpec, "dModel" | "numExperts" | "k">, packed: PackedLayout, capacity: number): ArenaLayout {
@@ -212,8 +223,8 @@ export function arenaLayout(spec: Pick<LayerSpec, "dModel" | "numExperts" | "k">
     act: f(pairs * packed.hp),
     out: f(pairs * packed.dp),
     y: f(capacity * d),
-    qa: bytes(packed.dtypeCode === DTYPE_W8A8 ? pairs * roundUp(Math.max(d, packed.hp), 16) : 0),
-    qaScales: f(packed.dtypeCode === DTYPE_W8A8 ? pairs : 0),
+    qa: bytes(qaRowBytes(packed, d) * pairs),
+    qaScales: f(qaRowBytes(packed, d) > 0 ? pairs : 0),
     dy: f(capacity * d),
     dx: f(capacity * d),
     dLogits: f(capacity * packed.ldl),

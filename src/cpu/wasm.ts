@@ -117,6 +117,8 @@ export interface KernelExports {
     pre: number,
     act: number,
     out: number,
+    qa: number,
+    qaScales: number,
   ): void;
   /**
    * W8A8 (assembly/quant-dot.ts; packPanelsQ/unpackPanelsQ take its code DTYPE_W8A8 too): rows of
