@@ -18,5 +18,5 @@ export { sgdStep, adamStep } from "./optim";
 export function heapBase(): usize {
   return __heap_base;
 }
-export { gemmPanelsQ, expertsForwardQ } from "./quant";
+export { expertsForwardQ } from "./quant";
 export { packPanelsQ, unpackPanelsQ, quantizeRowsW8A8, gemmW8A8, expertsForwardW8A8 } from "./quant-dot";

@@ -1,5 +1,6 @@
-// Quantized expert weights: packing at creation, and GEMM micro-kernels that read the quantized
-// panels and dequantize in registers (no f32 copy of the weights exists anywhere).
+// Quantized expert weights: packing at creation, and the expert pass over the quantized panels (no
+// f32 copy of the weights exists anywhere): f16 and bf16 by micro-kernels that dequantize in
+// registers, int8 and int4 by integer dot products over 16-bit activations (assembly/quant-a16.ts).
 //
 // Panels are those of packPanelsB (assembly/gemm.ts): 8 output columns × kPad input rows, in the
 // same panel order (and the same interleaving for swiglu), so the expert pass keeps its structure.
@@ -12,12 +13,10 @@
 //              the one of max|w|/7 and slightly smaller ones with the least squared error,
 //              stored as a 4-bit two's complement). In a block, octet o (rows 8o..8o+7) is two
 //              v128 (columns 0..3, then 4..7) whose i32 lane j holds column j's 8 rows, row 8o+r
-//              in bits 28−4r..31−4r: the kernels take a row as the lanes' top nibble (one
-//              arithmetic shift) and shift the next one up. f32 scales (not f16): 5 bits a
-//              weight instead of 4.5, and no conversion in the inner loop.
-// The dequantized weight is q·scale in f32 (int4) or the f16/bf16 value, exactly; int8 applies
-// its column scale once to the finished dot product (bias + scale·Σ x·q), the same value up to
-// rounding. Rows past K and columns past N are zero, as in packPanelsB.
+//              in bits 28−4r..31−4r. f32 scales (not f16): 5 bits a weight instead of 4.5, and no
+//              conversion in the inner loop.
+// The dequantized weight (getWeights) is q·scale in f32 or the f16/bf16 value, exactly. Rows past
+// K and columns past N are zero, as in packPanelsB.
 import { madd } from "./gemm";
 import { activateColumns } from "./experts";
 import { KIND_SWIGLU } from "../src/abi";
@@ -86,14 +85,6 @@ function srcAt(col: usize, ldSrc: i32, kk: i32): f32 {
 function quantize(w: f32, scale: f32, limit: f32): i32 {
   if (scale == 0) return 0;
   return <i32>min<f32>(limit, max<f32>(-limit, nearest<f32>(w / scale)));
-}
-
-/** Address of row kk of a panel (f16, bf16: 16 bytes; int8: 8 bytes). */
-// @ts-ignore: decorator
-@inline
-function rowAt(dtype: i32, panel: usize, kk: i32): usize {
-  if (dtype == DTYPE_INT8) return panel + (<usize>kk << 3);
-  return panel + (<usize>kk << 4);
 }
 
 /** Address of the i32 lane that holds int4 row kk of column j of a panel (the row's nibble: 28 − 4·(kk & 7)). */
@@ -208,155 +199,55 @@ export function unpackPanelsQ(dtype: i32, src: usize, k: i32, n: i32, dst: usize
 }
 
 // ---- dequantization in registers ----------------------------------------------------------------
-// rowBits: the row's raw 8 weights in one v128 (f16/bf16: 8 u16; int8: 8 i16); half: columns
-// 0..3 or 4..7 of it as f32x4. (int4 has tiles of its own, below.)
+// f16 and bf16 (int8 and int4 take integer dot products: assembly/quant-a16.ts): rowBits is the
+// row's 8 raw u16 weights, half its columns 0..3 or 4..7 as f32x4.
 
 // @ts-ignore: decorator
 @inline
-function rowBits(dtype: i32, panel: usize, kk: i32): v128 {
-  const at = rowAt(dtype, panel, kk);
-  if (dtype == DTYPE_INT8) return v128.load8x8_s(at);
-  return v128.load(at);
+function rowBits(panel: usize, kk: i32): v128 {
+  return v128.load(panel + (<usize>kk << 4));
 }
 
 // @ts-ignore: decorator
 @inline
 function half(dtype: i32, bits: v128, hi: bool): v128 {
-  if (dtype == DTYPE_F16 || dtype == DTYPE_BF16) {
-    const zero = i32x4.splat(0);
-    // each u16 into the top half of an i32 lane: bf16 is then its f32
-    const top = hi ? i16x8.shuffle(zero, bits, 4, 12, 5, 13, 6, 14, 7, 15) : i16x8.shuffle(zero, bits, 0, 8, 1, 9, 2, 10, 3, 11);
-    if (dtype == DTYPE_BF16) return top;
-    return f32x4.mul(v128.and(i32x4.shr_s(top, 3), i32x4.splat(F16_MASK)), f32x4.splat(F16_RESCALE));
-  }
-  return f32x4.convert_i32x4_s(hi ? i32x4.extend_high_i16x8_s(bits) : i32x4.extend_low_i16x8_s(bits));
+  const zero = i32x4.splat(0);
+  // each u16 into the top half of an i32 lane: bf16 is then its f32
+  const top = hi ? i16x8.shuffle(zero, bits, 4, 12, 5, 13, 6, 14, 7, 15) : i16x8.shuffle(zero, bits, 0, 8, 1, 9, 2, 10, 3, 11);
+  if (dtype == DTYPE_BF16) return top;
+  return f32x4.mul(v128.and(i32x4.shr_s(top, 3), i32x4.splat(F16_MASK)), f32x4.splat(F16_RESCALE));
 }
 
-/**
- * Columns 4..7 of row kk. int8 loads them again, 4 bytes on (the next row's or the scales' bytes
- * fill the unused high lanes): a second load costs less than extend_high's shuffle.
- */
-// @ts-ignore: decorator
-@inline
-function highHalf(dtype: i32, bits: v128, panel: usize, kk: i32): v128 {
-  if (dtype == DTYPE_INT8) return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v128.load8x8_s(rowAt(dtype, panel, kk) + 4)));
-  return half(dtype, bits, true);
-}
-
-// ---- micro-kernels --------------------------------------------------------------------------------
-// The tiles of gemm.ts over quantized panels: R × 8 (R = 1..4; `stored` of them kept, as
-// tileRx8) and 1 × 32 (four panels, panelBytes apart). Sums run in kk order, one madd per term.
-// int8 accumulates Σ x·q from zero and ends with bias + scale·sum.
+// ---- micro-kernels (f16, bf16) ----------------------------------------------------------------------
+// The tiles of gemm.ts over f16/bf16 panels: R × 8 (R = 1..4; `stored` of them kept, as tileRx8)
+// and 1 × 32 (four panels, panelBytes apart). Sums run in kk order, one madd per term, from the
+// bias: the same bits as the f32 kernels on the dequantized weights.
 
 // @ts-ignore: decorator
 @inline
-function initAcc(dtype: i32, bias: usize, offset: usize): v128 {
-  return dtype != DTYPE_INT8 && bias != 0 ? v128.load(bias + offset) : f32x4.splat(0);
+function initAcc(bias: usize, offset: usize): v128 {
+  return bias != 0 ? v128.load(bias + offset) : f32x4.splat(0);
 }
 
 // @ts-ignore: decorator
 @inline
-function finish(dtype: i32, acc: v128, panel: usize, kPad: i32, bias: usize, offset: usize, hi: bool): v128 {
-  if (dtype != DTYPE_INT8) return acc;
-  const scaled = f32x4.mul(acc, v128.load(panel + (<usize>kPad << 3) + (hi ? 16 : 0)));
-  return bias != 0 ? f32x4.add(scaled, v128.load(bias + offset)) : scaled;
-}
-
-// @ts-ignore: decorator
-@inline
-function qtileRx8(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, kPad: i32, bias: usize, c: usize, rowC: usize): void {
+function qtileRx8(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
   const a1 = stored > 1 ? a0 + rowA : a0;
   const a2 = stored > 2 ? a1 + rowA : a1;
   const a3 = stored > 3 ? a2 + rowA : a2;
-  const init0 = initAcc(dtype, bias, 0), init1 = initAcc(dtype, bias, 16);
+  const init0 = initAcc(bias, 0), init1 = initAcc(bias, 16);
   let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
   let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
   for (let kk = 0; kk < k; kk++) {
     const off = <usize>kk << 2;
-    const bits = rowBits(dtype, panel, kk);
+    const bits = rowBits(panel, kk);
     const b0 = half(dtype, bits, false);
-    const b1 = highHalf(dtype, bits, panel, kk);
+    const b1 = half(dtype, bits, true);
     const x0 = v128.load32_splat(a0 + off);
     c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
     if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
     if (rows > 2) { const x2 = v128.load32_splat(a2 + off); c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
     if (rows > 3) { const x3 = v128.load32_splat(a3 + off); c30 = madd(x3, b0, c30); c31 = madd(x3, b1, c31); }
-  }
-  v128.store(c, finish(dtype, c00, panel, kPad, bias, 0, false)); v128.store(c, finish(dtype, c01, panel, kPad, bias, 16, true), 16);
-  if (stored > 1) { const r = c + rowC; v128.store(r, finish(dtype, c10, panel, kPad, bias, 0, false)); v128.store(r, finish(dtype, c11, panel, kPad, bias, 16, true), 16); }
-  if (stored > 2) { const r = c + 2 * rowC; v128.store(r, finish(dtype, c20, panel, kPad, bias, 0, false)); v128.store(r, finish(dtype, c21, panel, kPad, bias, 16, true), 16); }
-  if (stored > 3) { const r = c + 3 * rowC; v128.store(r, finish(dtype, c30, panel, kPad, bias, 0, false)); v128.store(r, finish(dtype, c31, panel, kPad, bias, 16, true), 16); }
-}
-
-// 1 × 32: one row over four panels (four read streams: the GEMV of a batch of one).
-// @ts-ignore: decorator
-@inline
-function qtile1x32(dtype: i32, a0: usize, k: i32, panel: usize, panelBytes: usize, kPad: i32, bias: usize, c: usize): void {
-  const p1 = panel + panelBytes;
-  const p2 = p1 + panelBytes;
-  const p3 = p2 + panelBytes;
-  let c0 = initAcc(dtype, bias, 0), c1 = initAcc(dtype, bias, 16), c2 = initAcc(dtype, bias, 32), c3 = initAcc(dtype, bias, 48);
-  let c4 = initAcc(dtype, bias, 64), c5 = initAcc(dtype, bias, 80), c6 = initAcc(dtype, bias, 96), c7 = initAcc(dtype, bias, 112);
-  for (let kk = 0; kk < k; kk++) {
-    const x = v128.load32_splat(a0 + (<usize>kk << 2));
-    const q0 = rowBits(dtype, panel, kk);
-    c0 = madd(x, half(dtype, q0, false), c0); c1 = madd(x, highHalf(dtype, q0, panel, kk), c1);
-    const q1 = rowBits(dtype, p1, kk);
-    c2 = madd(x, half(dtype, q1, false), c2); c3 = madd(x, highHalf(dtype, q1, p1, kk), c3);
-    const q2 = rowBits(dtype, p2, kk);
-    c4 = madd(x, half(dtype, q2, false), c4); c5 = madd(x, highHalf(dtype, q2, p2, kk), c5);
-    const q3 = rowBits(dtype, p3, kk);
-    c6 = madd(x, half(dtype, q3, false), c6); c7 = madd(x, highHalf(dtype, q3, p3, kk), c7);
-  }
-  const b1 = bias != 0 ? bias + 32 : 0, b2 = bias != 0 ? bias + 64 : 0, b3 = bias != 0 ? bias + 96 : 0;
-  v128.store(c, finish(dtype, c0, panel, kPad, bias, 0, false)); v128.store(c, finish(dtype, c1, panel, kPad, bias, 16, true), 16);
-  v128.store(c, finish(dtype, c2, p1, kPad, b1, 0, false), 32); v128.store(c, finish(dtype, c3, p1, kPad, b1, 16, true), 48);
-  v128.store(c, finish(dtype, c4, p2, kPad, b2, 0, false), 64); v128.store(c, finish(dtype, c5, p2, kPad, b2, 16, true), 80);
-  v128.store(c, finish(dtype, c6, p3, kPad, b3, 0, false), 96); v128.store(c, finish(dtype, c7, p3, kPad, b3, 16, true), 112);
-}
-
-// int4: per block of 32 rows its scales, per octet of 8 rows one v128 of nibbles per half panel,
-// from which each row takes the top nibble of every lane (q = v >> 28, arithmetic) before the
-// next one is shifted up (v <<= 4): w = q·scale, as dequantAt computes it.
-
-// @ts-ignore: decorator
-@inline
-function q4weight(v: v128, scales: v128): v128 {
-  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.shr_s(v, 28)), scales);
-}
-
-// @ts-ignore: decorator
-@inline
-function q4tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, bias: usize, c: usize, rowC: usize): void {
-  const a1 = stored > 1 ? a0 + rowA : a0;
-  const a2 = stored > 2 ? a1 + rowA : a1;
-  const a3 = stored > 3 ? a2 + rowA : a2;
-  const init0 = initAcc(DTYPE_INT4, bias, 0), init1 = initAcc(DTYPE_INT4, bias, 16);
-  let c00 = init0, c01 = init1, c10 = init0, c11 = init1;
-  let c20 = init0, c21 = init1, c30 = init0, c31 = init1;
-  for (let k0 = 0; k0 < k; k0 += Q4_BLOCK) {
-    const block = panel + <usize>(k0 >> 5) * Q4_BLOCK_BYTES;
-    const s0 = v128.load(block + Q4_SCALES);
-    const s1 = v128.load(block + Q4_SCALES, 16);
-    const kEnd = min(k, k0 + Q4_BLOCK);
-    for (let o = k0; o < kEnd; o += 8) {
-      const octet = block + (<usize>(o - k0) << 2);
-      let v0 = v128.load(octet);
-      let v1 = v128.load(octet, 16);
-      const oEnd = min(kEnd, o + 8);
-      for (let kk = o; kk < oEnd; kk++) {
-        const off = <usize>kk << 2;
-        const b0 = q4weight(v0, s0);
-        const b1 = q4weight(v1, s1);
-        v0 = i32x4.shl(v0, 4);
-        v1 = i32x4.shl(v1, 4);
-        const x0 = v128.load32_splat(a0 + off);
-        c00 = madd(x0, b0, c00); c01 = madd(x0, b1, c01);
-        if (rows > 1) { const x1 = v128.load32_splat(a1 + off); c10 = madd(x1, b0, c10); c11 = madd(x1, b1, c11); }
-        if (rows > 2) { const x2 = v128.load32_splat(a2 + off); c20 = madd(x2, b0, c20); c21 = madd(x2, b1, c21); }
-        if (rows > 3) { const x3 = v128.load32_splat(a3 + off); c30 = madd(x3, b0, c30); c31 = madd(x3, b1, c31); }
-      }
-    }
   }
   v128.store(c, c00); v128.store(c, c01, 16);
   if (stored > 1) { v128.store(c + rowC, c10); v128.store(c + rowC, c11, 16); }
@@ -364,50 +255,34 @@ function q4tileRx8(rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel
   if (stored > 3) { v128.store(c + 3 * rowC, c30); v128.store(c + 3 * rowC, c31, 16); }
 }
 
-// 1 × 16: one row over two panels (a 1 × 32 would carry 8 nibble vectors beside 8 accumulators).
+// 1 × 32: one row over four panels (four read streams: the GEMV of a batch of one).
 // @ts-ignore: decorator
 @inline
-function q4tile1x16(a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize): void {
+function qtile1x32(dtype: i32, a0: usize, k: i32, panel: usize, panelBytes: usize, bias: usize, c: usize): void {
   const p1 = panel + panelBytes;
-  let c0 = initAcc(DTYPE_INT4, bias, 0), c1 = initAcc(DTYPE_INT4, bias, 16);
-  let c2 = initAcc(DTYPE_INT4, bias, 32), c3 = initAcc(DTYPE_INT4, bias, 48);
-  for (let k0 = 0; k0 < k; k0 += Q4_BLOCK) {
-    const blockOffset = <usize>(k0 >> 5) * Q4_BLOCK_BYTES;
-    const block0 = panel + blockOffset;
-    const block1 = p1 + blockOffset;
-    const kEnd = min(k, k0 + Q4_BLOCK);
-    for (let o = k0; o < kEnd; o += 8) {
-      const octet = <usize>(o - k0) << 2;
-      let v0 = v128.load(block0 + octet);
-      let v1 = v128.load(block0 + octet, 16);
-      let v2 = v128.load(block1 + octet);
-      let v3 = v128.load(block1 + octet, 16);
-      const oEnd = min(kEnd, o + 8);
-      for (let kk = o; kk < oEnd; kk++) {
-        const x = v128.load32_splat(a0 + (<usize>kk << 2));
-        c0 = madd(x, q4weight(v0, v128.load(block0 + Q4_SCALES)), c0);
-        c1 = madd(x, q4weight(v1, v128.load(block0 + Q4_SCALES, 16)), c1);
-        c2 = madd(x, q4weight(v2, v128.load(block1 + Q4_SCALES)), c2);
-        c3 = madd(x, q4weight(v3, v128.load(block1 + Q4_SCALES, 16)), c3);
-        v0 = i32x4.shl(v0, 4); v1 = i32x4.shl(v1, 4);
-        v2 = i32x4.shl(v2, 4); v3 = i32x4.shl(v3, 4);
-      }
-    }
+  const p2 = p1 + panelBytes;
+  const p3 = p2 + panelBytes;
+  let c0 = initAcc(bias, 0), c1 = initAcc(bias, 16), c2 = initAcc(bias, 32), c3 = initAcc(bias, 48);
+  let c4 = initAcc(bias, 64), c5 = initAcc(bias, 80), c6 = initAcc(bias, 96), c7 = initAcc(bias, 112);
+  for (let kk = 0; kk < k; kk++) {
+    const x = v128.load32_splat(a0 + (<usize>kk << 2));
+    const q0 = rowBits(panel, kk);
+    c0 = madd(x, half(dtype, q0, false), c0); c1 = madd(x, half(dtype, q0, true), c1);
+    const q1 = rowBits(p1, kk);
+    c2 = madd(x, half(dtype, q1, false), c2); c3 = madd(x, half(dtype, q1, true), c3);
+    const q2 = rowBits(p2, kk);
+    c4 = madd(x, half(dtype, q2, false), c4); c5 = madd(x, half(dtype, q2, true), c5);
+    const q3 = rowBits(p3, kk);
+    c6 = madd(x, half(dtype, q3, false), c6); c7 = madd(x, half(dtype, q3, true), c7);
   }
   v128.store(c, c0); v128.store(c, c1, 16); v128.store(c, c2, 32); v128.store(c, c3, 48);
-}
-
-// @ts-ignore: decorator
-@inline
-function tileRx8Q(dtype: i32, rows: i32, stored: i32, a0: usize, rowA: usize, k: i32, panel: usize, kPad: i32, bias: usize, c: usize, rowC: usize): void {
-  if (dtype == DTYPE_INT4) q4tileRx8(rows, stored, a0, rowA, k, panel, bias, c, rowC);
-  else qtileRx8(dtype, rows, stored, a0, rowA, k, panel, kPad, bias, c, rowC);
+  v128.store(c, c4, 64); v128.store(c, c5, 80); v128.store(c, c6, 96); v128.store(c, c7, 112);
 }
 
 /**
  * The driver of one dtype: M = 1 as 1 × 32 over groups of four panels (then 1 × 8); M ≥ 2 panel by
- * panel, each panel (8 KiB at K = 1024 for int8) staying in L1 while 4-row tiles and a 1-3-row
- * tail run over it, so every weight is read from memory once per call.
+ * panel, each panel staying in L1 while 4-row tiles and a 1-3-row tail run over it, so every
+ * weight is read from memory once per call.
  */
 // @ts-ignore: decorator
 @inline
@@ -416,27 +291,15 @@ function gemmQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
   const rowC = <usize>ldc << 2;
   const panelBytes = qPanelBytes(dtype, kPad);
   if (m <= 0) return;
-  if (m == 1 && dtype == DTYPE_INT4) {
-    let p = 0;
-    for (; p + 2 <= panels; p += 2) {
-      const col = <usize>p << 5;
-      q4tile1x16(a, k, bp + <usize>p * panelBytes, panelBytes, bias != 0 ? bias + col : 0, c + col);
-    }
-    if (p < panels) {
-      const col = <usize>p << 5;
-      q4tileRx8(1, 1, a, rowA, k, bp + <usize>p * panelBytes, bias != 0 ? bias + col : 0, c + col, rowC);
-    }
-    return;
-  }
   if (m == 1) {
     let p = 0;
     for (; p + 4 <= panels; p += 4) {
       const col = <usize>p << 5;
-      qtile1x32(dtype, a, k, bp + <usize>p * panelBytes, panelBytes, kPad, bias != 0 ? bias + col : 0, c + col);
+      qtile1x32(dtype, a, k, bp + <usize>p * panelBytes, panelBytes, bias != 0 ? bias + col : 0, c + col);
     }
     for (; p < panels; p++) {
       const col = <usize>p << 5;
-      qtileRx8(dtype, 1, 1, a, rowA, k, bp + <usize>p * panelBytes, kPad, bias != 0 ? bias + col : 0, c + col, rowC);
+      qtileRx8(dtype, 1, 1, a, rowA, k, bp + <usize>p * panelBytes, bias != 0 ? bias + col : 0, c + col, rowC);
     }
     return;
   }
@@ -445,13 +308,13 @@ function gemmQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels
     const col = <usize>p << 5;
     const biasP = bias != 0 ? bias + col : 0;
     let i = 0;
-    for (; i + 4 <= m; i += 4) tileRx8Q(dtype, 4, 4, a + <usize>i * rowA, rowA, k, panel, kPad, biasP, c + <usize>i * rowC + col, rowC);
+    for (; i + 4 <= m; i += 4) qtileRx8(dtype, 4, 4, a + <usize>i * rowA, rowA, k, panel, biasP, c + <usize>i * rowC + col, rowC);
     const rest = m - i;
     const ai = a + <usize>i * rowA;
     const ci = c + <usize>i * rowC + col;
-    if (rest == 3) tileRx8Q(dtype, 4, 3, ai, rowA, k, panel, kPad, biasP, ci, rowC);
-    else if (rest == 2) tileRx8Q(dtype, 2, 2, ai, rowA, k, panel, kPad, biasP, ci, rowC);
-    else if (rest == 1) tileRx8Q(dtype, 1, 1, ai, rowA, k, panel, kPad, biasP, ci, rowC);
+    if (rest == 3) qtileRx8(dtype, 4, 3, ai, rowA, k, panel, biasP, ci, rowC);
+    else if (rest == 2) qtileRx8(dtype, 2, 2, ai, rowA, k, panel, biasP, ci, rowC);
+    else if (rest == 1) qtileRx8(dtype, 1, 1, ai, rowA, k, panel, biasP, ci, rowC);
   }
 }
 
@@ -460,24 +323,6 @@ function gemmF16(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPa
 }
 function gemmBf16(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
   gemmQ(DTYPE_BF16, a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-}
-function gemmInt8(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
-  gemmQ(DTYPE_INT8, a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-}
-function gemmInt4(a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
-  gemmQ(DTYPE_INT4, a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-}
-
-/**
- * C[M, 8·P] = A[M, K] · Bquantized (+ bias[8·P] when bias ≠ 0), as gemmPanels (assembly/gemm.ts)
- * for panels packed by packPanelsQ with this kPad. A column block is the same call on
- * bp + p0·qPanelBytes(dtype, kPad).
- */
-export function gemmPanelsQ(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, panels: i32, kPad: i32, c: usize, ldc: i32, bias: usize): void {
-  if (dtype == DTYPE_F16) gemmF16(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-  else if (dtype == DTYPE_BF16) gemmBf16(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-  else if (dtype == DTYPE_INT8) gemmInt8(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
-  else gemmInt4(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
 }
 
 // ---- the expert pass over quantized weights ----------------------------------------------------
@@ -494,8 +339,10 @@ function expertGemm(dtype: i32, a: usize, lda: i32, m: i32, k: i32, bp: usize, p
   if (dtype == DTYPE_INT8 || dtype == DTYPE_INT4) {
     const ldq = a16Stride(k);
     gemmPanelsA16(dtype, a, lda, m, k, bp, panels, kPad, c, ldc, bias, qa + ((<usize>first * <usize>ldq) << 1), ldq, qs + (<usize>first << 2));
+  } else if (dtype == DTYPE_F16) {
+    gemmF16(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
   } else {
-    gemmPanelsQ(dtype, a, lda, m, k, bp, panels, kPad, c, ldc, bias);
+    gemmBf16(a, lda, m, k, bp, panels, kPad, c, ldc, bias);
   }
 }
 

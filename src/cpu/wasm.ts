@@ -88,19 +88,6 @@ export interface KernelExports {
   /** Quantized expert weights (assembly/quant.ts); dtype: layout.ts DTYPE_CODE. packPanelsQ: −1, or the index of a value out of the dtype's range. */
   packPanelsQ(dtype: number, src: number, k: number, n: number, ldSrc: number, dst: number, kPad: number, panelStep: number): number;
   unpackPanelsQ(dtype: number, src: number, k: number, n: number, dst: number, ldDst: number, kPad: number, panelStep: number): void;
-  gemmPanelsQ(
-    dtype: number,
-    a: number,
-    lda: number,
-    m: number,
-    k: number,
-    bp: number,
-    panels: number,
-    kPad: number,
-    c: number,
-    ldc: number,
-    bias: number,
-  ): void;
   expertsForwardQ(
     kind: number,
     dtype: number,
