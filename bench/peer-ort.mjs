@@ -11,6 +11,15 @@ import { caseModel, qcaseModel } from "./onnx-moe.mjs";
 /** The experts ORT's operator computes as edge-moe does: its gelu is the tanh approximation, edge-moe's the exact erf. */
 export const ORT_EXPERTS = ["relu", "swiglu"];
 
+/** QMoE models by case weights and bits: the 1- and 2-thread sessions of a case share one (quantizing a case takes seconds). */
+const quantizedModels = new WeakMap();
+function quantizedModel(shape, expert, weights, bits) {
+  let byBits = quantizedModels.get(weights);
+  if (!byBits) quantizedModels.set(weights, (byBits = new Map()));
+  if (!byBits.has(bits)) byBits.set(bits, qcaseModel(shape, expert, weights, bits));
+  return byBits.get(bits);
+}
+
 /**
  * @param {any} ort            the onnxruntime-web or onnxruntime-node namespace
  * @param {{ d: number, h: number, n: number, k: number }} shape
@@ -32,7 +41,7 @@ export async function createOrtPeer(ort, shape, expert, weights, { ep, threads, 
       extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
     });
   }
-  const model = bits ? qcaseModel(shape, expert, weights, bits) : caseModel(shape, expert, weights);
+  const model = bits ? quantizedModel(shape, expert, weights, bits) : caseModel(shape, expert, weights);
   const session = await ort.InferenceSession.create(model, options);
   const d = shape.d;
   return {

@@ -651,10 +651,7 @@ export function renderReadmeTable(results) {
   // the README has a size limit: the targets as one line, their table with figures and reasons in docs/benchmarks.md
   const judged = targets(results).filter((t) => t.met === true || t.met === false);
   const missed = judged.filter((t) => t.met === false).length;
-  lines.push(
-    "",
-    `Targets: ${judged.length - missed} of ${judged.length} met, each with its figure and, where missed, the measured limit: [docs/benchmarks.md](docs/benchmarks.md#results).`,
-  );
+  lines.push("", `Targets: ${judged.length - missed} of ${judged.length} met; figures and limits: [docs/benchmarks.md](docs/benchmarks.md#results).`);
   lines.push("", "![time per token vs batch](bench/results/chart.svg)");
   return lines.join("\n");
 }
@@ -773,7 +770,7 @@ function quantReadmeTable(rows, batches) {
   if (!cases.length) return [];
   const lines = [
     "",
-    "Quantized expert weights: ms of int8 / int4 / W8A8 (the faster of SIMD 1T and relaxed 2T; against ONNX Runtime's QMoE: docs/benchmarks.md):",
+    "Quantized weights: ms of int8 / int4 / W8A8, the faster of SIMD 1T and relaxed 2T (against ONNX Runtime's QMoE: docs/benchmarks.md):",
     "",
     `| case | ${batches.map((b) => `B = ${b}`).join(" | ")} |`,
     `|---|${batches.map(() => "---:").join("|")}|`,
