@@ -728,7 +728,7 @@ function quantFullTable(rows, primary) {
   const q = (v) => (v ? v.median.toFixed(2) : "—");
   const lines = [
     "",
-    `Quantized expert weights, ${primary}: ms per forward (median) and, in brackets, % of the engine's own roofline (the bytes of its dtype's panels). ` +
+    `Quantized expert weights, ${primary}: ms per forward (median) and, in brackets for edge-moe's engines, % of the engine's own roofline (the bytes of its dtype's panels). ` +
       "QMoE: onnxruntime-web (web) and onnxruntime-node (node) running com.microsoft::QMoE of the same bits (8 for W8A8). Ratios: median of the per-round ratios, below 1 edge-moe faster.",
     "",
     "| case | dtype | B | roofline 1T | SIMD 1T | relaxed 2T | QMoE web 1T | QMoE web 2T | QMoE node 1T | QMoE node 2T | SIMD 1T ÷ f32 SIMD 1T | 1T ÷ QMoE web 1T | 2T ÷ QMoE web 2T | rel. RMS of y (1T) |",
@@ -754,7 +754,7 @@ function quantFullTable(rows, primary) {
             : e[n]?.skipped
               ? "skipped"
               : "—"
-          : `${fmt(e[n].ms)}${r.floors[n] ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`;
+          : `${fmt(e[n].ms)}${r.floors[n] && !n.startsWith("qmoe") ? ` (${pct(r.floors[n] / e[n].ms)})` : ""}`;
       const rms = e[names[0]]?.relRms;
       lines.push(
         `| ${r.case} | ${dt} | ${r.batch} | ${fmt(floorFor(names[0], r.row, r.machine))} | ${names.map(cell).join(" | ")} | ${q(r.quant.vsF32[dt])} | ${q(r.quant.vsWeb[`${dt} 1T`])} | ${q(r.quant.vsWeb[`${dt} 2T`])} | ${rms === undefined ? "—" : rms.toExponential(1)} |`,
