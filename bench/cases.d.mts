@@ -18,3 +18,13 @@ export function forwardFlops(shape: BenchShape, expert: ExpertKind, batch: numbe
 export function expertBytes(shape: Pick<BenchShape, "d" | "h">, expert: ExpertKind): number;
 export function forwardBytes(shape: BenchShape, expert: ExpertKind, expertsTouched: number): number;
 export function rooflineMs(bytes: number, flops: number, bandwidthGBs: number, peakGflops: number): number;
+
+export type QuantDtype = "int8" | "int4" | "w8a8";
+export const QUANT_DTYPES: Record<QuantDtype, { dtype: "int8" | "int4"; activations?: "int8"; bits: 8 | 4 }>;
+export const QUANT_BOUND: Record<QuantDtype, number>;
+export const QUANT_CASES: (BenchShape & { expert: "relu" | "swiglu" })[];
+export function isQuantCase(shape: BenchShape, expert: ExpertKind): boolean;
+export function matrixBytes(rows: number, cols: number, dtype: QuantDtype | "f32"): number;
+export function expertBytesOf(shape: Pick<BenchShape, "d" | "h">, expert: ExpertKind, dtype?: QuantDtype | "f32"): number;
+export function forwardBytesOf(shape: BenchShape, expert: ExpertKind, expertsTouched: number, dtype?: QuantDtype | "f32"): number;
+export function relativeRms(a: ArrayLike<number>, b: ArrayLike<number>): number;

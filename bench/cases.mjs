@@ -69,3 +69,69 @@ export function forwardBytes(shape, expert, expertsTouched) {
 export function rooflineMs(bytes, flops, bandwidthGBs, peakGflops) {
   return Math.max(bytes / (bandwidthGBs * 1e6), flops / (peakGflops * 1e6));
 }
+
+// ---- quantized expert weights ------------------------------------------------------------------
+
+/**
+ * The quantized engines' dtypes: edge-moe's int8 and int4 weights, and int8 weights with int8
+ * activations (W8A8); `dtype` and `activations` are createMoE's options.
+ */
+export const QUANT_DTYPES = {
+  int8: { dtype: "int8", bits: 8 },
+  int4: { dtype: "int4", bits: 4 },
+  w8a8: { dtype: "int8", activations: "int8", bits: 8 },
+};
+
+/**
+ * Relative RMS error of y, ‖y − y_f32‖ / ‖y_f32‖, against edge-moe's f32 y of the same run, that a
+ * quantized engine (edge-moe's or ORT's QMoE) must stay within to be timed.
+ */
+export const QUANT_BOUND = { int8: 2e-2, int4: 2e-1, w8a8: 6e-2 };
+
+/**
+ * The cases the quantized engines run on, at every batch size: the expert-heavy shape (relu, 64
+ * experts, B = 1 is the int8/int4 target's row) and the wide-hidden one (swiglu, 8 experts), which
+ * keeps the dimension to ~10 minutes of the full suite.
+ */
+export const QUANT_CASES = [
+  { d: 1024, h: 1024, n: 64, k: 4, expert: "relu" },
+  { d: 512, h: 2048, n: 8, k: 2, expert: "swiglu" },
+];
+
+export function isQuantCase(shape, expert) {
+  return QUANT_CASES.some((c) => c.d === shape.d && c.h === shape.h && c.n === shape.n && c.k === shape.k && c.expert === expert);
+}
+
+/**
+ * Bytes of one [rows, cols] expert matrix in a dtype's panels (assembly/quant.ts,
+ * assembly/quant-dot.ts): int8 one byte a weight and a 4-byte scale per column; W8A8 the same and
+ * a 4-byte column sum; int4 half a byte a weight and a 4-byte scale per column and block of 32 rows.
+ */
+export function matrixBytes(rows, cols, dtype) {
+  if (dtype === "int8") return rows * cols + 4 * cols;
+  if (dtype === "w8a8") return rows * cols + 8 * cols;
+  if (dtype === "int4") return (rows * cols) / 2 + 4 * cols * Math.ceil(rows / 32);
+  return 4 * rows * cols;
+}
+
+/** Bytes of one expert's weights in a dtype (f32, int8, int4, w8a8); biases stay f32. */
+export function expertBytesOf({ d, h }, expert, dtype = "f32") {
+  if (expert === "swiglu") return 2 * matrixBytes(d, h, dtype) + matrixBytes(h, d, dtype);
+  return matrixBytes(d, h, dtype) + matrixBytes(h, d, dtype) + 4 * (d + h);
+}
+
+/** forwardBytes for a dtype: the experts touched in that dtype, and the gate weights (always f32). */
+export function forwardBytesOf(shape, expert, expertsTouched, dtype = "f32") {
+  return expertsTouched * expertBytesOf(shape, expert, dtype) + 4 * shape.d * shape.n;
+}
+
+/** ‖a − b‖₂ / ‖b‖₂: the quantized engines' agreement with edge-moe's f32 y. */
+export function relativeRms(a, b) {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
+  return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+}

@@ -1,7 +1,9 @@
 // The suite's entry in Node, Deno and Bun (started by bench/run.mjs, one process per runtime):
 //   <runtime> bench/entry.mjs '<json options>'
-// options: { out, builds, peer, ortWeb, ortNode, plainJs, gpu, shapes?, experts?, batches?, roundMs?, rounds? }
+// options: { out, builds, peer, ortWeb, ortNode, plainJs, gpu, dtypes?, quantBuilds?, shapes?, experts?, batches?, roundMs?, rounds? }
 //   ortWeb: thread counts of onnxruntime-web (wasm) to run, e.g. [1, 2]; ortNode: of onnxruntime-node (Node only)
+//   dtypes: quantized dtypes (int8, int4, w8a8) of the builds named in quantBuilds; with int8 or int4,
+//   in Node and Bun, the ORT configurations also run com.microsoft::QMoE at 8 or 4 bits ("qmoe8 web 1T", …)
 // Writes the runtime's report (JSON) to options.out.
 import { readFile, writeFile } from "node:fs/promises";
 import { createMoE } from "../dist/index.js";
@@ -37,6 +39,11 @@ if (options.peer) {
 const peers = [];
 const notes = [];
 const workers = [];
+// ORT's QMoE at the bits of the quantized dtypes asked for (W8A8 is compared with the 8-bit one)
+const qbits = [
+  ["int8", 8],
+  ["int4", 4],
+].filter(([dt]) => options.dtypes?.includes(dt));
 for (const threads of options.ortWeb ?? []) {
   const name = `ort-web ${threads}T`;
   if (runtime === "node" || runtime === "bun") {
@@ -47,6 +54,9 @@ for (const threads of options.ortWeb ?? []) {
       workers.push(worker);
       const ping = await worker.ping();
       peers.push({ name, experts: ORT_EXPERTS, create: (shape, expert) => worker.peer(shape, expert) });
+      for (const [dtype, bits] of qbits) {
+        peers.push({ name: `qmoe${bits} web ${threads}T`, dtype, experts: ORT_EXPERTS, create: (shape, expert) => worker.peer(shape, expert, bits) });
+      }
       notes.push(
         `${name} runs onnxruntime-web in a worker thread of its own; a call's round trip to it (an empty message each way) takes ${ping.toFixed(3)} ms, included in its times`,
       );
@@ -73,6 +83,14 @@ if (runtime === "node" && options.ortNode?.length) {
       experts: ORT_EXPERTS,
       create: (shape, expert, weights) => createOrtPeer(ortNode, shape, expert, weights, { ep: "cpu", threads }),
     });
+    for (const [dtype, bits] of qbits) {
+      peers.push({
+        name: `qmoe${bits} node ${threads}T`,
+        dtype,
+        experts: ORT_EXPERTS,
+        create: (shape, expert, weights) => createOrtPeer(ortNode, shape, expert, weights, { ep: "cpu", threads, bits }),
+      });
+    }
   }
   notes.push("onnxruntime-node: native CPU execution provider, intra-op threads as named, one inter-op thread, session.intra_op.allow_spinning = 0");
 }

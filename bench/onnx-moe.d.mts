@@ -47,3 +47,11 @@ export interface QMoEModelSpec {
   normalize?: 0 | 1;
 }
 export function qmoeModel(spec: QMoEModelSpec): Uint8Array;
+export function qcaseModel(
+  shape: BenchShape,
+  expert: "relu" | "swiglu",
+  w: Record<string, Float32Array>,
+  bits: 8 | 4,
+  blockSize?: number,
+  batch?: number | string,
+): Uint8Array;

@@ -379,3 +379,39 @@ export function qmoeModel(spec) {
     .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
     .done();
 }
+
+/**
+ * caseModel's com.microsoft::QMoE counterpart: the case's experts in the operator's layout,
+ * quantized by quantizeExperts (8 bits: one scale per output row, edge-moe's int8 granularity;
+ * 4 bits: blockSize 32 by default, edge-moe's int4 blocks of 32 input rows); gate and biases f32.
+ * @param {{ d: number, h: number, n: number, k: number }} shape
+ * @param {"relu" | "swiglu"} expert
+ * @param {Record<string, Float32Array>} w
+ * @param {8 | 4} bits
+ * @param {number} [blockSize] default 0 at 8 bits, 32 at 4 bits
+ * @param {number | string} [batch]
+ */
+export function qcaseModel({ d, h, n, k }, expert, w, bits, blockSize = bits === 4 ? 32 : 0, batch = "batch") {
+  const swiglu = expert === "swiglu";
+  if (!swiglu && expert !== "relu") throw new RangeError(`qcaseModel: ${expert} experts are not compared on ONNX Runtime (relu and swiglu are)`);
+  const fc1 = swiglu ? interleaveSwiglu(transposeExperts(w.wGateProj, n, d, h), transposeExperts(w.wUp, n, d, h), n, h, d) : transposeExperts(w.w1, n, d, h);
+  const q1 = quantizeExperts(fc1, n, swiglu ? 2 * h : h, d, bits, blockSize);
+  const q2 = quantizeExperts(transposeExperts(swiglu ? w.wDown : w.w2, n, h, d), n, d, h, bits, blockSize);
+  return qmoeModel({
+    batch,
+    d,
+    h,
+    n,
+    k,
+    activation: expert,
+    bits,
+    blockSize,
+    fc1: q1.q,
+    fc1Scales: q1.scales,
+    fc2: q2.q,
+    fc2Scales: q2.scales,
+    fc1Bias: swiglu ? undefined : w.b1,
+    fc2Bias: swiglu ? undefined : w.b2,
+    wGate: w.wGate,
+  });
+}

@@ -13,21 +13,24 @@ if (!isMainThread && workerData?.ortWeb) {
   const { createOrtPeer } = await import("./peer-ort.mjs");
   const ort = await import("onnxruntime-web");
   ort.env.wasm.numThreads = workerData.threads;
-  let peer;
+  // one session per kind of model ("f32", or the QMoE bits), each replaced by the next case's
+  const sessions = new Map();
   parentPort.on("message", async (m) => {
+    const key = m.bits ?? "f32";
     try {
       if (m.type === "create") {
-        await peer?.dispose();
-        peer = undefined;
-        peer = await createOrtPeer(ort, m.shape, m.expert, makeWeights(m.shape, m.expert), { ep: "wasm", threads: workerData.threads });
+        await sessions.get(key)?.dispose();
+        sessions.delete(key);
+        const shape = m.shape;
+        sessions.set(key, await createOrtPeer(ort, shape, m.expert, makeWeights(shape, m.expert), { ep: "wasm", threads: workerData.threads, bits: m.bits }));
         parentPort.postMessage({ id: m.id, threads: ort.env.wasm.numThreads });
       } else if (m.type === "run") {
-        parentPort.postMessage({ id: m.id, y: await peer.forward(m.x, m.batch) });
+        parentPort.postMessage({ id: m.id, y: await sessions.get(key).forward(m.x, m.batch) });
       } else if (m.type === "ping") {
         parentPort.postMessage({ id: m.id });
       } else if (m.type === "dispose") {
-        await peer?.dispose();
-        peer = undefined;
+        await sessions.get(key)?.dispose();
+        sessions.delete(key);
         parentPort.postMessage({ id: m.id });
       }
     } catch (error) {
@@ -37,8 +40,9 @@ if (!isMainThread && workerData?.ortWeb) {
 }
 
 /**
- * A worker hosting onnxruntime-web at `threads` threads; `peer(shape, expert)` makes the case's
- * session there and returns the suite's peer interface.
+ * A worker hosting onnxruntime-web at `threads` threads; `peer(shape, expert, bits?)` makes the
+ * case's session there (com.microsoft::QMoE at `bits`, else the f32 MoE; one session of each at a time)
+ * and returns the suite's peer interface.
  * @param {number} threads
  */
 export function startOrtWebWorker(threads) {
@@ -68,12 +72,12 @@ export function startOrtWebWorker(threads) {
       worker.postMessage({ ...message, id });
     });
   return {
-    async peer(shape, expert) {
-      const { threads: got } = await call({ type: "create", shape, expert });
+    async peer(shape, expert, bits) {
+      const { threads: got } = await call({ type: "create", shape, expert, bits });
       return {
         threads: got,
-        forward: async (x, batch) => (await call({ type: "run", x, batch })).y,
-        dispose: () => call({ type: "dispose" }),
+        forward: async (x, batch) => (await call({ type: "run", x, batch, bits })).y,
+        dispose: () => call({ type: "dispose", bits }),
       };
     },
     /** Median ms of an empty round trip to the worker (what a call pays beyond ORT's run). */

@@ -12,7 +12,7 @@ export function createOrtPeer(
   shape: BenchShape,
   expert: "relu" | "swiglu",
   weights: Record<string, Float32Array>,
-  config: { ep: "wasm" | "cpu"; threads: number },
+  config: { ep: "wasm" | "cpu"; threads: number; bits?: 8 | 4 },
 ): Promise<OrtPeer>;
 export function startOrtWeb(load: () => Promise<unknown>, threads: number): Promise<unknown>;
 export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number;

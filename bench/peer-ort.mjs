@@ -6,22 +6,32 @@
 // each thread count needs a namespace of its own) or of onnxruntime-node (native CPU execution
 // provider; threads per session).
 
-import { caseModel } from "./onnx-moe.mjs";
+import { caseModel, qcaseModel } from "./onnx-moe.mjs";
 
 /** The experts ORT's operator computes as edge-moe does: its gelu is the tanh approximation, edge-moe's the exact erf. */
 export const ORT_EXPERTS = ["relu", "swiglu"];
+
+/** QMoE models by case weights and bits: the 1- and 2-thread sessions of a case share one (quantizing a case takes seconds). */
+const quantizedModels = new WeakMap();
+function quantizedModel(shape, expert, weights, bits) {
+  let byBits = quantizedModels.get(weights);
+  if (!byBits) quantizedModels.set(weights, (byBits = new Map()));
+  if (!byBits.has(bits)) byBits.set(bits, qcaseModel(shape, expert, weights, bits));
+  return byBits.get(bits);
+}
 
 /**
  * @param {any} ort            the onnxruntime-web or onnxruntime-node namespace
  * @param {{ d: number, h: number, n: number, k: number }} shape
  * @param {"relu" | "swiglu"} expert
  * @param {Record<string, Float32Array>} weights   bench/cases.mjs makeWeights
- * @param {{ ep: "wasm" | "cpu", threads: number }} config
+ * @param {{ ep: "wasm" | "cpu", threads: number, bits?: 8 | 4 }} config
  *   "cpu" (onnxruntime-node): `threads` intra-op threads, one inter-op thread, no spinning
- *   (idle pool threads sleep, as edge-moe's workers do, rather than take a core between calls)
+ *   (idle pool threads sleep, as edge-moe's workers do, rather than take a core between calls);
+ *   `bits`: com.microsoft::QMoE at 8 or 4 bits (bench/onnx-moe.mjs qcaseModel) instead of the f32 MoE
  * @returns {Promise<{ forward(x: Float32Array, batch: number): Promise<Float32Array>, dispose(): Promise<void>, threads: number }>}
  */
-export async function createOrtPeer(ort, shape, expert, weights, { ep, threads }) {
+export async function createOrtPeer(ort, shape, expert, weights, { ep, threads, bits }) {
   if (!ORT_EXPERTS.includes(expert)) throw new RangeError(`ONNX Runtime peer: ${expert} experts are not compared (ORT's gelu is the tanh approximation)`);
   const options = { executionProviders: [ep], graphOptimizationLevel: "all", executionMode: "sequential" };
   if (ep === "cpu") {
@@ -31,7 +41,8 @@ export async function createOrtPeer(ort, shape, expert, weights, { ep, threads }
       extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } },
     });
   }
-  const session = await ort.InferenceSession.create(caseModel(shape, expert, weights), options);
+  const model = bits ? quantizedModel(shape, expert, weights, bits) : caseModel(shape, expert, weights);
+  const session = await ort.InferenceSession.create(model, options);
   const d = shape.d;
   return {
     threads: ep === "wasm" ? ort.env.wasm.numThreads : threads,

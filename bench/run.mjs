@@ -2,8 +2,11 @@
 //   node bench/run.mjs [--quick] [--runtimes=node,deno,bun,chromium] [--cases=relu-512,...]
 //                      [--batches=1,64] [--no-peer] [--no-ort] [--no-plain] [--out=DIR]
 //                      [--max-call-ms=N] [--no-readme] [--no-build] [--probes-only] [--report-only]
-//                      [--no-gpu]
-// --no-peer leaves out TF.js, --no-ort the ONNX Runtime peers (onnxruntime-web at 1 and 2
+//                      [--no-gpu] [--dtypes=f32,int8,int4,w8a8 | --no-quant]
+// --dtypes picks the dtypes of edge-moe's expert weights to time: f32 (every build, every case)
+// and the quantized ones (int8, int4, w8a8 = int8 weights with int8 activations; default all), which
+// run on SIMD 1T and relaxed 2T, in Node, on bench/cases.mjs QUANT_CASES only, with ONNX Runtime's
+// QMoE (8 and 4 bits) beside them; --no-quant is --dtypes=f32. --no-peer leaves out TF.js, --no-ort the ONNX Runtime peers (onnxruntime-web at 1 and 2
 // threads in every runtime, onnxruntime-node at 1 and 2 intra-op threads in Node);
 // --no-build measures dist/ and the probes in build/bench/ as they are (a machine without the
 // toolchain: bench/device/run.sh); --no-gpu leaves out the GPU path (A/B runs of CPU kernels:
@@ -20,7 +23,7 @@ import { createServer } from "node:http";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { extname, join, normalize } from "node:path";
-import { BATCHES, EXPERTS, SHAPES } from "./cases.mjs";
+import { BATCHES, EXPERTS, QUANT_DTYPES, SHAPES } from "./cases.mjs";
 import { renderChart, renderDocsSection, renderMarkdown, renderReadmeSection } from "./report.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -59,11 +62,18 @@ if (args.batches) batches = String(args.batches).split(",").map(Number);
 const maxCallMs = Number(args["max-call-ms"] ?? (quick ? 1500 : 15000)); // engines estimated slower are skipped at that batch
 const common = { shapes, experts, batches, roundMs: quick ? 60 : 250, rounds: quick ? 2 : 3, maxCallMs };
 const ortThreads = args["no-ort"] ? [] : [1, T];
+const dtypes = String(args["no-quant"] ? "f32" : (args.dtypes ?? "f32,int8,int4,w8a8")).split(",");
+const unknownDtype = dtypes.find((dt) => dt !== "f32" && !QUANT_DTYPES[dt]);
+if (unknownDtype) throw new Error(`--dtypes: ${unknownDtype} is none of f32, ${Object.keys(QUANT_DTYPES).join(", ")}`);
+// the quantized engines: the one-thread baseline and the best two-thread build
+const quant = { dtypes: dtypes.filter((dt) => dt !== "f32"), quantBuilds: ["simd 1T", `relaxed ${T}T`] };
+// without f32 only the builds that carry the quantized engines run (their f32 y is the reference)
+const builds = dtypes.includes("f32") ? allBuilds : allBuilds.filter((b) => quant.quantBuilds.includes(b.name));
 const plan = {
-  node: { builds: allBuilds, peer: !args["no-peer"], ortWeb: ortThreads, ortNode: ortThreads, plainJs: !args["no-plain"], gpu: !args["no-gpu"] },
-  deno: { builds: allBuilds, ortWeb: ortThreads, gpu: !args["no-gpu"] },
-  bun: { builds: allBuilds, ortWeb: ortThreads },
-  chromium: { builds: allBuilds, peer: !args["no-peer"], ortWeb: ortThreads, gpu: !args["no-gpu"] },
+  node: { builds, peer: !args["no-peer"], ortWeb: ortThreads, ortNode: ortThreads, plainJs: !args["no-plain"], gpu: !args["no-gpu"], ...quant },
+  deno: { builds, ortWeb: ortThreads, gpu: !args["no-gpu"] },
+  bun: { builds, ortWeb: ortThreads },
+  chromium: { builds, peer: !args["no-peer"], ortWeb: ortThreads, gpu: !args["no-gpu"] },
 };
 
 // ---- probes --------------------------------------------------------------------------------------

@@ -5,7 +5,21 @@
 // kept, so that ratios between engines can be taken round by round. A round that starts while
 // other processes use the machine is retaken (see `load`). Runtime-neutral; the host's entry
 // (entry.mjs, browser.mjs) passes in what differs: modules, probes, the peers, the load reader.
-import { BATCHES, EXPERTS, SHAPES, caseName, forwardBytes, forwardFlops, makeInput, makeWeights } from "./cases.mjs";
+import {
+  BATCHES,
+  EXPERTS,
+  QUANT_BOUND,
+  QUANT_DTYPES,
+  SHAPES,
+  caseName,
+  forwardBytes,
+  forwardBytesOf,
+  forwardFlops,
+  isQuantCase,
+  makeInput,
+  makeWeights,
+  relativeRms,
+} from "./cases.mjs";
 import { createPlainJs } from "./plain-js.mjs";
 import { createTfjsPeer } from "./peer-tfjs.mjs";
 import { relativeError } from "./peer-ort.mjs";
@@ -21,7 +35,14 @@ import { makeSpeedProbe, measureMachine } from "./machine.mjs";
  *   peers                   more peers: [{ name, experts, create(shape, expert, weights) → Promise<{
  *                           forward(x, batch) → Promise<y>, dispose() }> }] (the ONNX Runtime
  *                           configurations); their y must agree with edge-moe's within PEER_TOLERANCE
- *                           (relative) before they are timed, and experts outside `experts` are not run
+ *                           (relative) before they are timed, and experts outside `experts` are not run;
+ *                           a peer with `dtype` ("int8", "int4": ORT's QMoE) runs on the quantized
+ *                           cases only, held to QUANT_BOUND[dtype] instead
+ *   dtypes                  the quantized dtypes (bench/cases.mjs QUANT_DTYPES: int8, int4, w8a8) to run
+ *                           on the builds named in quantBuilds, on the cases of QUANT_CASES only; each
+ *                           engine's y must agree with the f32 y of the same run within QUANT_BOUND
+ *                           (relative RMS) before it is timed
+ *   quantBuilds             names of the builds (of `builds`) that get quantized engines
  *   load                    () → { running, threads } | { load1 } | undefined: the OS's load, read
  *                           before every round (see roundIsBusy); undefined: not readable here
  *   plainJs                 run the plain-JS baseline (slow: seconds per call at large B)
@@ -49,6 +70,8 @@ export async function runSuite(options) {
     plainJs = false,
     gpu = false,
     peers = [],
+    dtypes = [],
+    quantBuilds = [],
     load,
     shapes = SHAPES,
     experts = EXPERTS,
@@ -92,6 +115,8 @@ export async function runSuite(options) {
           tf,
           tfThreads,
           peers,
+          dtypes,
+          quantBuilds,
           plainJs,
           gpu,
           batches,
@@ -148,6 +173,9 @@ export async function runSuite(options) {
 
 async function runCase(c) {
   const { shape, expert, createMoE, builds, tf, peers, plainJs, gpu, batches, log, runtime } = c;
+  // the quantized engines' reference is the f32 y of the first engine, an f32 build
+  const quantHere = builds.length > 0 && isQuantCase(shape, expert);
+  const dtypes = quantHere ? c.dtypes.filter((dt) => QUANT_DTYPES[dt]) : [];
   const weights = makeWeights(shape, expert);
   const base = { dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert, weights };
   /** name → { forward(x, batch) → y | Promise<y>, dispose(), maxBatch?, sync } */
@@ -174,6 +202,31 @@ async function runCase(c) {
       log(`${runtime}: ${build.name} unavailable: ${error?.message ?? error}`);
     }
   }
+  for (const build of builds.filter((b) => c.quantBuilds.includes(b.name))) {
+    for (const dt of dtypes) {
+      const name = `${dt} ${build.name}`;
+      const { dtype, activations } = QUANT_DTYPES[dt];
+      try {
+        const layer = await createMoE({ ...base, dtype, activations, wasmBuild: build.wasmBuild, threads: build.threads });
+        const outs = new Map();
+        engines.set(name, {
+          kind: "edge-moe-q",
+          dtype: dt,
+          forward: (x, batch) => {
+            let out = outs.get(batch);
+            if (!out) outs.set(batch, (out = { y: new Float32Array(batch * shape.d), topkIndices: new Int32Array(batch * shape.k) }));
+            layer.forwardSync(x, { out });
+            return out.y;
+          },
+          dispose: () => layer.dispose(),
+        });
+        result.engines[name] = { dtype: dt, bound: QUANT_BOUND[dt] };
+      } catch (error) {
+        result.engines[name] = { dtype: dt, unavailable: String(error?.message ?? error) };
+        log(`${runtime}: ${name} unavailable: ${error?.message ?? error}`);
+      }
+    }
+  }
   if (gpu) {
     try {
       // the host side (gating, plan) on every hardware thread, as a server with a GPU would run it
@@ -196,14 +249,15 @@ async function runCase(c) {
     engines.set(`tfjs ${c.tfThreads}T`, { kind: "peer", forward: peer.forward, dispose: peer.dispose });
   }
   for (const peer of peers) {
+    if (peer.dtype && !dtypes.includes(peer.dtype)) continue;
     if (peer.experts && !peer.experts.includes(expert)) {
       result.engines[peer.name] = { unavailable: `${expert} experts are not compared on this peer` };
       continue;
     }
     try {
       const p = await peer.create(shape, expert, weights);
-      engines.set(peer.name, { kind: "peer", async: true, checked: true, forward: p.forward, dispose: p.dispose });
-      result.engines[peer.name] = { threads: p.threads };
+      engines.set(peer.name, { kind: "peer", async: true, checked: !peer.dtype, dtype: peer.dtype, forward: p.forward, dispose: p.dispose });
+      result.engines[peer.name] = { threads: p.threads, ...(peer.dtype ? { dtype: peer.dtype, bound: QUANT_BOUND[peer.dtype] } : {}) };
     } catch (error) {
       result.engines[peer.name] = { unavailable: String(error?.message ?? error) };
       log(`${runtime}: ${peer.name} unavailable: ${error?.message ?? error}`);
@@ -223,6 +277,10 @@ async function runCase(c) {
       engines: {},
     };
     row.bytes = row.expertsTouched === undefined ? undefined : forwardBytes(shape, expert, row.expertsTouched);
+    if (dtypes.length && row.expertsTouched !== undefined) {
+      // what each dtype's forward must read: bench/cases.mjs forwardBytesOf
+      row.bytesOf = Object.fromEntries(dtypes.map((dt) => [dt, forwardBytesOf(shape, expert, row.expertsTouched, dt)]));
+    }
     result.batches.push(row);
     await timeEngines(c, engines, x, batch, row);
   }
@@ -331,13 +389,27 @@ async function timeEngines(c, engines, x, batch, row) {
     const first = performance.now() - t0;
     engine.last = { ms: first, batch }; // replaced by the median below: a first call may include one-time work
     y = Float32Array.from(y);
-    referenceY ??= y;
+    if (!engine.dtype) referenceY ??= y;
+    if (!referenceY) {
+      row.engines[name] = { first, error: "no f32 y to check it against (the f32 builds did not run at this batch)" };
+      continue;
+    }
     const entry = { first, maxAbsDiff: maxAbsDiff(y, referenceY), relErr: relativeError(y, referenceY) };
     row.engines[name] = entry;
     if (engine.checked && !(entry.relErr <= PEER_TOLERANCE)) {
       entry.error = `y disagrees with edge-moe's: max |Δy| / max |y| = ${entry.relErr.toExponential(1)} > ${PEER_TOLERANCE}`;
       log(`${runtime}:   B=${batch} ${name}: ${entry.error}`);
       continue;
+    }
+    if (engine.dtype) {
+      // quantized: relative RMS against the f32 y (referenceY: the first engine, an f32 build)
+      entry.dtype = engine.dtype;
+      entry.relRms = relativeRms(y, referenceY);
+      if (!(entry.relRms <= QUANT_BOUND[engine.dtype])) {
+        entry.error = `y disagrees with edge-moe's f32 y: relative RMS ${entry.relRms.toExponential(1)} > ${QUANT_BOUND[engine.dtype]} (${engine.dtype})`;
+        log(`${runtime}:   B=${batch} ${name}: ${entry.error}`);
+        continue;
+      }
     }
     // slow engines (plain JS, software GPUs at large B) get few samples: one round, ≥ 1 call
     const slow = first > 2000;

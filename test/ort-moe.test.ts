@@ -8,8 +8,8 @@ import { readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import { createMoE } from "edge-moe";
-import { makeInput, makeWeights } from "../bench/cases.mjs";
-import { caseModel, interleaveSwiglu, moeModel } from "../bench/onnx-moe.mjs";
+import { QUANT_BOUND, expertBytes, expertBytesOf, forwardBytesOf, makeInput, makeWeights, relativeRms } from "../bench/cases.mjs";
+import { caseModel, interleaveSwiglu, moeModel, qcaseModel } from "../bench/onnx-moe.mjs";
 import { relativeError } from "../bench/peer-ort.mjs";
 import { readSafetensors } from "../src/safetensors.ts";
 import { Rng } from "./helpers.ts";
@@ -139,5 +139,54 @@ describe("bench/onnx-moe.mjs caseModel on onnxruntime-node vs edge-moe", () => {
 
   it("turns gelu down (ORT's gelu is the tanh approximation)", () => {
     expect(() => caseModel(shape, "gelu" as "relu", {})).toThrow(/gelu/);
+  });
+});
+
+// The benchmark's quantized peer (bench/onnx-moe.mjs qcaseModel: com.microsoft::QMoE, 8 bits with
+// one scale per output row, 4 bits with block_size 32) on the case weights: 8 bits quantizes as
+// edge-moe's int8 does (max|w|/127 per output column), so the two agree to rounding; both stay
+// within the suite's bounds of edge-moe's f32 y.
+describe("bench/onnx-moe.mjs qcaseModel (QMoE) on onnxruntime-node vs edge-moe int8/int4", () => {
+  const shape = { d: 64, h: 96, n: 6, k: 2 };
+  it.each(["relu", "swiglu"] as const)("%s", async (expert) => {
+    const weights = makeWeights(shape, expert) as unknown as Record<string, Float32Array>;
+    const config = { dModel: shape.d, dHidden: shape.h, numExperts: shape.n, k: shape.k, expert };
+    const f32 = await createMoE({ ...config, weights: makeWeights(shape, expert) });
+    const int8 = await createMoE({ ...config, weights: makeWeights(shape, expert), dtype: "int8" });
+    try {
+      for (const [bits, dtype] of [
+        [8, "int8"],
+        [4, "int4"],
+      ] as const) {
+        const session = await ort.InferenceSession.create(qcaseModel(shape, expert, weights, bits), { executionProviders: ["cpu"] });
+        try {
+          for (const B of [1, 9]) {
+            const x = makeInput(B, shape.d);
+            const got = (await session.run({ input: new ort.Tensor("float32", x, [B, shape.d]) })).output.data as Float32Array;
+            const ref = f32.forwardSync(x).y;
+            expect(got.length).toBe(ref.length);
+            const err = relativeRms(got, ref);
+            expect(err, `${dtype} B=${B}: relative RMS against f32`).toBeLessThanOrEqual(QUANT_BOUND[dtype]);
+            expect(err, `${dtype} B=${B}: quantization changes y`).toBeGreaterThan(1e-5);
+            if (bits === 8) expect(relativeError(got, int8.forwardSync(x).y), `B=${B}: QMoE-8 vs edge-moe int8`).toBeLessThan(1e-4);
+          }
+        } finally {
+          await session.release();
+        }
+      }
+    } finally {
+      f32.dispose();
+      int8.dispose();
+    }
+  });
+
+  it("counts the bytes of the quantized panels", () => {
+    const { d, h } = shape;
+    expect(expertBytesOf(shape, "relu")).toBe(expertBytes(shape, "relu"));
+    expect(expertBytesOf(shape, "relu", "int8")).toBe(d * h + 4 * h + h * d + 4 * d + 4 * (d + h));
+    expect(expertBytesOf(shape, "relu", "w8a8")).toBe(d * h + 8 * h + h * d + 8 * d + 4 * (d + h));
+    // int4: half a byte a weight, a 4-byte scale per column and block of 32 rows (h = 96: 3 blocks)
+    expect(expertBytesOf(shape, "swiglu", "int4")).toBe(2 * ((d * h) / 2 + 4 * h * 2) + (h * d) / 2 + 4 * d * 3);
+    expect(forwardBytesOf(shape, "swiglu", 3, "int4")).toBe(3 * expertBytesOf(shape, "swiglu", "int4") + 4 * d * shape.n);
   });
 });

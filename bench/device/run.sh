@@ -54,6 +54,6 @@ fi
 log "golden vectors and calibration on the GPU"
 timeout 200 node test/gpu-check.bundle.mjs "$OUT/gpu-check.json" 2>&1 | tee "$OUT/gpu-check.log"
 log "benchmark"
-timeout "${BENCH_SECONDS:-360}" node bench/run.mjs --runtimes=node --no-build --no-readme --no-peer --no-ort --no-plain --quick \
+timeout "${BENCH_SECONDS:-360}" node bench/run.mjs --runtimes=node --no-build --no-readme --no-peer --no-ort --no-quant --no-plain --quick \
   --batches=1,8,64,512,4096 --max-call-ms=400 --out="$OUT/bench" 2>&1 | tee "$OUT/bench.log"
 log "done"
