@@ -8,6 +8,7 @@ import gatingTopkTemplate from "../../shaders/gating_topk.wgsl";
 import gatingStatsTemplate from "../../shaders/gating_stats.wgsl";
 import gatingLossesTemplate from "../../shaders/gating_losses.wgsl";
 import gatingTopkSubgroupTemplate from "../../shaders/gating_topk_subgroup.wgsl";
+import topkCandidates from "../../shaders/topk_candidates.wgsl";
 import workgroupSum from "../../shaders/workgroup_sum.wgsl";
 import workgroupSumSubgroup from "../../shaders/workgroup_sum_subgroup.wgsl";
 import planScanTemplate from "../../shaders/plan_scan.wgsl";
@@ -22,14 +23,15 @@ const TEMPLATES = {
   // the resident path (src/gpu/resident.ts): gating, statistics and plan on the GPU
   gating_gemm: gatingGemmTemplate,
   gating_noise: gatingNoiseTemplate,
-  gating_topk: gatingTopkTemplate,
+  // both top-k passes scan a row's H with candidates() (after the module: `enable` must lead it)
+  gating_topk: `${gatingTopkTemplate}\n${topkCandidates}`,
   // the statistics and losses reduce through total(): a tree sum, or subgroup sums where the
   // device has the `subgroups` feature (its module goes first: `enable` must lead a module)
   gating_stats: `${gatingStatsTemplate}\n${workgroupSum}`,
   gating_losses: `${gatingLossesTemplate}\n${workgroupSum}`,
   gating_stats_subgroup: `${workgroupSumSubgroup}\n${gatingStatsTemplate}`,
   gating_losses_subgroup: `${workgroupSumSubgroup}\n${gatingLossesTemplate}`,
-  gating_topk_subgroup: gatingTopkSubgroupTemplate,
+  gating_topk_subgroup: `${gatingTopkSubgroupTemplate}\n${topkCandidates}`,
   plan_scan: planScanTemplate,
   plan_scatter: planScatterTemplate,
   pad_rows: padRowsTemplate,
