@@ -1,6 +1,8 @@
 // The WGSL passes of the GPU expert path: templates filled with a layer's constants, compiled
 // once per device and template values (the cache key), and shared by every layer of that shape.
 import groupedGemmTemplate from "../../shaders/grouped_gemm.wgsl";
+import f16Bits from "../../shaders/f16_bits.wgsl";
+import f16Native from "../../shaders/f16_native.wgsl";
 import combineTemplate from "../../shaders/combine.wgsl";
 import gatingGemmTemplate from "../../shaders/gating_gemm.wgsl";
 import gatingNoiseTemplate from "../../shaders/gating_noise.wgsl";
@@ -18,7 +20,10 @@ import padRowsTemplate from "../../shaders/pad_rows.wgsl";
 export type TemplateValues = Record<string, number | boolean>;
 
 const TEMPLATES = {
-  grouped_gemm: groupedGemmTemplate,
+  // f16 weights through f16Weights(): integer unpacking, or f16 reads on devices with the
+  // `shader-f16` feature (that module goes first: `enable` must lead a module)
+  grouped_gemm: `${groupedGemmTemplate}\n${f16Bits}`,
+  grouped_gemm_f16: `${f16Native}\n${groupedGemmTemplate}`,
   combine: combineTemplate,
   // the resident path (src/gpu/resident.ts): gating, statistics and plan on the GPU
   gating_gemm: gatingGemmTemplate,
