@@ -2,7 +2,8 @@
 // largest H kept in a sorted run by insertion with strict comparison (on equal values the lower
 // expert index ranks first), the softmax over the first k, and the index of the (k+1)-th (the
 // load estimator's threshold; 0xffffffff when k = n). Each selection also counts one pair for
-// its expert (the plan's counting sort, shaders/plan_scan.wgsl).
+// its expert (the plan's counting sort, shaders/plan_scan.wgsl). The scan is candidates()
+// (shaders/topk_candidates.wgsl, appended to this module) over the whole row.
 
 const WORKGROUP: u32 = 64u;
 const K: u32 = {{K}}u;
@@ -27,28 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   let n = params.n;
-  var vals: array<f32, KEEP>;
-  var idxs: array<u32, KEEP>;
-  var count = 0u;
-  for (var j = 0u; j < n; j++) {
-    let v = h[row * n + j];
-    var pos: u32;
-    if (count < KEEP) {
-      pos = count;
-      count++;
-    } else if (v > vals[KEEP - 1u]) {
-      pos = KEEP - 1u;
-    } else {
-      continue;
-    }
-    while (pos > 0u && vals[pos - 1u] < v) {
-      vals[pos] = vals[pos - 1u];
-      idxs[pos] = idxs[pos - 1u];
-      pos--;
-    }
-    vals[pos] = v;
-    idxs[pos] = j;
-  }
+  candidates(row, n, 0u, 1u);
   let top = vals[0];
   var sum = 0.0;
   for (var s = 0u; s < K; s++) {

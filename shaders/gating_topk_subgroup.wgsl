@@ -1,9 +1,9 @@
 // The top-k pass of shaders/gating_topk.wgsl with subgroups (used when the device has the
 // `subgroups` feature): one subgroup per row. Each lane keeps the KEEP largest H of its strided
-// share of the experts (insertion, as the fallback), then KEEP rounds pick the largest head of
-// all lanes: the largest value by subgroupMax, and among lanes holding it the lowest expert index
-// by subgroupMin. That is the order of the fallback (descending H; on equal H the lower index
-// first), so the selection is the same, exactly.
+// share of the experts (candidates(), shaders/topk_candidates.wgsl, the scan of the fallback),
+// then KEEP rounds pick the largest head of all lanes: the largest value by subgroupMax, and
+// among lanes holding it the lowest expert index by subgroupMin. That is the order of the
+// fallback (descending H; on equal H the lower index first), so the selection is the same, exactly.
 //
 // Subgroup sizes differ by device (4 to 128) and subgroups need not be contiguous runs of
 // local_invocation_index, so nothing is assumed: a workgroup takes WORKGROUP rows, row i of them
@@ -50,28 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let row = first + slot;
     // this lane's KEEP largest of experts lane, lane + lanes, …
-    var vals: array<f32, KEEP>;
-    var idxs: array<u32, KEEP>;
-    var count = 0u;
-    for (var j = lane; j < n; j += lanes) {
-      let v = h[row * n + j];
-      var pos: u32;
-      if (count < KEEP) {
-        pos = count;
-        count++;
-      } else if (v > vals[KEEP - 1u]) {
-        pos = KEEP - 1u;
-      } else {
-        continue;
-      }
-      while (pos > 0u && vals[pos - 1u] < v) {
-        vals[pos] = vals[pos - 1u];
-        idxs[pos] = idxs[pos - 1u];
-        pos--;
-      }
-      vals[pos] = v;
-      idxs[pos] = j;
-    }
+    let count = candidates(row, n, lane, lanes);
     // merge: the row's KEEP largest, the same in every lane
     var topVals: array<f32, KEEP>;
     var topIdxs: array<u32, KEEP>;

@@ -27,8 +27,10 @@
 //           bits 28−4r…31−4r (the CPU panels' lanes), then [kRows / 32][slabN] f32 scales (one
 //           per column and block of 32 rows): w = q·scale.
 // The bias row (f32) follows the halves. The weight tile is dequantized on its way into workgroup
-// memory, so the inner loop and its f32 accumulation are the same for every dtype. f16 is unpacked
-// with integer operations (exact for subnormal halves too), which needs no device feature.
+// memory, so the inner loop and its f32 accumulation are the same for every dtype. f16 weights come
+// from f16Weights(), a function the module is composed with (src/gpu/shaders.ts): f16_bits.wgsl
+// unpacks the bits with integer operations (no device feature needed), f16_native.wgsl reads them
+// as f16 values on devices with `shader-f16`; both give the exact f32 of every half.
 //
 // The tile shape, the activation and the A source are template values (the double-brace
 // placeholders, filled in by src/gpu/shaders.ts); the layer's sizes come in a uniform, so layers
@@ -80,14 +82,12 @@ struct Tile {
 var<workgroup> tileA: array<vec4<f32>, TILE_M * TK4>;   // [TILE_M rows][TK4]
 var<workgroup> tileW: array<vec4<f32>, W_TILE * HALVES>; // [half][TILE_K rows][TN4]
 
-// f16 bits (low 16 bits of each lane) to f32: normal halves by moving exponent and mantissa,
-// subnormal ones as mantissa · 2^−24.
-fn f16ToF32(h: vec4<u32>) -> vec4<f32> {
-  let e = (h >> vec4<u32>(10u)) & vec4<u32>(0x1fu);
-  let m = h & vec4<u32>(0x3ffu);
-  let normal = bitcast<vec4<f32>>(((e + vec4<u32>(112u)) << vec4<u32>(23u)) | (m << vec4<u32>(13u)));
-  let mag = select(vec4<f32>(m) * 5.9604644775390625e-8, normal, e != vec4<u32>(0u));
-  return select(mag, -mag, (h & vec4<u32>(0x8000u)) != vec4<u32>(0u));
+// The four 16-bit halves of the two 32-bit words from word `at` (even): the low half first.
+fn halfBits(at: u32) -> vec4<u32> {
+  let quad = w[at / 4u];
+  let lo = select(quad.x, quad.z, (at & 2u) == 2u);
+  let hi = select(quad.y, quad.w, (at & 2u) == 2u);
+  return vec4<u32>(lo & 0xffffu, lo >> 16u, hi & 0xffffu, hi >> 16u);
 }
 
 // 32-bit words of one half of a slab (the layouts above).
@@ -106,15 +106,11 @@ fn weight4(base: u32, row: u32, c4: u32) -> vec4<f32> {
   let n4 = shape.slabN4;
   let b4 = base / 4u;
   switch DTYPE {
-    case 1u, 2u: {
-      let pair = w[b4 + (row * n4 * 2u + c4 * 2u) / 4u];
-      let lo = select(pair.x, pair.z, (c4 & 1u) == 1u);
-      let hi = select(pair.y, pair.w, (c4 & 1u) == 1u);
-      let halves = vec4<u32>(lo & 0xffffu, lo >> 16u, hi & 0xffffu, hi >> 16u);
-      if (DTYPE == 2u) {
-        return bitcast<vec4<f32>>(halves << vec4<u32>(16u));
-      }
-      return f16ToF32(halves);
+    case 1u: {
+      return f16Weights(base + (row * n4 + c4) * 2u);
+    }
+    case 2u: {
+      return bitcast<vec4<f32>>(halfBits(base + (row * n4 + c4) * 2u) << vec4<u32>(16u));
     }
     case 3u: {
       let at = row * n4 + c4;  // word index within the half

@@ -79,8 +79,9 @@ async function requestDevice(): Promise<GpuDevice | NoGpu> {
     maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
     maxBufferSize: limits.maxBufferSize,
   };
-  // Subgroups where the adapter offers them: the resident path's top-k and statistics use them.
-  const requiredFeatures: GPUFeatureName[] = adapter.features?.has("subgroups") ? ["subgroups" as GPUFeatureName] : [];
+  // Where the adapter offers them: subgroups for the resident path's top-k and statistics,
+  // shader-f16 for the grouped GEMMs of f16 weights.
+  const requiredFeatures = (["subgroups", "shader-f16"] as GPUFeatureName[]).filter((f) => adapter.features?.has(f));
   let device: GPUDevice;
   try {
     device = await adapter.requestDevice({ label: "edge-moe", requiredLimits, requiredFeatures });
@@ -110,6 +111,11 @@ export function sharedGpuDevice(): Promise<GpuDevice | NoGpu> {
     });
   }
   return sharedDevice;
+}
+
+/** Whether the grouped GEMMs of f16 weights read them as f16 values on this device (shaders/f16_native.wgsl). */
+export function usesShaderF16(device: GPUDevice): boolean {
+  return device.features?.has("shader-f16") === true;
 }
 
 /** A caller-given device, checked to look like a GPUDevice. */

@@ -20,7 +20,7 @@ import { MoEError } from "../errors.ts";
 import type { MoEWeights, WeightDtype } from "../types.ts";
 import { roundUp } from "../cpu/layout.ts";
 import { COPY_DST, COPY_SRC, MAP_MODE_READ, MAP_READ_USAGE, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
-import { givenGpuDevice, sharedGpuDevice, type GpuDevice } from "./device.ts";
+import { givenGpuDevice, sharedGpuDevice, usesShaderF16, type GpuDevice } from "./device.ts";
 import { pipelineFor, type TemplateValues } from "./shaders.ts";
 
 // Tile shape of the grouped GEMM (shaders/grouped_gemm.wgsl): TILE_M positions × TILE_N columns
@@ -169,6 +169,8 @@ export class GpuExperts implements ExpertBackend {
   readonly up: Projection;
   readonly down: Projection;
   readonly pipelines: { up: GPUComputePipeline; down: GPUComputePipeline; combine: GPUComputePipeline };
+  /** The grouped GEMMs read the f16 weights as f16 values (shaders/f16_native.wgsl). */
+  readonly shaderF16: boolean;
   readonly xStride: number; // x row length on the GPU, d rounded up to 4
   private readonly maxBinding: number;
   private readonly maxBuffer: number;
@@ -189,8 +191,17 @@ export class GpuExperts implements ExpertBackend {
   private stamp = 0;
   private disposed = false;
 
-  private constructor(gpu: GpuDevice, spec: LayerSpec, up: Projection, down: Projection, pipelines: GpuExperts["pipelines"], maxBinding: number) {
+  private constructor(
+    gpu: GpuDevice,
+    spec: LayerSpec,
+    up: Projection,
+    down: Projection,
+    pipelines: GpuExperts["pipelines"],
+    maxBinding: number,
+    shaderF16: boolean,
+  ) {
     this.device = gpu.device;
+    this.shaderF16 = shaderF16;
     this.description = gpu.description;
     this.software = gpu.software;
     this.spec = spec;
@@ -257,14 +268,33 @@ export class GpuExperts implements ExpertBackend {
         HAS_BIAS: p.bias,
         DTYPE: DTYPE_CODE[dtype],
       });
-      const [upPipe, downPipe, combinePipe] = await Promise.all([
-        pipelineFor(device, "grouped_gemm", gemm(up, true, KIND_CODE[expert])),
-        pipelineFor(device, "grouped_gemm", gemm(down, false, KIND_NONE)),
-        pipelineFor(device, "combine", {}),
-      ]);
+      const gemmPasses = (f16: boolean) => {
+        const name = f16 ? "grouped_gemm_f16" : "grouped_gemm";
+        return Promise.all([pipelineFor(device, name, gemm(up, true, KIND_CODE[expert])), pipelineFor(device, name, gemm(down, false, KIND_NONE))]);
+      };
+      // f16 weights are read as f16 values where the device has `shader-f16`; the integer unpacking
+      // where it has not, or where its compiler rejects that variant (in its own error scope, so a
+      // rejection does not fail the setup).
+      let f16 = dtype === "f16" && usesShaderF16(device);
+      const tryGemmPasses = async () => {
+        if (!f16) return gemmPasses(false);
+        device.pushErrorScope("validation");
+        const passes = gemmPasses(true);
+        const [error, ready] = await Promise.all([
+          device.popErrorScope(),
+          passes.then(
+            (p) => p,
+            () => undefined,
+          ),
+        ]);
+        if (!error && ready) return ready;
+        f16 = false;
+        return gemmPasses(false);
+      };
+      const [[upPipe, downPipe], combinePipe] = await Promise.all([tryGemmPasses(), pipelineFor(device, "combine", {})]);
       const error = (await popScopes()).find((e) => e);
       if (error) throw new Error(error.message);
-      const experts = new GpuExperts(gpu, spec, up, down, { up: upPipe, down: downPipe, combine: combinePipe }, maxBinding);
+      const experts = new GpuExperts(gpu, spec, up, down, { up: upPipe, down: downPipe, combine: combinePipe }, maxBinding, f16);
       if (isPacked(weights)) experts.writePacked(weights);
       else experts.writeWeights(weights);
       return experts;
@@ -274,6 +304,13 @@ export class GpuExperts implements ExpertBackend {
       if (error instanceof MoEError) throw error;
       throw new MoEError("GPU_ERROR", `setting up the GPU experts failed: ${(error as Error).message}; use backend "cpu"`, { cause: error });
     }
+  }
+
+  /** The bind group entries of a weight buffer in a grouped GEMM: binding 3, and 6 (its f16 view) with shaderF16. */
+  weightEntries(buffer: GPUBuffer): GPUBindGroupEntry[] {
+    const entries: GPUBindGroupEntry[] = [{ binding: 3, resource: { buffer } }];
+    if (this.shaderF16) entries.push({ binding: 6, resource: { buffer } });
+    return entries;
   }
 
   /**
@@ -441,7 +478,7 @@ export class GpuExperts implements ExpertBackend {
             { binding: 0, resource: a },
             { binding: 1, resource: range(layout.pairOf, pairBytes) },
             { binding: 2, resource: range(tables[s].offset, 16 * tables[s].entries) },
-            { binding: 3, resource: { buffer: shard.buffer } },
+            ...this.weightEntries(shard.buffer),
             { binding: 4, resource: { buffer: c } },
             { binding: 5, resource: { buffer: shape } },
           ],

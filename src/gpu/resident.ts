@@ -37,7 +37,7 @@ export function usesSubgroups(device: GPUDevice): boolean {
 const split = (g: number): [number, number] => [Math.min(g, MAX_DISPATCH), Math.ceil(g / MAX_DISPATCH)];
 
 /** What the resident path reads of the GPU expert back end (its weights, pipelines and shapes). */
-type ExpertsView = Pick<GpuExperts, "device" | "maxRows" | "up" | "down" | "pipelines" | "upShape" | "downShape" | "xStride" | "align">;
+type ExpertsView = Pick<GpuExperts, "device" | "maxRows" | "up" | "down" | "pipelines" | "upShape" | "downShape" | "xStride" | "align" | "weightEntries">;
 
 /** What the layer gives a resident call. */
 export interface ResidentHost {
@@ -334,7 +334,7 @@ class Resident {
           { binding: 0, resource: a },
           { binding: 1, resource: { buffer: call.pairOf } },
           { binding: 2, resource: { buffer: call.tiles, offset: tables[s].offset, size: tables[s].bytes } },
-          { binding: 3, resource: { buffer: shard.buffer } },
+          ...e.weightEntries(shard.buffer),
           { binding: 4, resource: { buffer: which === "up" ? call.act : call.out } },
           { binding: 5, resource: { buffer: which === "up" ? e.upShape : e.downShape } },
         ],

@@ -1,6 +1,8 @@
 // The WGSL passes of the GPU expert path: templates filled with a layer's constants, compiled
 // once per device and template values (the cache key), and shared by every layer of that shape.
 import groupedGemmTemplate from "../../shaders/grouped_gemm.wgsl";
+import f16Bits from "../../shaders/f16_bits.wgsl";
+import f16Native from "../../shaders/f16_native.wgsl";
 import combineTemplate from "../../shaders/combine.wgsl";
 import gatingGemmTemplate from "../../shaders/gating_gemm.wgsl";
 import gatingNoiseTemplate from "../../shaders/gating_noise.wgsl";
@@ -8,6 +10,7 @@ import gatingTopkTemplate from "../../shaders/gating_topk.wgsl";
 import gatingStatsTemplate from "../../shaders/gating_stats.wgsl";
 import gatingLossesTemplate from "../../shaders/gating_losses.wgsl";
 import gatingTopkSubgroupTemplate from "../../shaders/gating_topk_subgroup.wgsl";
+import topkCandidates from "../../shaders/topk_candidates.wgsl";
 import workgroupSum from "../../shaders/workgroup_sum.wgsl";
 import workgroupSumSubgroup from "../../shaders/workgroup_sum_subgroup.wgsl";
 import planScanTemplate from "../../shaders/plan_scan.wgsl";
@@ -17,19 +20,23 @@ import padRowsTemplate from "../../shaders/pad_rows.wgsl";
 export type TemplateValues = Record<string, number | boolean>;
 
 const TEMPLATES = {
-  grouped_gemm: groupedGemmTemplate,
+  // f16 weights through f16Weights(): integer unpacking, or f16 reads on devices with the
+  // `shader-f16` feature (that module goes first: `enable` must lead a module)
+  grouped_gemm: `${groupedGemmTemplate}\n${f16Bits}`,
+  grouped_gemm_f16: `${f16Native}\n${groupedGemmTemplate}`,
   combine: combineTemplate,
   // the resident path (src/gpu/resident.ts): gating, statistics and plan on the GPU
   gating_gemm: gatingGemmTemplate,
   gating_noise: gatingNoiseTemplate,
-  gating_topk: gatingTopkTemplate,
+  // both top-k passes scan a row's H with candidates() (after the module: `enable` must lead it)
+  gating_topk: `${gatingTopkTemplate}\n${topkCandidates}`,
   // the statistics and losses reduce through total(): a tree sum, or subgroup sums where the
   // device has the `subgroups` feature (its module goes first: `enable` must lead a module)
   gating_stats: `${gatingStatsTemplate}\n${workgroupSum}`,
   gating_losses: `${gatingLossesTemplate}\n${workgroupSum}`,
   gating_stats_subgroup: `${workgroupSumSubgroup}\n${gatingStatsTemplate}`,
   gating_losses_subgroup: `${workgroupSumSubgroup}\n${gatingLossesTemplate}`,
-  gating_topk_subgroup: gatingTopkSubgroupTemplate,
+  gating_topk_subgroup: `${gatingTopkSubgroupTemplate}\n${topkCandidates}`,
   plan_scan: planScanTemplate,
   plan_scatter: planScatterTemplate,
   pad_rows: padRowsTemplate,
