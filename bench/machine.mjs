@@ -147,6 +147,12 @@ export async function measureMachine(Bench, { simd, relaxed }) {
     probes.relaxedRegister = await bestRate(Bench, "relaxed peak", () => r.relaxedPeak(PEAK_STEPS, 1.0001), PEAK_STEPS * 64);
     probes.relaxedTile = await bestRate(Bench, "relaxed tile", () => r.relaxedTile(tileSteps, rBase), tileSteps * 64);
   }
+  // integer dot products: 8 (i16) or 16 (relaxed i8) multiply-adds, 2 ops each, per step of 16
+  probes.dotRegister = await bestRate(Bench, "i16 dot peak", () => probe.dotPeak(PEAK_STEPS, 7), PEAK_STEPS * 128);
+  if (relaxed) {
+    const r = (await WebAssembly.instantiate(relaxed, {})).exports;
+    probes.relaxedDotRegister = await bestRate(Bench, "relaxed i8 dot peak", () => r.relaxedDotPeak(PEAK_STEPS, 7), PEAK_STEPS * 256);
+  }
   probes.read1 = await bestRate(Bench, "read 1T", () => probe.readBytes(base, READ_BYTES), READ_BYTES, 8);
   probes.read1Streams = await bestRate(Bench, "read 1T, 4 streams", () => probe.readStreams(base, READ_BYTES), READ_BYTES, 8);
   try {
@@ -157,6 +163,8 @@ export async function measureMachine(Bench, { simd, relaxed }) {
   return {
     simdPeak: Math.max(probes.simdRegister, probes.simdTile),
     relaxedPeak: relaxed ? Math.max(probes.relaxedRegister, probes.relaxedTile) : undefined,
+    dotPeak: probes.dotRegister,
+    relaxedDotPeak: probes.relaxedDotRegister,
     bandwidth1: Math.max(probes.read1, probes.read1Streams),
     bandwidth2: probes.read2,
     probes,

@@ -30,7 +30,11 @@ function floorFor(engine, row, machine) {
   if (!machine || bytes === undefined) return undefined;
   const threads = /(\d+)T$/.exec(engine)?.[1] === "2" ? 2 : 1;
   const relaxed = /(^| )relaxed /.test(engine) && machine.relaxedPeak;
-  const peak = (relaxed ? machine.relaxedPeak : machine.simdPeak) * threads;
+  // int8 and int4 multiply by integer dot products (i16: 8 multiply-adds an instruction), W8A8 on
+  // the relaxed build by the relaxed i8 dot (16): their arithmetic ceiling is that probe's
+  let peak = relaxed ? machine.relaxedPeak : machine.simdPeak;
+  if (dtype && machine.dotPeak) peak = dtype === "w8a8" && relaxed && machine.relaxedDotPeak ? machine.relaxedDotPeak : machine.dotPeak;
+  peak *= threads;
   const bandwidth = threads === 2 ? (machine.bandwidth2 ?? machine.bandwidth1) : machine.bandwidth1;
   return rooflineMs(bytes, row.flops, bandwidth, peak);
 }
@@ -51,7 +55,13 @@ function floorNowFor(engine, row, report) {
   const f = Math.min(1, now.peak / speed.peak.best);
   // the relaxed engines by the relaxed probe where the run has it (the two pipes differ: FMA or mul + add)
   const fr = now.relaxedPeak !== undefined && speed.relaxedPeak ? Math.min(1, now.relaxedPeak / speed.relaxedPeak.best) : f;
-  return floorFor(engine, row, { ...machine, simdPeak: machine.simdPeak * f, relaxedPeak: machine.relaxedPeak && machine.relaxedPeak * fr });
+  return floorFor(engine, row, {
+    ...machine,
+    simdPeak: machine.simdPeak * f,
+    relaxedPeak: machine.relaxedPeak && machine.relaxedPeak * fr,
+    dotPeak: machine.dotPeak && machine.dotPeak * f,
+    relaxedDotPeak: machine.relaxedDotPeak && machine.relaxedDotPeak * fr,
+  });
 }
 
 const isBuild = (name) => /^(simd|relaxed) \d+T$/.test(name);

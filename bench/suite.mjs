@@ -136,7 +136,7 @@ export async function runSuite(options) {
   if (options.machine !== false && probes) {
     // measured again at the end: the figure used is the better one (the host drifts)
     const again = await measureMachine(Bench, probes);
-    for (const key of ["simdPeak", "relaxedPeak", "bandwidth1", "bandwidth2"]) {
+    for (const key of ["simdPeak", "relaxedPeak", "dotPeak", "relaxedDotPeak", "bandwidth1", "bandwidth2"]) {
       if (again[key] !== undefined) report.machine[key] = Math.max(report.machine[key] ?? 0, again[key]);
     }
     report.machineEnd = again;

@@ -1,6 +1,8 @@
 // Probes of what this machine gives WebAssembly, for the roofline of each benchmark case:
 //   simdPeak, relaxedPeak   f32x4 mul + add / relaxed_madd throughput, register-only
 //   simdTile, relaxedTile   the same through the GEMM's 4 × 8 tile on L1-resident data
+//   dotPeak, relaxedDotPeak i32x4.dot_i16x8_s (8 multiply-adds) / relaxed i8 dot (16) throughput,
+//                           register-only: the arithmetic ceiling of the int8/int4 and W8A8 kernels
 //   readBytes, readStreams  streaming reads of a buffer with v128 loads, one stream / four (bandwidth)
 // Built twice by bench/machine.mjs: with SIMD only (runs everywhere) and with relaxed SIMD.
 //
@@ -160,6 +162,64 @@ export function relaxedTile(iters: i32, p: usize): f32 {
 export function fillBytes(p: usize, len: usize): void {
   const v = f32x4.splat(1e-6);
   for (let q = p; q < p + len; q += 16) v128.store(q, v);
+}
+
+/**
+ * Runs `iters` (even) steps of 8 i32x4.dot_i16x8_s, each added to its own accumulator (the int8 and
+ * int4 kernels' inner step); returns a value that depends on every lane.
+ */
+export function dotPeak(iters: i32, seed: i32): i32 {
+  const a0 = i16x8.splat(<i16>seed), a1 = i16x8.splat(<i16>(seed + 1)), a2 = i16x8.splat(<i16>(seed + 2)), a3 = i16x8.splat(<i16>(seed + 3));
+  const b0 = i16x8.splat(3), b1 = i16x8.splat(-5);
+  let c00 = i32x4.splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (let i = 0; i < iters; i += 2) {
+    c00 = i32x4.add(c00, i32x4.dot_i16x8_s(a0, b0));
+    c01 = i32x4.add(c01, i32x4.dot_i16x8_s(a0, b1));
+    c10 = i32x4.add(c10, i32x4.dot_i16x8_s(a1, b0));
+    c11 = i32x4.add(c11, i32x4.dot_i16x8_s(a1, b1));
+    c20 = i32x4.add(c20, i32x4.dot_i16x8_s(a2, b0));
+    c21 = i32x4.add(c21, i32x4.dot_i16x8_s(a2, b1));
+    c30 = i32x4.add(c30, i32x4.dot_i16x8_s(a3, b0));
+    c31 = i32x4.add(c31, i32x4.dot_i16x8_s(a3, b1));
+    c00 = i32x4.add(c00, i32x4.dot_i16x8_s(a0, b1));
+    c01 = i32x4.add(c01, i32x4.dot_i16x8_s(a0, b0));
+    c10 = i32x4.add(c10, i32x4.dot_i16x8_s(a1, b1));
+    c11 = i32x4.add(c11, i32x4.dot_i16x8_s(a1, b0));
+    c20 = i32x4.add(c20, i32x4.dot_i16x8_s(a2, b1));
+    c21 = i32x4.add(c21, i32x4.dot_i16x8_s(a2, b0));
+    c30 = i32x4.add(c30, i32x4.dot_i16x8_s(a3, b1));
+    c31 = i32x4.add(c31, i32x4.dot_i16x8_s(a3, b0));
+  }
+  const s = i32x4.add(i32x4.add(i32x4.add(c00, c01), i32x4.add(c10, c11)), i32x4.add(i32x4.add(c20, c21), i32x4.add(c30, c31)));
+  return i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
+}
+
+/** dotPeak with i32x4.relaxed_dot_i8x16_i7x16_add_s (16 multiply-adds a step; the W8A8 kernels' step). */
+export function relaxedDotPeak(iters: i32, seed: i32): i32 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
+  const a0 = i8x16.splat(<i8>seed), a1 = i8x16.splat(<i8>(seed + 1)), a2 = i8x16.splat(<i8>(seed + 2)), a3 = i8x16.splat(<i8>(seed + 3));
+  const b0 = i8x16.splat(3), b1 = i8x16.splat(5);
+  let c00 = i32x4.splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (let i = 0; i < iters; i += 2) {
+    c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a0, b0, c00);
+    c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a0, b1, c01);
+    c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a1, b0, c10);
+    c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a1, b1, c11);
+    c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a2, b0, c20);
+    c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a2, b1, c21);
+    c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a3, b0, c30);
+    c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a3, b1, c31);
+    c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a0, b1, c00);
+    c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a0, b0, c01);
+    c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a1, b1, c10);
+    c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a1, b0, c11);
+    c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a2, b1, c20);
+    c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a2, b0, c21);
+    c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a3, b1, c30);
+    c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(a3, b0, c31);
+  }
+  const s = i32x4.add(i32x4.add(i32x4.add(c00, c01), i32x4.add(c10, c11)), i32x4.add(i32x4.add(c20, c21), i32x4.add(c30, c31)));
+  return i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1) + i32x4.extract_lane(s, 2) + i32x4.extract_lane(s, 3);
 }
 
 export function heapBase(): usize {
