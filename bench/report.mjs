@@ -342,12 +342,28 @@ export function analyzeQuantRow(row) {
   return { vsF32, vsWeb, int8Best2VsNode2: int8Best2 ? roundRatio(row, int8Best2, "ort-node 2T") : undefined, checks };
 }
 
+/**
+ * Why a dtype's B = 1 ratio to f32 misses: its own roofline (its bytes at the bandwidth, its
+ * integer multiply-adds at the dot-product probe's peak) over f32's measured time is the least the
+ * ratio can be, and the share of that roofline the kernel reached.
+ */
+function quantWhy(r, dt) {
+  const name = `${dt} ${QUANT_BUILDS[1]}`;
+  const floor = floorFor(name, r.row, r.machine);
+  const ms = r.row.engines[name]?.ms;
+  const f32 = r.row.engines[QUANT_BUILDS[1]]?.ms;
+  if (floor === undefined || !ms || !f32) return "";
+  const memory = r.row.bytesOf[dt] / (r.machine.bandwidth1 * 1e6);
+  const bound = memory >= floor ? "its bytes at the measured bandwidth" : "its multiply-adds at the integer dot product's register-only peak";
+  return `${dt}'s roofline (${bound}) is ${fmt(floor)} ms, ${(floor / f32).toFixed(2)} × f32's measured time; the kernel runs at ${pct(floor / ms)} of it (its nibble or byte unpacking costs instructions beside each dot product: docs/perf-notes.md)`;
+}
+
 /** The quantized targets (ratios as in ortTargets: edge-moe's time over the other's, same run). */
 function quantTargets(rows, primary) {
   const where = (r) => `${r.runtime} ${r.case} B=${r.batch}`;
   const out = [];
   const worstOf = (got, pick) => got.sort((a, b) => pick(b).median - pick(a).median)[0];
-  const goal = (target, got, pick, limit) => {
+  const goal = (target, got, pick, limit, whyOf = () => "") => {
     const missed = got.filter((r) => !(pick(r).median <= limit));
     const worst = worstOf(got, pick);
     out.push({
@@ -356,7 +372,7 @@ function quantTargets(rows, primary) {
         ? `${got.length - missed.length}/${got.length} met; ${got.length > 1 ? "worst " : ""}${ratioText(pick(worst))}${got.length > 1 ? ` (${where(worst)})` : ""}`
         : "not measured",
       met: got.length ? missed.length === 0 : null,
-      why: "",
+      why: missed.length ? whyOf(worst) : "",
       misses: missed.map((r) => `${where(r)}: ${ratioText(pick(r))}`),
     });
   };
@@ -365,7 +381,13 @@ function quantTargets(rows, primary) {
     ["int4", 0.25],
   ]) {
     const got = rows.filter((r) => r.runtime === primary && r.case === QUANT_TARGET_CASE && r.batch === 1 && r.quant?.vsF32[dt]);
-    goal(`B = 1, ${QUANT_TARGET_CASE}, SIMD 1T: ${dt} ≤ ${limit} × f32`, got, (r) => r.quant.vsF32[dt], limit);
+    goal(
+      `B = 1, ${QUANT_TARGET_CASE}, SIMD 1T: ${dt} ≤ ${limit} × f32`,
+      got,
+      (r) => r.quant.vsF32[dt],
+      limit,
+      (r) => quantWhy(r, dt),
+    );
   }
   // every pair of the same bits and threads, as rows of their own
   const pairs = rows.flatMap((r) =>
