@@ -20,8 +20,8 @@ import {
 } from "./conformance/harness.ts";
 import { isCI } from "./helpers.ts";
 
-/** Checks per variant: 7 golden cases + 4 (seeded ×2, errors, out buffers). Fewer means a run was cut short. */
-const CHECKS_PER_VARIANT = 11;
+/** Checks per variant: 7 golden cases + 4 dtypes + 4 (seeded ×2, errors, out buffers). Fewer means a run was cut short. */
+const CHECKS_PER_VARIANT = 15;
 
 let consumer: Consumer;
 const reports = new Map<string, ParsedReport>();

@@ -1,7 +1,8 @@
 // The conformance suite: one script, bundled once and run unchanged in every runtime
-// (test/runtimes.test.ts): golden cases (every expert kind, noisy and clean, odd sizes), seeded-
-// noise reproducibility, errors with their codes, and a SHA-256 of every output, which must be the
-// same in every runtime for the same kernel build. Uses the public API only.
+// (test/runtimes.test.ts): golden cases (every expert kind, noisy and clean, odd sizes), the same in
+// every quantized dtype, seeded-noise reproducibility, errors with their codes, and a SHA-256 of
+// every output, which must be the same in every runtime for the same kernel build. Uses the
+// public API only.
 import { loadMoE, MoEError, readSafetensors, type ForwardResult, type MoEConfig, type MoELayer, type MoEWeights } from "edge-moe";
 import { CONFORMANCE_CASES, DEEPSEEK_V3_CONFIG, deepseekGolden, deepseekModel } from "./cases.ts";
 
@@ -110,6 +111,27 @@ function expectClose(what: string, actual: ArrayLike<number> | undefined, expect
   if (!(error <= TOLERANCE)) throw new Error(`${what}: error ${error.toExponential(2)} > ${TOLERANCE}`);
 }
 
+/** The quantized expert dtypes and their bound on the relative RMS error of y (docs/numerics.md). */
+const QUANTIZED: ReadonlyArray<[NonNullable<MoEConfig["dtype"]>, number]> = [
+  ["f16", 1e-3],
+  ["bf16", 8e-3],
+  ["int8", 2e-2],
+  ["int4", 2e-1],
+];
+
+/** ‖a − r‖₂ / ‖r‖₂ (NaN: Infinity). */
+function relativeRms(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    num += (actual[i] - expected[i]) ** 2;
+    den += expected[i] ** 2;
+  }
+  const r = den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+  return Number.isNaN(r) ? Infinity : r;
+}
+
 function expectExact(what: string, actual: ArrayLike<number>, expected: ArrayLike<number>): void {
   if (actual.length !== expected.length) throw new Error(`${what}: length ${actual.length} ≠ ${expected.length}`);
   for (let i = 0; i < expected.length; i++) {
@@ -196,6 +218,24 @@ export async function runConformance(create: CreateLayer, variants: Array<Varian
           }
         } finally {
           layer.dispose();
+        }
+      });
+    }
+
+    for (const [dtype, bound] of QUANTIZED) {
+      await report.check(`${v} dtype ${dtype}: every golden case within ${bound} (relative RMS of y), routing exactly the f32 layer's`, async () => {
+        for (const c of cases) {
+          const layer = await make(c, { dtype });
+          try {
+            const r = await layer.forward(c.x, { train: true, noise: c.noise });
+            expectExact(`${c.name} topk_indices`, r.topkIndices, c.ref("topk_indices"));
+            expectClose(`${c.name} topk_gates`, r.topkGates, c.ref("topk_gates"));
+            const error = relativeRms(r.y, c.ref("y"));
+            if (!(error <= bound)) throw new Error(`${c.name}: relative RMS error of y ${error.toExponential(2)} > ${bound}`);
+            hashed.push(...resultBytes(r));
+          } finally {
+            layer.dispose();
+          }
         }
       });
     }
