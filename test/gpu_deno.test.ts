@@ -2,15 +2,10 @@
 // run as a child process. Deno's wgpu accepts Debian's lavapipe, so on a machine without a GPU the
 // child is pointed at it (never at SwiftShader, which the Node suites use through Dawn).
 // No adapter: FAILS under CI=true, reported as skipped with the reason elsewhere.
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { LAVAPIPE_ICD, SWIFTSHADER_ICD } from "./gpu_support.ts";
+import { DENO, runDenoGpuScript } from "./gpu_support.ts";
 import { isCI } from "./helpers.ts";
-
-const root = fileURLToPath(new URL("..", import.meta.url));
-const deno = `${root}node_modules/.bin/deno`;
 
 interface DenoReport {
   noAdapter?: string;
@@ -29,26 +24,9 @@ interface DenoReport {
   loss?: { ok: boolean; injectedBackend: string; lostBackend: string; laterBackend: string; yErr: number; warnings: string[]; error?: string };
 }
 
-function runDeno(): { report: DenoReport | undefined; output: string; status: number | null } {
-  const env = { ...process.env };
-  if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) {
-    env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
-  }
-  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_golden.ts"], {
-    cwd: root,
-    env,
-    encoding: "utf8",
-    timeout: 600_000,
-  });
-  const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
-  const line = (child.stdout ?? "")
-    .split("\n")
-    .reverse()
-    .find((l) => l.startsWith("{"));
-  return { report: line ? (JSON.parse(line) as DenoReport) : undefined, output, status: child.status };
-}
+const runDeno = () => runDenoGpuScript<DenoReport>("test/deno/gpu_golden.ts");
 
-const run = existsSync(deno) ? runDeno() : undefined;
+const run = existsSync(DENO) ? runDeno() : undefined;
 
 describe("golden vectors on the GPU (Deno, built-in WebGPU)", () => {
   if (!run) {

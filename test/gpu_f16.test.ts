@@ -7,13 +7,11 @@
 // (test/deno/gpu_f16.ts, run as a child process), whose lavapipe adapter offers shader-f16: both
 // variants on several shapes, subnormal halves, the resident path and the shared device.
 // No adapter: FAILS under CI=true, reported as skipped with the reason elsewhere.
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMoE } from "edge-moe";
 import { configOf, isCI, type LayerShape, randomWeights, relErr, Rng, sameBits } from "./helpers.ts";
-import { gpuSuite, LAVAPIPE_ICD, newDevice, probeGpu, SWIFTSHADER_ICD } from "./gpu_support.ts";
+import { gpuSuite, newDevice, probeGpu, DENO, runDenoGpuScript } from "./gpu_support.ts";
 
 const probe = await probeGpu();
 const offersF16 = probe.adapter?.features.has("shader-f16") === true;
@@ -113,28 +111,10 @@ interface DenoF16Report {
   shared?: { ok: boolean; compiledF16: boolean; yVsCpu: number; error?: string };
 }
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const deno = `${root}node_modules/.bin/deno`;
-
-function runDeno(): { report: DenoF16Report | undefined; output: string; status: number | null } {
-  const env = { ...process.env };
-  if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
-  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_f16.ts"], {
-    cwd: root,
-    env,
-    encoding: "utf8",
-    timeout: 600_000,
-  });
-  const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
-  const line = (child.stdout ?? "")
-    .split("\n")
-    .reverse()
-    .find((l) => l.startsWith("{"));
-  return { report: line ? (JSON.parse(line) as DenoF16Report) : undefined, output, status: child.status };
-}
+const runDeno = () => runDenoGpuScript<DenoF16Report>("test/deno/gpu_f16.ts");
 
 describe("f16 weights: the shader-f16 variant and the fallback (Deno, built-in WebGPU)", () => {
-  if (!existsSync(deno)) {
+  if (!existsSync(DENO)) {
     if (isCI()) {
       it("has the deno runtime (required under CI)", () => {
         throw new Error("the deno package is not installed (npm ci)");

@@ -4,13 +4,11 @@
 // reference of the CPU's generator (≤ 1e-6), validation errors, and device loss (GPU_LOST). Then
 // the golden vectors and device loss again in Deno's built-in WebGPU (test/deno/gpu_resident.ts, a
 // child process, on lavapipe where there is no GPU).
-import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMoE, type MoELocalLayer, type MoEWarning } from "edge-moe";
 import { configOf, listCases, loadCase, randomWeights, relErr, Rng, TOL, type GoldenCase, type LayerShape } from "./helpers.ts";
-import { gpuSuite, LAVAPIPE_ICD, newDevice, probeGpu, SWIFTSHADER_ICD } from "./gpu_support.ts";
+import { gpuSuite, newDevice, probeGpu, DENO, runDenoGpuScript } from "./gpu_support.ts";
 
 const probe = await probeGpu();
 const cases = listCases();
@@ -379,28 +377,10 @@ interface DenoResidentReport {
   loss?: { ok: boolean; code: string; laterCode: string; error?: string };
 }
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const deno = `${root}node_modules/.bin/deno`;
-
-function runDeno(): { report: DenoResidentReport | undefined; output: string; status: number | null } {
-  const env = { ...process.env };
-  if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
-  const child = spawnSync(deno, ["run", "-A", "--import-map=test/deno/import_map.json", "test/deno/gpu_resident.ts"], {
-    cwd: root,
-    env,
-    encoding: "utf8",
-    timeout: 600_000,
-  });
-  const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
-  const line = (child.stdout ?? "")
-    .split("\n")
-    .reverse()
-    .find((l) => l.startsWith("{"));
-  return { report: line ? (JSON.parse(line) as DenoResidentReport) : undefined, output, status: child.status };
-}
+const runDeno = () => runDenoGpuScript<DenoResidentReport>("test/deno/gpu_resident.ts");
 
 describe("the resident path in Deno (built-in WebGPU)", () => {
-  if (!existsSync(deno)) {
+  if (!existsSync(DENO)) {
     it.skip("skipped: the deno package is not installed (npm ci)", () => undefined);
     return;
   }

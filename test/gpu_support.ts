@@ -5,7 +5,9 @@
 //
 // The rule for a missing adapter: under CI (any non-empty CI variable) a GPU suite FAILS;
 // elsewhere it is reported as skipped, with the reason in the skipped test's name (gpuSuite below).
+import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, it } from "vitest";
 import { isCI } from "./helpers.ts";
 
@@ -75,4 +77,29 @@ export function gpuSuite(name: string, probe: GpuProbe, body: () => void): void 
       it.skip(`skipped: no WebGPU adapter (${probe.reason})`, () => undefined);
     }
   });
+}
+
+/** The deno binary of the `deno` npm package (absent where it is not installed). */
+export const DENO = fileURLToPath(new URL("../node_modules/.bin/deno", import.meta.url));
+
+/**
+ * Runs a test/deno/ script in Deno's built-in WebGPU, on lavapipe unless VK_ICD_FILENAMES names
+ * another driver than SwiftShader (Deno's wgpu does not take SwiftShader): its report is the last
+ * stdout line that starts with "{", as JSON.
+ */
+export function runDenoGpuScript<T>(script: string): { report: T | undefined; output: string; status: number | null } {
+  const env = { ...process.env };
+  if (env.VK_ICD_FILENAMES === SWIFTSHADER_ICD || (!env.VK_ICD_FILENAMES && existsSync(LAVAPIPE_ICD))) env.VK_ICD_FILENAMES = LAVAPIPE_ICD;
+  const child = spawnSync(DENO, ["run", "-A", "--import-map=test/deno/import_map.json", script], {
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    env,
+    encoding: "utf8",
+    timeout: 600_000,
+  });
+  const output = `${child.stdout ?? ""}${child.stderr ?? ""}`;
+  const line = (child.stdout ?? "")
+    .split("\n")
+    .reverse()
+    .find((l) => l.startsWith("{"));
+  return { report: line ? (JSON.parse(line) as T) : undefined, output, status: child.status };
 }

@@ -21,7 +21,7 @@ import type { MoEWeights, WeightDtype } from "../types.ts";
 import { roundUp } from "../cpu/layout.ts";
 import { COPY_DST, COPY_SRC, MAP_MODE_READ, MAP_READ_USAGE, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
 import { givenGpuDevice, sharedGpuDevice, usesShaderF16, type GpuDevice } from "./device.ts";
-import { pipelineFor, type TemplateValues } from "./shaders.ts";
+import { optionalVariant, pipelineFor, type TemplateValues } from "./shaders.ts";
 
 // Tile shape of the grouped GEMM (shaders/grouped_gemm.wgsl): TILE_M positions × TILE_N columns
 // per workgroup, THREAD_M × 4 outputs per invocation, so TILE_N/4 × TILE_M/THREAD_M ≤ 128
@@ -273,25 +273,11 @@ export class GpuExperts implements ExpertBackend {
         return Promise.all([pipelineFor(device, name, gemm(up, true, KIND_CODE[expert])), pipelineFor(device, name, gemm(down, false, KIND_NONE))]);
       };
       // f16 weights are read as f16 values where the device has `shader-f16`; the integer unpacking
-      // where it has not, or where its compiler rejects that variant (in its own error scope, so a
-      // rejection does not fail the setup).
-      let f16 = dtype === "f16" && usesShaderF16(device);
-      const tryGemmPasses = async () => {
-        if (!f16) return gemmPasses(false);
-        device.pushErrorScope("validation");
-        const passes = gemmPasses(true);
-        const [error, ready] = await Promise.all([
-          device.popErrorScope(),
-          passes.then(
-            (p) => p,
-            () => undefined,
-          ),
-        ]);
-        if (!error && ready) return ready;
-        f16 = false;
-        return gemmPasses(false);
-      };
-      const [[upPipe, downPipe], combinePipe] = await Promise.all([tryGemmPasses(), pipelineFor(device, "combine", {})]);
+      // where it has not, or where its compiler rejects that variant.
+      const [[[upPipe, downPipe], f16], combinePipe] = await Promise.all([
+        optionalVariant(device, dtype === "f16" && usesShaderF16(device), gemmPasses),
+        pipelineFor(device, "combine", {}),
+      ]);
       const error = (await popScopes()).find((e) => e);
       if (error) throw new Error(error.message);
       const experts = new GpuExperts(gpu, spec, up, down, { up: upPipe, down: downPipe, combine: combinePipe }, maxBinding, f16);

@@ -20,7 +20,7 @@ import type { GpuStatus, MoEWeights, ResidentForwardOptions, ResidentForwardResu
 import { roundUp } from "../cpu/layout.ts";
 import { COPY_DST, COPY_SRC, INDIRECT, MAP_MODE_READ, MAP_READ_USAGE as MAP_READ, MAX_DISPATCH, nextPow2, STORAGE, UNIFORM } from "./constants.ts";
 import { TILE_M, type GpuExperts, type Projection } from "./experts.ts";
-import { pipelineFor, type ShaderName, type TemplateValues } from "./shaders.ts";
+import { optionalVariant, pipelineFor, type ShaderName, type TemplateValues } from "./shaders.ts";
 import { isGpuBuffer, type GPUBufferLike } from "./types.ts";
 
 /** Rows and columns of one workgroup's tile of the gating GEMM (shaders/gating_gemm.wgsl). */
@@ -183,25 +183,8 @@ class Resident {
             ? [compile("gating_topk_subgroup", { K: k, KEEP: keep }), compile("gating_stats_subgroup"), compile("gating_losses_subgroup")]
             : [compile("gating_topk", { K: k, KEEP: keep }), compile("gating_stats"), compile("gating_losses")],
         );
-      let subgroups = usesSubgroups(device);
-      const tryGatingPasses = async () => {
-        if (!subgroups) return gatingPasses(false);
-        // their own error scope: a rejected subgroup shader must not fail the setup
-        device.pushErrorScope("validation");
-        const passes = gatingPasses(true);
-        const [error, ready] = await Promise.all([
-          device.popErrorScope(),
-          passes.then(
-            (p) => p,
-            () => undefined,
-          ),
-        ]);
-        if (!error && ready) return ready;
-        subgroups = false;
-        return gatingPasses(false);
-      };
-      const [[topk, stats, losses], gemm, noise, scan, scatter, pad] = await Promise.all([
-        tryGatingPasses(),
+      const [[[topk, stats, losses], subgroups], gemm, noise, scan, scatter, pad] = await Promise.all([
+        optionalVariant(device, usesSubgroups(device), gatingPasses),
         compile("gating_gemm", { TILE: GATING_TILE }),
         compile("gating_noise"),
         compile("plan_scan", { TILE_M: TILE_M }),

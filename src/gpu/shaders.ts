@@ -91,3 +91,25 @@ export function pipelineFor(device: GPUDevice, name: ShaderName, values: Templat
   }
   return pipeline;
 }
+
+/**
+ * The pipelines of an optional shader variant (one that needs a device feature: subgroups,
+ * shader-f16), compiled in their own validation error scope, so that a compiler that rejects the
+ * variant does not fail the caller's scope: `build(true)` when `wanted` and it compiles, else
+ * `build(false)`. Returns the pipelines and whether the variant is in use.
+ */
+export async function optionalVariant<T>(device: GPUDevice, wanted: boolean, build: (variant: boolean) => Promise<T>): Promise<[T, boolean]> {
+  if (wanted) {
+    device.pushErrorScope("validation");
+    const passes = build(true);
+    const [error, ready] = await Promise.all([
+      device.popErrorScope(),
+      passes.then(
+        (p) => p,
+        () => undefined,
+      ),
+    ]);
+    if (!error && ready) return [ready, true];
+  }
+  return [await build(false), false];
+}
