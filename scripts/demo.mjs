@@ -22,8 +22,9 @@ const weights = {
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-async function time(layer, x, options, calls) {
-  for (let i = 0; i < 3; i++) await layer.forward(x, options); // warm-up (V8 tiers the wasm up)
+async function time(layer, x, options, calls, warmup = 3) {
+  // warm-up: V8 runs a wasm function's first calls in its baseline compiler, then tiers it up
+  for (let i = 0; i < warmup; i++) await layer.forward(x, options);
   const samples = [];
   for (let i = 0; i < calls; i++) {
     const t0 = performance.now();
@@ -85,6 +86,24 @@ for (const b of [1, 8, 64]) {
   const ms = await time(layer, xb, { backend: "cpu" }, b >= 64 ? 10 : 30);
   const flops = 2 * b * d * n + b * k * 4 * d * h;
   console.log(`  B=${String(b).padStart(3)}  ${ms.toFixed(3).padStart(8)} ms   ${(flops / ms / 1e6).toFixed(1).padStart(6)} GFLOP/s useful`);
+}
+
+// The same weights stored quantized: the routing is the f32 layer's, y within the dtype's error.
+console.log("\nquantized expert weights (the same layer, B=1 on the CPU):");
+const x1 = draw(d, 1);
+const f32Y = (await layer.forward(x1, { backend: "cpu" })).y;
+for (const dtype of ["bf16", "int8", "int4"]) {
+  const q = await createMoE({ dModel: d, dHidden: h, numExperts: n, k, expert: "relu", weights, dtype });
+  const r = await q.forward(x1);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < d; i++) {
+    num += (r.y[i] - f32Y[i]) ** 2;
+    den += f32Y[i] ** 2;
+  }
+  const ms = await time(q, x1, {}, 30, 100);
+  console.log(`  ${dtype.padEnd(5)} ${ms.toFixed(3).padStart(8)} ms   y within ${Math.sqrt(num / den).toExponential(1)} (relative RMS) of f32's`);
+  q.dispose();
 }
 layer.dispose();
 
