@@ -2,14 +2,15 @@
 //
 // The weights are the int8 and int4 panels of assembly/quant.ts, unchanged. Each A row is
 // quantized on the fly, symmetric with one f32 scale per row: q = round(x · 32767/max|x|) in
-// [−32767, 32767] (16 bits: its rounding moves y by about 1e-5 of max|y|, far below the weights'
+// [−32767, 32767] (16 bits: its rounding moves y by a few 1e-5 of max|y|, far below the weights'
 // own error). Then i32x4.dot_i16x8_s multiplies two rows of weights (sign-extended to i16) by two
-// activations and adds the pair, exactly: 16 multiply-adds take a load, a shuffle or shifts, two
-// dot products and two adds, where dequantizing to f32 takes twice the instructions of f32
-// weights. Integer sums are exact, so every build and thread count gives the same bits.
+// activations and adds the pair, exactly: 16 multiply-adds take two widening loads and two
+// unpacks (int8) or a load and shifts (int4), two dot products and two adds, where dequantizing
+// to f32 took more instructions than the f32 weights' multiply-adds. Integer sums are exact, so
+// every build and thread count gives the same bits.
 //
-//   int8: pairs of rows (kk, kk + 1). The panel's two rows (16 bytes) are interleaved column by
-//         column and sign-extended; the activation pair is the i32 at i16 offset kk. The i32 sum
+//   int8: pairs of rows (kk, kk + 1). The panel's two rows are sign-extended by their loads and
+//         interleaved column by column; the activation pair is the i32 at i16 offset kk. The i32 sum
 //         is carried to f32 every INT8_SPAN rows (|Σ| ≤ 512·127·32767 < 2^31).
 //         y = (f32(Σ x·q) · sx) · sw[j] (+ bias[j]).
 //   int4: an octet's i32 lane holds a column's 8 rows, row r in bits 28−4r..31−4r, so as i16x8
@@ -18,16 +19,13 @@
 //         row r + 4). The activations are stored in that order, per octet 4, 0, 5, 1, 6, 2, 7, 3.
 //         Each block of 32 rows is scaled by its column scales in f32:
 //         y = sx · Σ_block f32(Σ x·q) · s[block, j] (+ bias[j]).
-import { qPanelBytes } from "./quant";
+import { qPanelBytes, Q4_BLOCK_BYTES, Q4_SCALES } from "./quant";
 import { DTYPE_INT8, DTYPE_INT4, Q4_BLOCK } from "../src/abi";
 
 /** Largest |q| of an activation. */
 const X_LEVELS: f32 = 32767;
 /** Rows of an int8 panel summed in i32 before the sum is carried to f32. */
 const INT8_SPAN: i32 = 512;
-/** Bytes of one int4 block of a panel (quant.ts): 128 bytes of nibbles, then 8 f32 scales. */
-const Q4_BLOCK_BYTES: usize = 160;
-const Q4_SCALES: usize = 128;
 
 /** i16 elements of one quantized row of k activations (a multiple of 32: whole int4 blocks). */
 // @ts-ignore: decorator

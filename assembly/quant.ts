@@ -25,10 +25,10 @@ import { a16Stride, gemmPanelsA16 } from "./quant-a16";
 // dtype codes (src/cpu/layout.ts DTYPE_CODE): 0 is f32, the packPanelsB layout.
 import { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_INT8, DTYPE_INT4, Q4_BLOCK } from "../src/abi";
 export { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_INT8, DTYPE_INT4 };
-/** Rows of an int4 scale block. */
 /** Bytes of one int4 block of one panel: 32 rows × 8 nibbles, then 8 f32 scales. */
-const Q4_BLOCK_BYTES: usize = 160;
-const Q4_SCALES: usize = 128;
+export const Q4_BLOCK_BYTES: usize = 160;
+/** Where a block's scales start. */
+export const Q4_SCALES: usize = 128;
 
 /** f16 bits h placed as (h << 16) >> 3 (arithmetic) & F16_MASK are the f32 of value·2^−112. */
 const F16_MASK: i32 = -1879048193; // 0x8fffffff
