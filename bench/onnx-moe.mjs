@@ -135,6 +135,43 @@ function attribute(name, [kind, v]) {
  */
 
 /**
+ * The MoE and QMoE operators' shared attributes: top-k, the renormalised softmax, the activation.
+ * SwiGLU as plain SiLU gating, silu(gate) · up: the operator's SwiGLU is gate · σ(α·gate) · (up + β),
+ * clamped at swiglu_limit.
+ * @returns {Record<string, Attr>}
+ */
+function routingAttrs(k, normalize, swiglu) {
+  const attrs = /** @type {Record<string, Attr>} */ ({
+    k: ["int", k],
+    normalize_routing_weights: ["int", normalize],
+    activation_type: ["string", swiglu ? "swiglu" : "relu"],
+  });
+  if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
+  return attrs;
+}
+
+/** A graph that starts with router_logits = input · w_gate when the gate weights are given (else router_logits is an input). */
+function gatingGraph(wGate) {
+  const graph = new Pb();
+  if (wGate) graph.message(1, new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul"));
+  return graph;
+}
+
+/** The model around a graph: its inputs and output, the IR version and the two opsets. */
+function modelOf(graph, batch, d, n, wGate) {
+  graph.message(11, valueInfo("input", [batch, d]));
+  if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
+  graph.message(12, valueInfo("output", [batch, d]));
+  return new Pb()
+    .int(1, 8) // ir_version
+    .string(2, "edge-moe")
+    .message(7, graph)
+    .message(8, new Pb().string(1, "").int(2, 17))
+    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
+    .done();
+}
+
+/**
  * One ONNX model: x [batch, d] (→ MatMul(wGate) →) com.microsoft::MoE → output [batch, d].
  * Inputs are named "input" (and "router_logits" without wGate).
  * @param {MoEModelSpec} spec
@@ -146,18 +183,9 @@ export function moeModel(spec) {
   const fc1Out = swiglu ? 2 * h : h;
   if (fc1.length !== n * fc1Out * d || fc2.length !== n * d * h)
     throw new RangeError(`moeModel: fc1 must hold ${n}·${fc1Out}·${d} and fc2 ${n}·${d}·${h} values`);
-  const attrs = /** @type {Record<string, Attr>} */ ({
-    k: ["int", k],
-    normalize_routing_weights: ["int", normalize],
-    activation_type: ["string", swiglu ? "swiglu" : "relu"],
-  });
-  // plain SiLU gating, silu(gate) · up: the operator's SwiGLU is gate · σ(α·gate) · (up + β), clamped at swiglu_limit
-  if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
+  const attrs = routingAttrs(k, normalize, swiglu);
 
-  const graph = new Pb();
-  if (wGate) {
-    graph.message(1, new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul"));
-  }
+  const graph = gatingGraph(wGate);
   const moe = new Pb()
     .string(1, "input")
     .string(1, "router_logits")
@@ -173,16 +201,7 @@ export function moeModel(spec) {
   if (fc1Bias) graph.message(5, tensorProto("fc1_bias", [n, fc1Out], fc1Bias));
   graph.message(5, tensorProto("fc2", [n, d, h], fc2));
   if (fc2Bias) graph.message(5, tensorProto("fc2_bias", [n, d], fc2Bias));
-  graph.message(11, valueInfo("input", [batch, d]));
-  if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
-  graph.message(12, valueInfo("output", [batch, d]));
-  return new Pb()
-    .int(1, 8) // ir_version
-    .string(2, "edge-moe")
-    .message(7, graph)
-    .message(8, new Pb().string(1, "").int(2, 17))
-    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
-    .done();
+  return modelOf(graph, batch, d, n, wGate);
 }
 
 /**
@@ -336,19 +355,11 @@ export function qmoeModel(spec) {
   const blocks2 = blockSize ? h / blockSize : 1;
   if (fc1Scales.length !== n * fc1Out * blocks1 || fc2Scales.length !== n * d * blocks2)
     throw new RangeError(`qmoeModel: fc1Scales must hold ${n}·${fc1Out}·${blocks1} values and fc2Scales ${n}·${d}·${blocks2}`);
-  const attrs = /** @type {Record<string, Attr>} */ ({
-    k: ["int", k],
-    normalize_routing_weights: ["int", normalize],
-    activation_type: ["string", swiglu ? "swiglu" : "relu"],
-    expert_weight_bits: ["int", bits],
-  });
+  const attrs = routingAttrs(k, normalize, swiglu);
+  attrs.expert_weight_bits = ["int", bits];
   if (blockSize) attrs.block_size = ["int", blockSize];
-  if (swiglu) Object.assign(attrs, { swiglu_fusion: ["int", 1], activation_alpha: ["float", 1], activation_beta: ["float", 0], swiglu_limit: ["float", 3e38] });
 
-  const graph = new Pb();
-  if (wGate) {
-    graph.message(1, new Pb().string(1, "input").string(1, "w_gate").string(2, "router_logits").string(3, "gate").string(4, "MatMul"));
-  }
+  const graph = gatingGraph(wGate);
   const moe = new Pb()
     .string(1, "input")
     .string(1, "router_logits")
@@ -368,16 +379,7 @@ export function qmoeModel(spec) {
   graph.message(5, tensorProto("fc2", [n, d, (h * bits) / 8], fc2));
   graph.message(5, tensorProto("fc2_scales", blockSize ? [n, d, blocks2] : [n, d], fc2Scales));
   if (fc2Bias) graph.message(5, tensorProto("fc2_bias", [n, d], fc2Bias));
-  graph.message(11, valueInfo("input", [batch, d]));
-  if (!wGate) graph.message(11, valueInfo("router_logits", [batch, n]));
-  graph.message(12, valueInfo("output", [batch, d]));
-  return new Pb()
-    .int(1, 8) // ir_version
-    .string(2, "edge-moe")
-    .message(7, graph)
-    .message(8, new Pb().string(1, "").int(2, 17))
-    .message(8, new Pb().string(1, "com.microsoft").int(2, 1))
-    .done();
+  return modelOf(graph, batch, d, n, wGate);
 }
 
 /**
